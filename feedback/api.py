@@ -1,0 +1,78 @@
+"""Feedback submission API: `POST /v1/feedback`, mounted by the gateway.
+
+Kinds: thumbs ("up"/"down"), rating (1-5), correction (better answer text), preferred
+(index of the preferred choice), comment (text). The completion id must be one this
+service issued to the same API key; otherwise 404, decided from the id's signature alone.
+A feedback_id sent by the client makes a retry idempotent downstream (deduplicated by the
+collector on event_id, which is derived from it).
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Union
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from feedback.ids import tenant_of, verify_completion_id
+from feedback.producer import EventProducer
+from schemas.events import TOPICS, FeedbackKind, FeedbackSubmitted, FeedbackSubmittedPayload
+
+_NS = uuid.UUID("6f1c3c1e-8a43-4b8e-9a55-3f1d2a0b7e10")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    completion_id: str
+    kind: FeedbackKind
+    value: Union[int, float, str] = Field(description='"up"/"down", 1-5, text, or a choice index')
+    choice_index: int = Field(0, ge=0)
+    feedback_id: str | None = Field(None, max_length=128, description="client id making retries idempotent")
+
+
+class FeedbackError(Exception):
+    def __init__(self, status: int, message: str, code: str, param: str | None = None):
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+class FeedbackService:
+    def __init__(self, producer: EventProducer, signing_key: bytes):
+        self.producer = producer
+        self.signing_key = signing_key
+
+    def submit(self, req: FeedbackRequest, api_key: str | None) -> FeedbackSubmitted:
+        tenant = tenant_of(api_key)
+        if not verify_completion_id(self.signing_key, tenant, req.completion_id):
+            raise FeedbackError(404, f"no completion {req.completion_id!r} for this API key", "completion_not_found",
+                                "completion_id")
+        feedback_id = req.feedback_id or str(uuid.uuid4())
+        try:
+            payload = FeedbackSubmittedPayload(
+                feedback_id=feedback_id, completion_id=req.completion_id, kind=req.kind, value=req.value,
+                choice_index=req.choice_index,
+            )
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise FeedbackError(422, err["msg"].removeprefix("Value error, "), "invalid_value", "value") from e
+        # Same feedback id from the same tenant -> same event id: a replay is a no-op in DuckDB.
+        event = FeedbackSubmitted(
+            event_id=str(uuid.uuid5(_NS, f"{tenant}:{feedback_id}")), tenant=tenant, payload=payload
+        )
+        self.producer.emit(TOPICS["feedback"], event)
+        return event
+
+
+router = APIRouter()
+
+
+def _api_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() or None if auth.lower().startswith("bearer ") else None
+
+
+@router.post("/v1/feedback", status_code=202)
+async def submit_feedback(req: FeedbackRequest, request: Request) -> dict:
+    service: FeedbackService = request.app.state.feedback
+    event = service.submit(req, _api_key(request))
+    return {"id": event.payload.feedback_id, "object": "feedback", "status": "accepted",
+            "completion_id": event.payload.completion_id}

@@ -1,0 +1,193 @@
+"""Event types that travel on Kafka between the gateway, the collector and the trainer.
+
+Every event is an envelope (`event_id`, `schema_version`, `type`, `occurred_at`, `tenant`)
+around a typed payload. `type` is the discriminator; `parse_event` turns raw JSON bytes
+into the right class and raises `pydantic.ValidationError` (or `UnknownSchemaVersion`)
+with a message that says what is wrong.
+
+Print the JSON Schema of every event with `tao schemas`.
+"""
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+# One topic per kind of traffic; the collector reads the first two, every gateway the third.
+TOPICS = {
+    "completions": "tao.completions",
+    "feedback": "tao.feedback",
+    "control": "tao.control",
+    "deadletter": "tao.deadletter",
+}
+
+
+class UnknownSchemaVersion(ValueError):
+    """An event written by a newer tao-loop than this one: never guess its meaning."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Strict(BaseModel):
+    # Unknown fields are errors on the wire: a typo must not silently drop data.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChatMessage(BaseModel):
+    # Messages are kept as sent (tool calls, names, content parts): extra keys allowed.
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: Any = None
+
+
+class Choice(_Strict):
+    index: int
+    text: str
+    finish_reason: str | None = None
+
+
+class Usage(_Strict):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChatCompletedPayload(_Strict):
+    completion_id: str
+    model_version: str
+    messages: list[ChatMessage]
+    params: dict[str, Any] = Field(default_factory=dict, description="sampling parameters as requested")
+    choices: list[Choice]
+    usage: Usage = Field(default_factory=Usage)
+    latency_ms: float
+    stream: bool = False
+    task: str | None = Field(default=None, description="task tag from request metadata, if any")
+
+
+class FeedbackKind(str, Enum):
+    thumbs = "thumbs"          # value: "up" | "down"
+    rating = "rating"          # value: 1..5
+    correction = "correction"  # value: the better answer, as text
+    preferred = "preferred"    # value: index of the preferred choice (of n)
+    comment = "comment"        # value: free text
+
+
+class FeedbackSubmittedPayload(_Strict):
+    feedback_id: str
+    completion_id: str
+    kind: FeedbackKind
+    value: Union[str, int, float]
+    choice_index: int = 0
+
+    @model_validator(mode="after")
+    def _value_fits_kind(self) -> "FeedbackSubmittedPayload":
+        v, k = self.value, self.kind
+        if k is FeedbackKind.thumbs and v not in ("up", "down"):
+            raise ValueError('value: thumbs feedback takes "up" or "down"')
+        if k is FeedbackKind.rating:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or not 1 <= v <= 5:
+                raise ValueError("value: rating feedback takes a number from 1 to 5")
+        if k in (FeedbackKind.correction, FeedbackKind.comment) and (not isinstance(v, str) or not v.strip()):
+            raise ValueError(f"value: {k.value} feedback takes non-empty text")
+        if k is FeedbackKind.preferred and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise ValueError("value: preferred feedback takes the index of a choice (integer >= 0)")
+        return self
+
+
+class ModelPromotedPayload(_Strict):
+    version: str
+    artifact_path: str = Field(description="directory with merged weights (config.json, *.safetensors)")
+    swap_mode: Literal["weights", "lora"] = "weights"
+    parent: str | None = None
+    cycle_id: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class ModelRolledBackPayload(_Strict):
+    version: str = Field(description="the version now live again")
+    artifact_path: str
+    swap_mode: Literal["weights", "lora"] = "weights"
+    rolled_back_from: str
+    reason: str = ""
+
+
+class EventEnvelope(_Strict):
+    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    schema_version: int = SCHEMA_VERSION
+    occurred_at: datetime = Field(default_factory=_now)
+    tenant: str = Field(default="anonymous", description="hash of the API key, never the key")
+
+    @field_validator("event_id")
+    @classmethod
+    def _uuid(cls, v: str) -> str:
+        uuid.UUID(v)  # raises ValueError with a clear message
+        return v
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v > SCHEMA_VERSION:
+            raise UnknownSchemaVersion(
+                f"schema_version {v} is newer than this build understands ({SCHEMA_VERSION}): upgrade tao-loop"
+            )
+        if v < 1:
+            raise ValueError("schema_version must be >= 1")
+        return v
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @property
+    def key(self) -> bytes:
+        """Kafka partition key: events about one completion stay in order on one partition."""
+        p = getattr(self, "payload")
+        return (getattr(p, "completion_id", None) or getattr(p, "version", None) or self.event_id).encode()
+
+
+class ChatCompleted(EventEnvelope):
+    type: Literal["ChatCompleted"] = "ChatCompleted"
+    payload: ChatCompletedPayload
+
+
+class FeedbackSubmitted(EventEnvelope):
+    type: Literal["FeedbackSubmitted"] = "FeedbackSubmitted"
+    payload: FeedbackSubmittedPayload
+
+
+class ModelPromoted(EventEnvelope):
+    type: Literal["ModelPromoted"] = "ModelPromoted"
+    payload: ModelPromotedPayload
+
+
+class ModelRolledBack(EventEnvelope):
+    type: Literal["ModelRolledBack"] = "ModelRolledBack"
+    payload: ModelRolledBackPayload
+
+
+Event = Annotated[
+    Union[ChatCompleted, FeedbackSubmitted, ModelPromoted, ModelRolledBack], Field(discriminator="type")
+]
+EVENT_TYPES: dict[str, type[EventEnvelope]] = {
+    c.model_fields["type"].default: c for c in (ChatCompleted, FeedbackSubmitted, ModelPromoted, ModelRolledBack)
+}
+_adapter: TypeAdapter[Any] = TypeAdapter(Event)
+
+
+def parse_event(raw: bytes | str | dict) -> EventEnvelope:
+    """Validate one event from the wire. Raises ValidationError / UnknownSchemaVersion."""
+    if isinstance(raw, dict):
+        return _adapter.validate_python(raw)
+    return _adapter.validate_json(raw)
+
+
+def json_schemas() -> dict[str, dict]:
+    """JSON Schema of every event type, keyed by type name."""
+    return {name: cls.model_json_schema() for name, cls in EVENT_TYPES.items()}

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: chat completions passed through to vLLM, feedback, hot swap."""

@@ -1,0 +1,124 @@
+"""The gateway app: `create_app(settings)`; run it with `tao gateway` (see serving/main.py).
+
+Routes: POST /v1/chat/completions, GET /v1/models, POST /v1/feedback, GET /healthz, /readyz.
+Every answer from the model carries the header x-tao-model-version.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from feedback import api as feedback_api
+from feedback.producer import EventProducer
+from schemas.events import EventEnvelope, ModelPromoted, ModelRolledBack
+from serving import errors
+from serving.chat import VERSION_HEADER, ChatRequest, ChatService
+from serving.settings import GatewaySettings
+from serving.swap import SwapGate
+from serving.vllm import VLLMClient, VLLMSupervisor
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def _api_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    return (auth[7:].strip() or None) if auth.lower().startswith("bearer ") else None
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(req: ChatRequest, request: Request):
+    return await request.app.state.chat.complete(req, _api_key(request))
+
+
+@router.get("/v1/models")
+async def list_models(request: Request):
+    s: GatewaySettings = request.app.state.settings
+    gate: SwapGate = request.app.state.gate
+    card = {"id": s.model_name, "object": "model", "created": int(request.app.state.started_at),
+            "owned_by": "tao-loop", "version": gate.version}
+    return JSONResponse({"object": "list", "data": [card]}, headers={VERSION_HEADER: gate.version})
+
+
+@router.get("/healthz")
+async def healthz(request: Request):
+    return {"status": "ok", "version": request.app.state.gate.version}
+
+
+@router.get("/readyz")
+async def readyz(request: Request):
+    st = request.app.state
+    vllm_state = st.supervisor.state if st.supervisor else "external"
+    ready = st.supervisor is None or st.supervisor.ready.is_set()
+    body = {"ready": ready, "vllm": vllm_state, "version": st.gate.version, "kafka_connected": st.producer.connected,
+            "events": st.producer.counters.as_dict()}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        producer = EventProducer(settings.kafka_bootstrap, settings.data_dir / "spill" / f"gateway-{settings.port}",
+                                 client_id=f"tao-gateway-{settings.port}").start()
+        supervisor = None
+        if settings.vllm_url:
+            vllm_url = settings.vllm_url
+        else:
+            if not (settings.base_model / "config.json").exists():
+                raise RuntimeError(f"no model at {settings.base_model}: run `make setup` or set TAO_BASE_MODEL")
+            supervisor = VLLMSupervisor(settings.base_model, settings.vllm_port or _free_port(), settings.vllm_args,
+                                        settings.data_dir / "logs" / f"vllm-{settings.port}.log",
+                                        settings.vllm_start_timeout_s)
+            await supervisor.start()
+            vllm_url = supervisor.url
+        vllm = VLLMClient(vllm_url, settings.request_timeout_s)
+        gate = SwapGate("base", str(settings.base_model))
+
+        async def on_control(ev: EventEnvelope) -> None:
+            if supervisor is not None:
+                await supervisor.ready.wait()  # a swap needs a running vLLM
+            p = ev.payload
+            if isinstance(ev, (ModelPromoted, ModelRolledBack)) and p.swap_mode == "weights":
+                if await gate.swap(p.version, p.artifact_path, vllm.reload_weights) and supervisor is not None:
+                    supervisor.model_path = p.artifact_path  # a restarted vLLM serves the live version
+            else:
+                log.error("swap mode %r is not supported yet; staying on %s", p.swap_mode, gate.version)
+
+        from serving.control import ControlConsumer
+
+        control = ControlConsumer(settings.kafka_bootstrap, asyncio.get_running_loop(), on_control).start()
+        st = app.state
+        st.settings, st.producer, st.supervisor, st.vllm, st.gate = settings, producer, supervisor, vllm, gate
+        st.started_at = time.time()
+        st.chat = ChatService(settings.model_name, vllm, gate, producer, settings.signing_key_bytes(),
+                              is_ready=lambda: supervisor is None or supervisor.ready.is_set())
+        st.feedback = feedback_api.FeedbackService(producer, settings.signing_key_bytes())
+        log.info("gateway up: model %r via vLLM at %s", settings.model_name, vllm_url)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(control.stop)
+            await vllm.close()
+            await asyncio.to_thread(producer.close)
+            if supervisor is not None:
+                await supervisor.stop()
+
+    app = FastAPI(title="tao-loop gateway", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible chat completions that improve from their own traffic.")
+    errors.install(app)
+    app.include_router(router)
+    app.include_router(feedback_api.router)
+    return app

@@ -1,0 +1,162 @@
+"""Chat completions: pass the request to vLLM, stamp id/model/version, log a ChatCompleted.
+
+The response is the client's; the event is best-effort bookkeeping that must never slow
+or fail it, so it goes to the producer's queue (which spills to disk if Kafka is away).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import httpx
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from feedback.ids import new_completion_id, tenant_of
+from feedback.producer import EventProducer
+from schemas.events import TOPICS, ChatCompleted, ChatCompletedPayload, Choice, Usage
+from serving.errors import OpenAIError
+from serving.swap import SwapGate
+from serving.vllm import SERVED_NAME, VLLMClient
+
+log = logging.getLogger(__name__)
+VERSION_HEADER = "x-tao-model-version"
+
+
+class ChatRequest(BaseModel):
+    # Other OpenAI parameters (temperature, n, stop, ...) pass through to vLLM unchanged.
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    metadata: dict[str, str] | None = Field(None, description='request tags; "task" becomes the task tag')
+
+
+class ChatService:
+    def __init__(self, model_name: str, vllm: VLLMClient, gate: SwapGate, producer: EventProducer,
+                 signing_key: bytes, is_ready):
+        self.model_name = model_name
+        self.vllm = vllm
+        self.gate = gate
+        self.producer = producer
+        self.signing_key = signing_key
+        self.is_ready = is_ready
+
+    async def complete(self, req: ChatRequest, api_key: str | None):
+        if req.model != self.model_name:
+            raise OpenAIError(404, f"The model {req.model!r} does not exist; this service serves {self.model_name!r}",
+                              "model_not_found", "model")
+        if not self.is_ready():
+            raise OpenAIError(503, "the model server is not ready yet; retry shortly", "model_not_ready",
+                              headers={"Retry-After": "5"})
+        body = req.model_dump(exclude_none=True)
+        body.pop("metadata", None)
+        body["model"] = SERVED_NAME
+        tenant = tenant_of(api_key)
+        cid = new_completion_id(self.signing_key, tenant)
+        task = (req.metadata or {}).get("task")
+        if req.stream:
+            return await self._stream(req, body, tenant, cid, task)
+        return await self._once(req, body, tenant, cid, task)
+
+    async def _once(self, req, body, tenant, cid, task):
+        version = await self.gate.acquire()
+        t0 = time.monotonic()
+        try:
+            r = await self.vllm.chat(body)
+        except httpx.TransportError as e:
+            raise OpenAIError(503, f"the model server is unavailable ({type(e).__name__}); retry shortly",
+                              "model_unavailable", headers={"Retry-After": "2"}) from e
+        finally:
+            await self.gate.release()
+        if r.status_code != 200:
+            return _passthrough_error(r.status_code, r.content)
+        data = r.json()
+        data["id"], data["model"] = cid, self.model_name
+        choices = [Choice(index=c["index"], text=(c.get("message") or {}).get("content") or "",
+                          finish_reason=c.get("finish_reason")) for c in data.get("choices", [])]
+        self._log(req, body, tenant, cid, version, choices, data.get("usage"), t0, task)
+        return JSONResponse(data, headers={VERSION_HEADER: version})
+
+    async def _stream(self, req, body, tenant, cid, task):
+        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        version = await self.gate.acquire()
+        t0 = time.monotonic()
+        try:
+            r = await self.vllm.chat_stream(body)
+        except httpx.TransportError as e:
+            await self.gate.release()
+            raise OpenAIError(503, f"the model server is unavailable ({type(e).__name__}); retry shortly",
+                              "model_unavailable", headers={"Retry-After": "2"}) from e
+        if r.status_code != 200:
+            content = await r.aread()
+            await r.aclose()
+            await self.gate.release()
+            return _passthrough_error(r.status_code, content)
+
+        async def events():
+            texts: dict[int, list[str]] = {}
+            finish: dict[int, str | None] = {}
+            usage = None
+            done = False
+            try:
+                async for line in r.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        done = True
+                        yield "data: [DONE]\n\n"
+                        continue
+                    chunk = json.loads(payload)
+                    chunk["id"], chunk["model"] = cid, self.model_name
+                    for c in chunk.get("choices", []):
+                        piece = (c.get("delta") or {}).get("content")
+                        if piece:
+                            texts.setdefault(c["index"], []).append(piece)
+                        if c.get("finish_reason"):
+                            finish[c["index"]] = c["finish_reason"]
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                        if not chunk.get("choices") and not client_wants_usage:
+                            continue  # the usage-only chunk we asked for ourselves
+                        if not client_wants_usage:
+                            chunk.pop("usage")
+                    yield f"data: {json.dumps(chunk)}\n\n"
+            finally:
+                await r.aclose()
+                await self.gate.release()
+                if done:  # a client that hung up mid-stream got no answer to log
+                    idx = sorted(set(texts) | set(finish))
+                    choices = [Choice(index=i, text="".join(texts.get(i, [])), finish_reason=finish.get(i))
+                               for i in idx]
+                    self._log(req, body, tenant, cid, version, choices, usage, t0, task)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={VERSION_HEADER: version})
+
+    def _log(self, req, body, tenant, cid, version, choices, usage, t0, task) -> None:
+        params = {k: v for k, v in body.items() if k not in ("messages", "model", "stream", "stream_options")}
+        event = ChatCompleted(
+            tenant=tenant,
+            payload=ChatCompletedPayload(
+                completion_id=cid, model_version=version, messages=req.messages, params=params, choices=choices,
+                usage=Usage(**{k: v for k, v in (usage or {}).items() if k in Usage.model_fields}),
+                latency_ms=(time.monotonic() - t0) * 1000, stream=req.stream, task=task,
+            ),
+        )
+        self.producer.emit(TOPICS["completions"], event)
+
+
+def _passthrough_error(status: int, content: bytes):
+    # vLLM's errors are already OpenAI-shaped; keep its message, fix the shape if not.
+    try:
+        data = json.loads(content)
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            return JSONResponse(data, status_code=status)
+        message = data.get("message") or str(data)
+    except (ValueError, AttributeError):
+        message = content.decode(errors="replace")[:500]
+    raise OpenAIError(status, message, "upstream_error")

@@ -1,0 +1,20 @@
+"""Run the gateway: `tao gateway` (or `python -m serving.main`). Settings: TAO_* (serving/settings.py)."""
+from __future__ import annotations
+
+import logging
+
+from serving.settings import GatewaySettings
+
+
+def main(settings: GatewaySettings) -> None:
+    import uvicorn
+
+    from serving.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=30)
+
+
+if __name__ == "__main__":
+    main(GatewaySettings())
