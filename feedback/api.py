@@ -12,7 +12,7 @@ import uuid
 from typing import Union
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from feedback.ids import tenant_of, verify_completion_id
 from feedback.producer import EventProducer
@@ -25,7 +25,7 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     completion_id: str
     kind: FeedbackKind
-    value: Union[int, float, str] = Field(description='"up"/"down", 1-5, text, or a choice index')
+    value: Union[StrictStr, StrictInt, StrictFloat] = Field(description='"up"/"down", 1-5, text, or a choice index')
     choice_index: int = Field(0, ge=0)
     feedback_id: str | None = Field(None, max_length=128, description="client id making retries idempotent")
 

@@ -20,6 +20,10 @@ from schemas.events import EventEnvelope
 
 log = logging.getLogger(__name__)
 
+# Pinned so that clients never probe the broker for its version: with the broker down,
+# kafka-python's probe blocks a constructor for 30 s. 2.5 is spoken by Tansu and Kafka 3-4.
+KAFKA_API_VERSION = (2, 5, 0)
+
 _STOP = object()
 
 
@@ -100,6 +104,7 @@ class EventProducer:
         self._thread = threading.Thread(target=self._run, name="tao-producer", daemon=True)
         self._producer = None
         self._next_connect = 0.0
+        self._closing = False
 
     # -- API used by request handlers -------------------------------------------------
     def start(self) -> "EventProducer":
@@ -122,6 +127,7 @@ class EventProducer:
 
     def close(self, timeout: float = 15.0) -> None:
         """Drain the queue (to Kafka or the journal) and stop the thread."""
+        self._closing = True  # from now on, no new connection attempts: spill what is left
         if self._thread.is_alive():
             self._q.put(_STOP)
             self._thread.join(timeout)
@@ -162,13 +168,13 @@ class EventProducer:
     def _ensure_producer(self) -> bool:
         if self._producer is not None:
             return True
-        if time.monotonic() < self._next_connect:
+        if time.monotonic() < self._next_connect or self._closing:
             return False
         from kafka import KafkaProducer
 
         try:
             self._producer = KafkaProducer(
-                bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all",
+                bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all", api_version=KAFKA_API_VERSION,
                 linger_ms=5, max_block_ms=5000, request_timeout_ms=10000, retries=3,
             )
             log.info("connected to Kafka at %s", self.bootstrap)

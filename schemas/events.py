@@ -15,7 +15,9 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, TypeAdapter, field_validator, model_validator,
+)
 
 SCHEMA_VERSION = 1
 
@@ -84,7 +86,8 @@ class FeedbackSubmittedPayload(_Strict):
     feedback_id: str
     completion_id: str
     kind: FeedbackKind
-    value: Union[str, int, float]
+    # Strict: JSON true must not become rating 1.
+    value: Union[StrictStr, StrictInt, StrictFloat]
     choice_index: int = 0
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ import logging
 import threading
 from typing import Awaitable, Callable
 
+from feedback.producer import KAFKA_API_VERSION
 from schemas.events import TOPICS, EventEnvelope, ModelPromoted, ModelRolledBack, parse_event
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,13 @@ class ControlConsumer:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        self._thread.join(3)  # a daemon thread: at worst it is blocked on a dead broker
 
     def _connect(self):
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                 api_version=KAFKA_API_VERSION,
                                  client_id="tao-gateway-control", request_timeout_ms=10000)
         tp = TopicPartition(TOPICS["control"], 0)
         consumer.assign([tp])

@@ -1,0 +1,48 @@
+import pytest
+from pydantic import ValidationError
+
+from serving.settings import GatewaySettings
+from trainer.settings import WorkerSettings
+
+
+def test_defaults_are_valid(monkeypatch):
+    for k in list(__import__("os").environ):
+        if k.startswith("TAO_"):
+            monkeypatch.delenv(k)
+    assert GatewaySettings().model_name == "tao"
+    assert WorkerSettings().db_path.name == "tao.duckdb"
+
+
+@pytest.mark.parametrize("cls", [GatewaySettings, WorkerSettings])
+def test_bad_bootstrap_names_the_variable(cls, monkeypatch):
+    monkeypatch.setenv("TAO_KAFKA_BOOTSTRAP", "localhost")
+    with pytest.raises(ValidationError, match="TAO_KAFKA_BOOTSTRAP must be host:port"):
+        cls()
+
+
+def test_gateway_port_and_url_checked(monkeypatch):
+    monkeypatch.setenv("TAO_PORT", "70000")
+    with pytest.raises(ValidationError, match="port"):
+        GatewaySettings()
+    monkeypatch.delenv("TAO_PORT")
+    monkeypatch.setenv("TAO_VLLM_URL", "localhost:8000")
+    with pytest.raises(ValidationError, match="TAO_VLLM_URL must start with http"):
+        GatewaySettings()
+
+
+def test_worker_needs_some_reward(monkeypatch):
+    monkeypatch.setenv("TAO_WEIGHT_VERIFIER", "0")
+    monkeypatch.setenv("TAO_WEIGHT_FEEDBACK", "0")
+    with pytest.raises(ValidationError, match="at least one of"):
+        WorkerSettings()
+
+
+def test_cli_reports_bad_settings_readably(monkeypatch):
+    from typer.testing import CliRunner
+
+    from deploy.cli import app
+
+    monkeypatch.setenv("TAO_MIN_PAIRS", "zero")
+    res = CliRunner().invoke(app, ["cycle", "--once", "--worker-url", "http://127.0.0.1:9"])
+    assert res.exit_code == 2
+    assert "TAO_MIN_PAIRS" in res.output

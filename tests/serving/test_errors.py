@@ -1,0 +1,101 @@
+"""Bad input gets an OpenAI-shaped error and logs no event. No vLLM is needed: every case
+here is refused before the model is asked (or the model's server is deliberately absent)."""
+import pytest
+from fastapi.testclient import TestClient
+
+from deploy.procs import free_port
+from feedback.ids import new_completion_id, tenant_of
+from serving.app import create_app
+from serving.settings import GatewaySettings
+
+
+@pytest.fixture
+def client(tmp_path):
+    # Nothing listens on these ports: Kafka is away (events would spill), vLLM is dead.
+    settings = GatewaySettings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{free_port()}",
+                               vllm_url=f"http://127.0.0.1:{free_port()}", signing_key="k" * 32)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def assert_openai_error(r, status, code=None, param=None):
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "code", "param"}
+    assert err["message"]
+    if code:
+        assert err["code"] == code
+    if param:
+        assert err["param"] == param
+    return err
+
+
+def no_events(c):
+    assert c.app.state.producer.counters.as_dict()["queued"] == 0
+    assert c.app.state.producer.counters.as_dict()["spilled"] == 0
+
+
+def test_malformed_json_body(client):
+    r = client.post("/v1/chat/completions", content=b'{"model": "tao", "messages": [', 
+                    headers={"content-type": "application/json"})
+    err = assert_openai_error(r, 400, "invalid_json")
+    assert "JSON" in err["message"]
+    no_events(client)
+
+
+def test_missing_messages(client):
+    err = assert_openai_error(client.post("/v1/chat/completions", json={"model": "tao"}), 400, param="messages")
+    assert "messages" in err["message"]
+    assert_openai_error(client.post("/v1/chat/completions", json={"model": "tao", "messages": []}), 400,
+                        param="messages")
+    no_events(client)
+
+
+def test_unknown_model(client):
+    r = client.post("/v1/chat/completions", json={"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]})
+    err = assert_openai_error(r, 404, "model_not_found", "model")
+    assert "gpt-9" in err["message"] and "'tao'" in err["message"]
+    no_events(client)
+
+
+def test_dead_model_server_answers_503_at_once(client):
+    r = client.post("/v1/chat/completions", json={"model": "tao", "messages": [{"role": "user", "content": "x"}]})
+    assert_openai_error(r, 503, "model_unavailable")
+    assert "Retry-After" in r.headers
+    no_events(client)
+
+
+def test_models_lists_one_stable_name_with_version(client):
+    r = client.get("/v1/models")
+    assert r.status_code == 200
+    assert [m["id"] for m in r.json()["data"]] == ["tao"]
+    assert r.headers["x-tao-model-version"] == "base"
+
+
+def test_feedback_on_unknown_or_foreign_completion_is_404(client):
+    foreign = new_completion_id(b"k" * 32, tenant_of("someone-else"))
+    for cid in ("chatcmpl-made-up", foreign):
+        r = client.post("/v1/feedback", json={"completion_id": cid, "kind": "thumbs", "value": "up"},
+                        headers={"authorization": "Bearer mine"})
+        assert_openai_error(r, 404, "completion_not_found", "completion_id")
+    no_events(client)
+
+
+@pytest.mark.parametrize("kind,value,status", [("rating", 9, 422), ("thumbs", "maybe", 422), ("rating", True, 400),
+                                                ("nonsense", 1, 400)])
+def test_feedback_bad_values(client, kind, value, status):
+    cid = new_completion_id(b"k" * 32, tenant_of("mine"))
+    r = client.post("/v1/feedback", json={"completion_id": cid, "kind": kind, "value": value},
+                    headers={"authorization": "Bearer mine"})
+    assert_openai_error(r, status)
+    no_events(client)
+
+
+def test_good_feedback_is_accepted_and_queued(client):
+    cid = new_completion_id(b"k" * 32, tenant_of("mine"))
+    r = client.post("/v1/feedback", json={"completion_id": cid, "kind": "rating", "value": 5},
+                    headers={"authorization": "Bearer mine"})
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "accepted"
+    c = client.app.state.producer.counters.as_dict()
+    assert c["queued"] == 1

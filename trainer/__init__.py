@@ -1,0 +1,1 @@
+"""The TAO cycle: select, explore, score, optimize, gate, publish."""

@@ -1,0 +1,176 @@
+"""The worker process: collector -> DuckDB, and the TAO cycle on an APScheduler schedule.
+
+    tao worker            (settings: TAO_*, see trainer/settings.py)
+
+The worker is the only process that opens the DuckDB file. Each cycle runs in a child
+process (`python -m trainer.cycle`) over a Parquet snapshot, so training never holds the
+database and a crashed cycle cannot take the collector down. HTTP on TAO_WORKER_PORT:
+GET /healthz, GET /status, POST /cycles (run one cycle now and return its result).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from feedback.collector import Collector
+from feedback.store import Store
+from trainer.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+class CycleRunner:
+    """Runs cycles one at a time (a second request while one runs is answered 'busy')."""
+
+    def __init__(self, settings: WorkerSettings, store: Store):
+        self.settings = settings
+        self.store = store
+        self._lock = threading.Lock()
+
+    def mark_interrupted(self) -> None:
+        """A cycle still 'running' at start-up was cut off by a restart: say so."""
+        self.store.execute("UPDATE cycles SET status = 'interrupted', finished_at = now(), "
+                           "reason = 'the worker stopped during this cycle' WHERE status = 'running'")
+
+    def _since(self) -> str | None:
+        rows = self.store.query("SELECT CAST(max(watermark) AS VARCHAR) FROM cycles WHERE status = 'promoted'")
+        return rows[0][0] if rows else None
+
+    def _parent(self) -> tuple[str, str]:
+        rows = self.store.query("SELECT version, artifact_path FROM model_events ORDER BY occurred_at DESC LIMIT 1")
+        if rows:
+            return rows[0][0], rows[0][1]
+        rows = self.store.query("SELECT version FROM cycles WHERE status = 'promoted' ORDER BY finished_at DESC LIMIT 1")
+        if rows:  # promoted, but the collector has not stored the event yet
+            return rows[0][0], str((self.settings.data_dir / "models" / rows[0][0] / "weights").resolve())
+        return "base", str(self.settings.base_model)
+
+    def run(self, force: bool = False) -> dict:
+        if not self._lock.acquire(blocking=False):
+            return {"status": "busy", "reason": "a cycle is already running"}
+        try:
+            return self._run(force)
+        finally:
+            self._lock.release()
+
+    def _run(self, force: bool) -> dict:
+        s = self.settings
+        since = self._since()
+        new = self.store.query("SELECT count(*) FROM completions WHERE ? IS NULL OR occurred_at > CAST(? AS TIMESTAMPTZ)",
+                               [since, since])[0][0]
+        if new < s.min_new_prompts and not force:
+            log.info("cycle not started: %d new prompts, TAO_MIN_NEW_PROMPTS=%d", new, s.min_new_prompts)
+            return {"status": "skipped", "reason": f"{new} new prompts < TAO_MIN_NEW_PROMPTS={s.min_new_prompts}"}
+        n_promoted = self.store.query("SELECT count(*) FROM cycles WHERE status = 'promoted'")[0][0]
+        cycle_id = datetime.now(timezone.utc).strftime("c%Y%m%dT%H%M%S-") + secrets.token_hex(2)
+        parent, parent_path = self._parent()
+        job = {"cycle_id": cycle_id, "since": since, "version": f"v{n_promoted + 1}", "parent": parent,
+               "parent_path": parent_path}
+        self.store.execute("INSERT INTO cycles (cycle_id, started_at, status) VALUES (?, now(), 'running')", [cycle_id])
+        cycle_dir = s.data_dir / "cycles" / cycle_id
+        cycle_dir.mkdir(parents=True, exist_ok=True)
+        log.info("cycle %s: %d new prompts, training on top of %s", cycle_id, new, parent)
+        snapshot = self.store.export_snapshot(s.data_dir / "snapshots" / cycle_id)
+        job["snapshot"] = str(snapshot)
+        (cycle_dir / "job.json").write_text(json.dumps(job, indent=2))
+        (cycle_dir / "settings.json").write_text(s.model_dump_json(indent=2))
+        result = self._run_child(cycle_dir)
+        self._record(cycle_id, cycle_dir, result)
+        shutil.rmtree(snapshot, ignore_errors=True)
+        log.info("cycle %s %s: %s", cycle_id, result["status"], result.get("reason") or result.get("version"))
+        return result
+
+    def _run_child(self, cycle_dir: Path) -> dict:
+        with open(cycle_dir / "cycle.log", "w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "trainer.cycle", str(cycle_dir)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            for line in proc.stdout:  # progress goes to the worker's log and the cycle's own log
+                out.write(line)
+                if line.startswith("[cycle"):
+                    log.info(line.rstrip())
+            proc.wait()
+        result_path = cycle_dir / "result.json"
+        if not result_path.exists():
+            return {"status": "failed", "reason": f"cycle process exited {proc.returncode} without a result; "
+                                                  f"see {cycle_dir / 'cycle.log'}"}
+        return json.loads(result_path.read_text())
+
+    def _record(self, cycle_id: str, cycle_dir: Path, result: dict) -> None:
+        self.store.execute(
+            "UPDATE cycles SET finished_at = now(), status = ?, reason = ?, watermark = CAST(? AS TIMESTAMPTZ), "
+            "version = ?, report = ? WHERE cycle_id = ?",
+            [result["status"], result.get("reason"), result.get("watermark"), result.get("version"),
+             json.dumps(result, default=str), cycle_id])
+        for table, path in (("cycle_candidates", "candidates.parquet"), ("cycle_pairs", "pairs.parquet")):
+            if (cycle_dir / path).exists():
+                self.store.execute(f"INSERT INTO {table} SELECT ? AS cycle_id, * FROM read_parquet(?)",
+                                   [cycle_id, str(cycle_dir / path)])
+
+
+def create_app(settings: WorkerSettings):
+    from fastapi import FastAPI
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.db_path)
+        runner = CycleRunner(settings, store)
+        runner.mark_interrupted()
+        collector = Collector(settings.kafka_bootstrap, store)
+        collector.start()
+        scheduler = BackgroundScheduler(timezone="UTC")
+        scheduler.add_job(runner.run, "interval", seconds=settings.cycle_interval_s, id="tao-cycle",
+                          max_instances=1, coalesce=True)
+        scheduler.start()
+        app.state.store, app.state.runner, app.state.collector = store, runner, collector
+        log.info("worker up: DuckDB %s, cycle every %.0fs", settings.db_path, settings.cycle_interval_s)
+        try:
+            yield
+        finally:
+            scheduler.shutdown(wait=False)
+            collector.stop()
+            store.close()
+
+    app = FastAPI(title="tao-loop worker", lifespan=lifespan)
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/status")
+    def status():
+        st = app.state.store
+        counts = {t: st.query(f"SELECT count(*) FROM {t}")[0][0] for t in ("completions", "feedback", "model_events")}
+        cycles = st.query("SELECT cycle_id, status, reason, version, CAST(started_at AS VARCHAR) FROM cycles "
+                          "ORDER BY started_at DESC LIMIT 5")
+        return {"rows": counts, "collector": app.state.collector.counters,
+                "cycles": [dict(zip(("cycle_id", "status", "reason", "version", "started_at"), c)) for c in cycles]}
+
+    @app.post("/cycles")
+    def run_cycle_now():
+        # A plain def: FastAPI runs it in a thread, so a long cycle does not block /status.
+        return app.state.runner.run(force=True)
+
+    return app
+
+
+def main(settings: WorkerSettings) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.worker_host, port=settings.worker_port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main(WorkerSettings())
