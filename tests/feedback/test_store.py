@@ -1,0 +1,160 @@
+"""Store: dedupe by event_id, positions in the same transaction, atomic Parquet snapshots."""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from feedback.store import SNAPSHOT_TABLES, Store
+from schemas.events import (
+    ChatCompleted,
+    ChatCompletedPayload,
+    Choice,
+    FeedbackSubmitted,
+    FeedbackSubmittedPayload,
+    ModelPromoted,
+    ModelPromotedPayload,
+    ModelRolledBack,
+    ModelRolledBackPayload,
+    parse_event,
+)
+
+
+def chat(i: int = 0) -> ChatCompleted:
+    return ChatCompleted(payload=ChatCompletedPayload(
+        completion_id=f"cmpl-{uuid.uuid4().hex}", model_version="v0",
+        messages=[{"role": "user", "content": f"What is {i} + 1?"}], params={"temperature": 0.7},
+        choices=[Choice(index=0, text=str(i + 1), finish_reason="stop")], latency_ms=12.5, task="math",
+    ))
+
+
+def thumbs(completion_id: str) -> FeedbackSubmitted:
+    return FeedbackSubmitted(payload=FeedbackSubmittedPayload(
+        feedback_id=uuid.uuid4().hex, completion_id=completion_id, kind="thumbs", value="up"))
+
+
+def raw(ev) -> tuple:
+    return ev, ev.to_bytes().decode()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "tao.duckdb")
+    yield s
+    s.close()
+
+
+def count(store: Store, table: str) -> int:
+    return store.query(f"SELECT count(*) FROM {table}")[0][0]
+
+
+def test_rows_land_in_their_tables_with_raw(store):
+    c = chat(1)
+    f = thumbs(c.payload.completion_id)
+    promoted = ModelPromoted(payload=ModelPromotedPayload(version="v1", artifact_path="/m/v1", parent="v0",
+                                                          metrics={"win_rate": 0.6}))
+    rolled = ModelRolledBack(payload=ModelRolledBackPayload(version="v0", artifact_path="/m/v0",
+                                                            rolled_back_from="v1", reason="regression"))
+    assert store.write_batch([raw(c), raw(f), raw(promoted), raw(rolled)], {("tao.completions", 0): 1}) == 4
+
+    row = store.query("SELECT completion_id, response, task, prompt_tokens, raw, messages FROM completions")[0]
+    assert row[:3] == (c.payload.completion_id, "2", "math")
+    assert parse_event(row[4]) == c
+    assert json.loads(row[5]) == [{"role": "user", "content": "What is 1 + 1?"}]
+    assert store.query("SELECT completion_id, kind, value FROM feedback") == [(c.payload.completion_id, "thumbs", '"up"')]
+    assert store.query("SELECT type, version, parent FROM model_events ORDER BY type DESC") == [
+        ("ModelRolledBack", "v0", "v1"), ("ModelPromoted", "v1", "v0")]
+
+
+def test_dedupe_within_and_across_batches(store):
+    a, b, c = chat(1), chat(2), chat(3)
+    assert store.write_batch([raw(a), raw(b), raw(a)], {("t", 0): 3}) == 2
+    # A replayed batch: only c is new.
+    assert store.write_batch([raw(a), raw(c), raw(b), raw(c)], {("t", 0): 7}) == 1
+    assert count(store, "completions") == 3
+    assert store.positions() == {("t", 0): 7}
+
+
+def test_positions_only_batch_and_going_backwards(store):
+    # A batch of only dead-lettered records still moves the position; a broker that came
+    # back empty moves it back to the start.
+    assert store.write_batch([], {("t", 0): 10, ("t", 1): 4}) == 0
+    assert store.write_batch([], {("t", 0): 2}) == 0
+    assert store.positions() == {("t", 0): 2, ("t", 1): 4}
+
+
+def test_failed_batch_stores_neither_rows_nor_positions(store):
+    store.write_batch([raw(chat())], {("t", 0): 1})
+    bad = chat()
+    with pytest.raises(duckdb.Error):
+        # A position that does not fit the column fails after the rows were inserted.
+        store.write_batch([raw(bad)], {("t", 0): 2**70})
+    assert count(store, "completions") == 1
+    assert store.positions() == {("t", 0): 1}
+    assert store.write_batch([raw(bad)], {("t", 0): 2}) == 1  # the store is usable again
+
+
+def test_reopen_keeps_rows_and_positions(tmp_path):
+    s = Store(tmp_path / "db.duckdb")
+    ev = chat()
+    s.write_batch([raw(ev)], {("t", 0): 5})
+    s.close()
+    s = Store(tmp_path / "db.duckdb")  # ddl() applies again to an existing file
+    try:
+        assert s.positions() == {("t", 0): 5}
+        assert s.write_batch([raw(ev)], {("t", 0): 6}) == 0
+    finally:
+        s.close()
+
+
+def test_concurrent_writers(store):
+    def work(k: int):
+        for _ in range(10):
+            store.write_batch([raw(chat()) for _ in range(5)], {("t", k): 1})
+            store.execute("INSERT INTO cycles (cycle_id, started_at, status) VALUES (?, now(), 'running')",
+                          [uuid.uuid4().hex])
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert count(store, "completions") == 200
+    assert count(store, "cycles") == 40
+
+
+def test_snapshot_is_complete_and_readable(store, tmp_path):
+    events = [chat(i) for i in range(20)]
+    store.write_batch([raw(e) for e in events] + [raw(thumbs(events[0].payload.completion_id))], {("t", 0): 21})
+    store.execute("INSERT INTO cycles (cycle_id, started_at, status) VALUES ('c1', now(), 'running')")
+
+    snaps = tmp_path / "snapshots"
+    first = store.export_snapshot(snaps)
+    assert first.parent == snaps and first.is_dir()
+    assert sorted(p.name for p in first.iterdir()) == sorted(f"{t}.parquet" for t in SNAPSHOT_TABLES)
+    assert [p for p in snaps.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
+
+    assert pq.read_table(first / "completions.parquet").num_rows == 20
+    assert pq.read_table(first / "feedback.parquet").num_rows == 1
+    assert pq.read_table(first / "model_events.parquet").num_rows == 0
+    con = duckdb.connect()  # the trainer's view: Parquet only, never the DuckDB file
+    assert con.execute(f"SELECT cycle_id FROM '{first}/cycles.parquet'").fetchall() == [("c1",)]
+    raws = con.execute(f"SELECT raw FROM '{first}/completions.parquet'").fetchall()
+    assert {parse_event(r).event_id for (r,) in raws} == {e.event_id for e in events}
+
+    store.write_batch([raw(chat())], {("t", 0): 22})
+    second = store.export_snapshot(snaps)
+    assert second != first and sorted(snaps.iterdir())[-1] == second  # names sort by time
+    assert pq.read_table(second / "completions.parquet").num_rows == 21
+    assert pq.read_table(first / "completions.parquet").num_rows == 20  # old one untouched
+
+
+def test_failed_snapshot_leaves_nothing(store, tmp_path, monkeypatch):
+    monkeypatch.setattr("feedback.store.SNAPSHOT_TABLES", ("completions", "no_such_table"))
+    snaps = tmp_path / "snapshots"
+    with pytest.raises(duckdb.Error):
+        store.export_snapshot(snaps)
+    assert list(snaps.iterdir()) == []
