@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from feedback.producer import KAFKA_API_VERSION
+from feedback.kafka import KAFKA_API_VERSION
 from feedback.store import RawEvent, Store
 from schemas.events import TOPICS, UnknownSchemaVersion, parse_event
 

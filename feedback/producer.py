@@ -16,13 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from feedback.kafka import KAFKA_API_VERSION
 from schemas.events import EventEnvelope
 
 log = logging.getLogger(__name__)
-
-# Pinned so that clients never probe the broker for its version: with the broker down,
-# kafka-python's probe blocks a constructor for 30 s. 2.5 is spoken by Tansu and Kafka 3-4.
-KAFKA_API_VERSION = (2, 5, 0)
 
 _STOP = object()
 

@@ -11,7 +11,7 @@ import logging
 import threading
 from typing import Awaitable, Callable
 
-from feedback.producer import KAFKA_API_VERSION
+from feedback.kafka import KAFKA_API_VERSION
 from schemas.events import TOPICS, EventEnvelope, ModelPromoted, ModelRolledBack, parse_event
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,8 @@ def main(settings: GatewaySettings) -> None:
     from serving.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "kafka"):  # per-request and per-connection INFO lines drown ours
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
                 timeout_graceful_shutdown=30)
 

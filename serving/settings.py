@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feedback.kafka import Bootstrap
+
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAO_", extra="ignore")
@@ -14,7 +16,7 @@ class GatewaySettings(BaseSettings):
     host: str = Field("127.0.0.1", description="address the gateway listens on")
     port: int = Field(8000, ge=1, le=65535)
     model_name: str = Field("tao", description="the one stable model name clients ask for")
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    kafka_bootstrap: Bootstrap = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
     data_dir: Path = Field(Path(".tao-data"), description="spill journal, signing key, logs")
     # vLLM: either an external server (vllm_url) or a child process the gateway starts.
     vllm_url: str | None = Field(None, description="external vLLM OpenAI server; unset = start one as a child")
@@ -26,15 +28,6 @@ class GatewaySettings(BaseSettings):
     request_timeout_s: float = Field(600, gt=0)
     signing_key: str | None = Field(None, description="HMAC key for completion ids; shared by all replicas. "
                                                       "Unset: kept in DATA_DIR/signing.key")
-
-    @field_validator("kafka_bootstrap")
-    @classmethod
-    def _bootstrap(cls, v: str) -> str:
-        for part in v.split(","):
-            host, _, port = part.strip().rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"TAO_KAFKA_BOOTSTRAP must be host:port[,host:port], got {v!r}")
-        return v
 
     @field_validator("vllm_url")
     @classmethod

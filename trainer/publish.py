@@ -5,7 +5,7 @@ import json
 import os
 from pathlib import Path
 
-from feedback.producer import KAFKA_API_VERSION
+from feedback.kafka import KAFKA_API_VERSION
 from schemas.events import TOPICS, ModelPromoted, ModelPromotedPayload
 
 

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from feedback.kafka import Bootstrap
 
 
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAO_", extra="ignore")
 
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    kafka_bootstrap: Bootstrap = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
     data_dir: Path = Field(Path(".tao-data"), description="DuckDB file, snapshots, cycles, model versions")
     base_model: Path = Field(Path("~/.cache/tao-loop/models/SmolLM2-135M-Instruct").expanduser(),
                              description="model the first cycle starts from")
@@ -38,15 +40,6 @@ class WorkerSettings(BaseSettings):
     learning_rate: float = Field(2e-4, gt=0)
     beta: float = Field(0.1, gt=0)
     lora_r: int = Field(16, ge=1)
-
-    @field_validator("kafka_bootstrap")
-    @classmethod
-    def _bootstrap(cls, v: str) -> str:
-        for part in v.split(","):
-            host, _, port = part.strip().rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"TAO_KAFKA_BOOTSTRAP must be host:port[,host:port], got {v!r}")
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> "WorkerSettings":

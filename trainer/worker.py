@@ -169,6 +169,8 @@ def main(settings: WorkerSettings) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "kafka"):  # per-request and per-connection INFO lines drown ours
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     uvicorn.run(create_app(settings), host=settings.worker_host, port=settings.worker_port, log_level="warning")
 
 
