@@ -1,0 +1,272 @@
+"""The select stage of a TAO cycle: which logged prompts this cycle learns from.
+
+Reads the Parquet snapshot the worker exported (never the DuckDB file) and returns a
+`Selection`: training prompts, held-out prompts for the gate, the new watermark and counts.
+In order:
+1. new prompts (after `since`) plus a seeded replay sample of older ones, so a cycle does
+   not forget what earlier traffic taught;
+2. secrets and PII scrubbed (trainer.scrub) from messages, served answers and feedback,
+   before anything can reach a training table;
+3. exact duplicates (same normalized messages) and near duplicates (word 3-shingle Jaccard
+   of the user text) removed, keeping the first: new before replayed, earliest first;
+4. a task tag per prompt: the request's `task` metadata, else inferred from the text;
+5. a stable hash of (seed, normalized prompt) holds out an eval split: a prompt is on the
+   same side in every cycle, so the gate never scores on what was trained on;
+6. per-tenant caps and the prompt limit on the training side.
+
+    sel = select_prompts(snapshot_dir, since=None, limit=256, seed="tao")
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer.rewards import Prompt, asked_keys
+from trainer.scrub import scrub_value
+
+
+@dataclass
+class Selection:
+    train: list[Prompt]
+    heldout: list[Prompt]
+    watermark: str | None          # newest occurred_at among the new rows (castable to TIMESTAMPTZ)
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Row:
+    prompt: Prompt
+    tenant: str
+    ts: int                        # occurred_at, microseconds since the epoch
+    replay: bool
+    redactions: int
+
+
+def select_prompts(snapshot: Path, since: str | None, *, limit: int = 256, replay_fraction: float = 0.25,
+                   tenant_cap: float = 0.5, holdout_fraction: float = 0.2, near_dup_threshold: float = 0.9,
+                   seed: str = "tao") -> Selection:
+    import duckdb  # the trainer child process pays for it, not importers of this module
+
+    con = duckdb.connect()
+    comp = _sql_path(snapshot / "completions.parquet")
+    cols = ("completion_id, tenant, task, CAST(messages AS VARCHAR), response, epoch_us(occurred_at), "
+            "CAST(occurred_at AS VARCHAR)")
+    new = con.execute(
+        f"SELECT {cols} FROM read_parquet('{comp}') WHERE ? IS NULL OR occurred_at > CAST(? AS TIMESTAMPTZ) "
+        "ORDER BY occurred_at, completion_id", [since, since]).fetchall()
+    watermark = new[-1][6] if new else None
+    n_replay = round(replay_fraction * len(new)) if since is not None else 0
+    # md5 of (seed, since, id): the same cycle always replays the same rows, the next cycle
+    # (another `since`) draws another sample.
+    old = con.execute(
+        f"SELECT {cols} FROM read_parquet('{comp}') WHERE occurred_at <= CAST(? AS TIMESTAMPTZ) "
+        "ORDER BY md5(? || '|' || ? || '|' || completion_id) LIMIT ?",
+        [since, seed, since or "", n_replay]).fetchall() if n_replay else []
+    rows = [_row(r, replay=False) for r in new] + sorted((_row(r, replay=True) for r in old), key=lambda r: r.ts)
+
+    rows, exact_dups, near_dups = dedupe(rows, near_dup_threshold)
+    for r in rows:
+        r.prompt.task = r.prompt.task or infer_task(r.prompt.text)
+    side = [in_holdout(r.prompt, seed, holdout_fraction) for r in rows]
+    heldout = [r for r, out in zip(rows, side) if out]
+    train = [r for r, out in zip(rows, side) if not out]
+
+    # The limit cuts with tenants taking turns; the cap then makes sure no tenant dominates.
+    limited = trim(train, limit, replay_fraction)
+    final = cap_tenants(limited, tenant_cap)
+    # The gate scores every held-out prompt with two models: keep it in proportion to `limit`.
+    n_heldout = max(1, round(limit * holdout_fraction / max(1e-9, 1 - holdout_fraction)))
+    heldout_final = _priority(heldout)[:n_heldout]
+
+    chosen = sorted(final, key=lambda r: r.ts) + sorted(heldout_final, key=lambda r: r.ts)
+    _attach_feedback(con, snapshot, chosen)
+    stats = {
+        "new": len(new), "replay_sampled": len(old), "replayed": sum(r.replay for r in chosen),
+        "exact_dups": exact_dups, "near_dups": near_dups,
+        "scrubbed": sum(r.redactions > 0 for r in chosen), "redactions": sum(r.redactions for r in chosen),
+        "capped": len(limited) - len(final), "over_limit": len(train) - len(limited),
+        "heldout_over_limit": len(heldout) - len(heldout_final),
+        "train": len(final), "heldout": len(heldout_final),
+        "tasks": dict(Counter(r.prompt.task for r in chosen)),
+        "tenants": dict(Counter(r.tenant for r in final)),
+    }
+    return Selection([r.prompt for r in chosen[:len(final)]], [r.prompt for r in chosen[len(final):]],
+                     watermark, stats)
+
+
+def _sql_path(p: Path) -> str:
+    return str(p).replace("'", "''")
+
+
+def _row(r: tuple, replay: bool) -> _Row:
+    cid, tenant, task, messages, response, ts, _ = r
+    messages, n_msg = scrub_value(json.loads(messages))
+    served, n_served = scrub_value(response)
+    return _Row(Prompt(cid, messages, task or None, [], served=served), tenant, ts, replay, n_msg + n_served)
+
+
+def _attach_feedback(con, snapshot: Path, rows: list[_Row]) -> None:
+    """Feedback of the chosen prompts, in today's shape, with corrections and comments scrubbed."""
+    fb = snapshot / "feedback.parquet"
+    if not rows or not fb.exists():
+        return
+    by_id = {r.prompt.prompt_id: r for r in rows}
+    for cid, kind, value, idx in con.execute(
+        f"SELECT completion_id, kind, CAST(value AS VARCHAR), choice_index FROM read_parquet('{_sql_path(fb)}') "
+        "WHERE list_contains(?, completion_id) ORDER BY occurred_at", [list(by_id)]
+    ).fetchall():
+        value, n = scrub_value(json.loads(value))
+        row = by_id[cid]
+        row.redactions += n
+        row.prompt.feedback.append({"kind": kind, "value": value, "choice_index": idx})
+
+
+# -- duplicates -------------------------------------------------------------------------
+def _norm(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def exact_key(prompt: Prompt) -> str:
+    """Messages with every string casefolded and whitespace collapsed: case and spacing
+    differences are not different prompts."""
+    def norm(v):
+        if isinstance(v, str):
+            return _norm(v)
+        if isinstance(v, list):
+            return [norm(x) for x in v]
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        return v
+    return json.dumps(norm(prompt.messages), sort_keys=True, ensure_ascii=False)
+
+
+def shingles(text: str, n: int = 3) -> frozenset[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.casefold())
+    if len(words) <= n:
+        return frozenset([tuple(words)]) if words else frozenset()
+    return frozenset(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+class NearDupIndex:
+    """Exact Jaccard search over shingle sets, fast by prefix filtering: if J(A, B) >= t then
+    A and B share a token among the first |X| - ceil(t*|X|) + 1 tokens of each (in any fixed
+    order), so only sets sharing such a prefix token are compared. No all-pairs loop."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.sets: list[frozenset] = []
+        self.by_token: dict[tuple, list[int]] = defaultdict(list)
+
+    def _prefix(self, s: frozenset) -> list[tuple]:
+        # Hash order, not alphabetical, so a few common shingles do not sit in every prefix.
+        # hash() differs between processes; the answer does not, only the work done.
+        return sorted(s, key=hash)[: len(s) - math.ceil(self.threshold * len(s)) + 1]
+
+    def has_near(self, s: frozenset) -> bool:
+        candidates = {i for tok in self._prefix(s) for i in self.by_token.get(tok, ())}
+        return any(jaccard(s, self.sets[i]) >= self.threshold for i in candidates)
+
+    def add(self, s: frozenset) -> None:
+        self.sets.append(s)
+        for tok in self._prefix(s):
+            self.by_token[tok].append(len(self.sets) - 1)
+
+
+def dedupe(rows: list[_Row], threshold: float) -> tuple[list[_Row], int, int]:
+    """Rows in order with exact and near duplicates of an earlier row dropped; returns
+    (kept, exact duplicates, near duplicates). Runs on scrubbed text, so prompts that differ
+    only in an email address or a key are duplicates too."""
+    seen: set[str] = set()
+    index = NearDupIndex(threshold)
+    kept, exact, near = [], 0, 0
+    for r in rows:
+        key = exact_key(r.prompt)
+        if key in seen:
+            exact += 1
+            continue
+        sh = shingles(r.prompt.text)
+        if sh and threshold <= 1 and index.has_near(sh):
+            near += 1
+            continue
+        seen.add(key)
+        if sh:
+            index.add(sh)
+        kept.append(r)
+    return kept, exact, near
+
+
+# -- task tags, holdout, caps -----------------------------------------------------------
+_SQL = re.compile(r"(?i)\bsql\b|\bcreate\s+table\b|\bselect\s+[\w*,\s]+\s+from\b")
+_QUERY = re.compile(r"(?i)\bquer(?:y|ies)\b")
+_SCHEMA = re.compile(r"(?i)\b(?:tables?|schema|columns?|database|rows?)\b")
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?")
+_EXPR = re.compile(r"\d\s*[+*×÷^=]\s*\(?\d|\d\s+[-/]\s+\(?\d")
+_MATH_ASK = re.compile(r"(?i)\bhow\s+(?:many|much|long|far|old)\b|\bcalculate\b|\bcompute\b|\bsolve\b"
+                       r"|\bwhat\s+is\s+the\s+(?:sum|product|total|average|difference|remainder)\b|\bwhat\s+percent")
+
+
+def infer_task(text: str) -> str:
+    """extract_json | sql | math | general, from the user text alone."""
+    if asked_keys(text):
+        return "extract_json"
+    if _SQL.search(text) or (_QUERY.search(text) and _SCHEMA.search(text)):
+        return "sql"
+    if _EXPR.search(text) or (len(_NUMBER.findall(text)) >= 2 and _MATH_ASK.search(text)):
+        return "math"
+    return "general"
+
+
+def in_holdout(prompt: Prompt, seed: str, fraction: float) -> bool:
+    """sha256, not hash(): Python salts hash() per process, and the split must hold across cycles."""
+    digest = hashlib.sha256(f"{seed}\x00{exact_key(prompt)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def _priority(rows: list[_Row]) -> list[_Row]:
+    """New prompts first (fresh traffic and feedback), replayed ones after; within each, the
+    tenants take turns, each newest first, so cutting the list anywhere stays fair."""
+    turn: Counter = Counter()
+    keyed = []
+    for r in sorted(rows, key=lambda r: (r.replay, -r.ts)):
+        keyed.append(((r.replay, turn[r.replay, r.tenant], -r.ts), r))
+        turn[r.replay, r.tenant] += 1
+    return [r for _, r in sorted(keyed, key=lambda kr: kr[0])]
+
+
+def cap_tenants(rows: list[_Row], cap: float) -> list[_Row]:
+    """Rows with no tenant above `cap` of the total, keeping each tenant's newest. With one
+    tenant there is no one to crowd out. If the cap cannot be met (cap < 1/tenants), every
+    tenant gets an equal share."""
+    counts = Counter(r.tenant for r in rows)
+    if len(counts) < 2 or cap >= 1:
+        return rows
+    # Largest per-tenant quota m with m <= cap * sum(min(count, m)).
+    quota = next((m for m in range(max(counts.values()), 0, -1)
+                  if m <= cap * sum(min(c, m) for c in counts.values())), min(counts.values()))
+    taken: Counter = Counter()
+    kept = []
+    for r in _priority(rows):
+        if taken[r.tenant] < quota:
+            taken[r.tenant] += 1
+            kept.append(r)
+    return kept
+
+
+def trim(rows: list[_Row], limit: int, replay_fraction: float) -> list[_Row]:
+    """At most `limit` rows, replayed ones keeping about their share of the limit."""
+    if len(rows) <= limit:
+        return rows
+    new = [r for r in _priority(rows) if not r.replay]
+    old = [r for r in _priority(rows) if r.replay]
+    n_old = min(len(old), round(limit * replay_fraction / (1 + replay_fraction)))
+    n_new = min(len(new), limit - n_old)
+    return new[:n_new] + old[: limit - n_new]
