@@ -1,0 +1,129 @@
+"""Relative LLM judge: one call to an OpenAI-compatible chat endpoint scores a whole group.
+
+Judging the candidates of a prompt side by side (not one at a time) is what TAO does: a
+judge compares better than it grades, and a group costs one request. Any server that speaks
+/v1/chat/completions works (vLLM, a hosted API).
+
+    judge = make_relative_judge("http://127.0.0.1:8100", "Qwen2.5-7B-Instruct", DEFAULT_RUBRIC)
+    scores = judge(prompt, candidates)   # [0.8, 0.1, None, ...]
+
+The judge is a reward source like any other: it never raises. A failed call (HTTP error,
+timeout, a reply that is not {"scores": [n numbers]}) gives None for every candidate, and
+says why in a warning; one unusable score gives None for that candidate only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import httpx
+
+from trainer.rewards import Candidate, Prompt, RewardSource, _content_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUBRIC = (
+    "Score how well each answer serves the user's request. 10: correct, complete, follows every "
+    "instruction on content and format (including 'only JSON', length limits, language), nothing "
+    "invented. 5: partly correct or follows the format only partly. 0: wrong, off-topic, empty, or "
+    "ignores the requested format. Judge correctness before style; a longer answer is not a better one."
+)
+
+# Candidates are cut to fit the judge's context: a group shares this many characters, and no
+# candidate gets more than MAX_CANDIDATE_CHARS (an answer's quality shows in its first screens).
+GROUP_BUDGET_CHARS = 24_000
+MAX_CANDIDATE_CHARS = 4_000
+MIN_CANDIDATE_CHARS = 300
+MAX_REQUEST_CHARS = 6_000
+
+_SYSTEM = "You are a strict, impartial judge of answers written by AI assistants. You reply with JSON only."
+
+
+def make_relative_judge(base_url: str, model: str, rubric: str, *, api_key: str | None = None,
+                        timeout_s: float = 60, max_tokens: int = 256) -> RewardSource:
+    """A reward source that asks `model` at `base_url` (with or without a trailing /v1) to score
+    all candidates of a prompt in one request, 0-10 each per `rubric`, mapped to [0, 1]."""
+    url = base_url.rstrip("/").removesuffix("/v1") + "/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def judge(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:
+        n = len(candidates)
+        if n == 0:
+            return []
+        body = {"model": model, "messages": judge_messages(prompt, candidates, rubric),
+                "temperature": 0, "max_tokens": max_tokens}
+        try:
+            resp = httpx.post(url, json=body, headers=headers, timeout=timeout_s)
+            resp.raise_for_status()
+            content = resp.json()["choices"][0]["message"]["content"]
+        except httpx.TimeoutException:
+            log.warning("judge %s: no reply within %.1f s; no opinion on %d candidates", url, timeout_s, n)
+            return [None] * n
+        except httpx.HTTPStatusError as e:
+            log.warning("judge %s: HTTP %d (%s); no opinion on %d candidates",
+                        url, e.response.status_code, e.response.text[:200], n)
+            return [None] * n
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
+            log.warning("judge %s: request failed (%s: %s); no opinion on %d candidates", url, type(e).__name__, e, n)
+            return [None] * n
+        scores, reason = parse_scores(content if isinstance(content, str) else "", n)
+        if reason:
+            log.warning("judge %s: %s; reply was %r", url, reason, (content or "")[:300])
+        return scores
+
+    return judge
+
+
+def judge_messages(prompt: Prompt, candidates: list[Candidate], rubric: str) -> list[dict]:
+    """The chat messages asking for {"scores": [...]} over candidates labelled [1]..[n]."""
+    n = len(candidates)
+    per = max(MIN_CANDIDATE_CHARS, min(MAX_CANDIDATE_CHARS, GROUP_BUDGET_CHARS // n))
+    answers = "\n\n".join(f"[{i}]\n{_truncate(c.text, per)}" for i, c in enumerate(candidates, 1))
+    user = (
+        f"Rubric:\n{rubric}\n\n"
+        f"The user's request:\n<<<\n{_truncate(_conversation(prompt), MAX_REQUEST_CHARS)}\n>>>\n\n"
+        f"{n} candidate answers, labelled [1] to [{n}]:\n\n{answers}\n\n"
+        f"Score every answer from 0 to 10 according to the rubric, comparing them with each other. "
+        f'Reply with only a JSON object of the form {{"scores": [s1, ..., s{n}]}}: exactly {n} numbers, '
+        f"in the order of the labels."
+    )
+    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": user}]
+
+
+def parse_scores(content: str, n: int) -> tuple[list[float | None], str | None]:
+    """Scores in [0, 1] from a judge reply, and the reason when something was unusable.
+
+    The object is taken from the first '{' to the last '}'. Anything but exactly n scores
+    gives None for all: with one missing we cannot tell which label it belonged to. A score
+    out of 0-10 is clamped; a non-number, NaN or infinity is None for that candidate."""
+    start, end = content.find("{"), content.rfind("}")
+    if start < 0 or end <= start:
+        return [None] * n, "no JSON object in the reply"
+    try:
+        obj = json.loads(content[start : end + 1])
+    except ValueError as e:
+        return [None] * n, f"malformed JSON ({e})"
+    scores = obj.get("scores") if isinstance(obj, dict) else None
+    if not isinstance(scores, list):
+        return [None] * n, 'no "scores" list in the reply'
+    if len(scores) != n:
+        return [None] * n, f"{len(scores)} scores for {n} candidates"
+    out: list[float | None] = []
+    bad = []
+    for i, s in enumerate(scores, 1):
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
+            out.append(None)
+            bad.append(i)
+        else:
+            out.append(min(10.0, max(0.0, float(s))) / 10)
+    return out, (f"unusable score for candidates {bad}" if bad else None)
+
+
+def _conversation(prompt: Prompt) -> str:
+    # The judge needs the whole request (system instructions state formats too), not just the last turn.
+    return "\n".join(f"{m.get('role', 'user')}: {_content_text(m.get('content'))}" for m in prompt.messages)
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"\n[... {len(text) - limit} more characters cut]"
