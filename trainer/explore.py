@@ -1,13 +1,22 @@
 """Explore: spend test-time compute to find better answers than the bare model gives.
 
 Each strategy turns a logged prompt into (messages, sampling params) for vLLM's OpenAI
-API; `n` samples are drawn per strategy. Candidates are always trained against the BARE
-prompt later, so the tuned model gives the scaffold's quality without the scaffold.
+API, and `n` samples are drawn per strategy. Candidates are always trained against the
+BARE prompt later, so the tuned model gives the scaffold's quality without the scaffold.
+
+Strategies:
+- plain, plain_hot: the bare prompt at two temperatures (the model's own spread);
+- scaffold: a structured-output scaffold derived from what the prompt asks for;
+- stepwise: think step by step, then "Answer:"; only the final answer is kept;
+- fewshot: a demonstration turn built from this cycle's best-scored answer to ANOTHER
+  prompt of the same task (self-bootstrapped: no human-written example anywhere).
+  It runs in a second round, once the first round's candidates are scored.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -18,15 +27,18 @@ from trainer.rewards import Candidate, Prompt, asked_keys
 log = logging.getLogger(__name__)
 
 Strategy = Callable[[Prompt], tuple[list[dict], dict]]
+_ANSWER_RE = re.compile(r"(?:final answer|answer)\s*:\s*", re.IGNORECASE)
 
 
 def plain(prompt: Prompt) -> tuple[list[dict], dict]:
-    """The bare prompt, sampled: the model's own spread of answers."""
     return prompt.messages, {"temperature": 0.8}
 
 
+def plain_hot(prompt: Prompt) -> tuple[list[dict], dict]:
+    return prompt.messages, {"temperature": 1.1, "top_p": 0.95}
+
+
 def scaffold(prompt: Prompt) -> tuple[list[dict], dict]:
-    """A structured-output scaffold derived from what the prompt asks for."""
     keys = asked_keys(prompt.text)
     if keys:
         skeleton = json.dumps({k: "..." for k in keys})
@@ -35,16 +47,41 @@ def scaffold(prompt: Prompt) -> tuple[list[dict], dict]:
         msgs = [{"role": "system", "content": system}] + _append_to_last_user(
             prompt.messages, f"\n\nReply with only this JSON object filled in: {skeleton}")
     else:
-        system = "Answer correctly and concisely. Think it through briefly, then state the final answer clearly."
-        msgs = [{"role": "system", "content": system}] + [m for m in prompt.messages if m.get("role") != "system"]
+        system = "Answer correctly and concisely. Give exactly what was asked for, in the format asked for."
+        msgs = [{"role": "system", "content": system}] + _without_system(prompt.messages)
     return msgs, {"temperature": 0.7}
 
 
-STRATEGIES: dict[str, Strategy] = {"plain": plain, "scaffold": scaffold}
+def stepwise(prompt: Prompt) -> tuple[list[dict], dict]:
+    system = ("Think step by step about the request. Then write a last line that starts with 'Answer:' followed "
+              "by only the final answer, in exactly the format the user asked for.")
+    return [{"role": "system", "content": system}] + _without_system(prompt.messages), {"temperature": 0.7}
+
+
+def final_answer(strategy: str, text: str) -> str:
+    """What a strategy's output contributes as a candidate: for stepwise, only the answer."""
+    if strategy != "stepwise":
+        return text
+    parts = _ANSWER_RE.split(text)
+    return parts[-1].strip() if len(parts) > 1 else text
+
+
+def fewshot(prompt: Prompt, exemplar: tuple[Prompt, str]) -> tuple[list[dict], dict]:
+    demo_prompt, demo_answer = exemplar
+    demo = [m for m in _without_system(demo_prompt.messages) if m.get("role") == "user"][-1:]
+    msgs = demo + [{"role": "assistant", "content": demo_answer}] + _without_system(prompt.messages)
+    return msgs, {"temperature": 0.7}
+
+
+ROUND_ONE: dict[str, Strategy] = {"plain": plain, "plain_hot": plain_hot, "scaffold": scaffold, "stepwise": stepwise}
+
+
+def _without_system(messages: list[dict]) -> list[dict]:
+    return [dict(m) for m in messages if m.get("role") != "system"]
 
 
 def _append_to_last_user(messages: list[dict], suffix: str) -> list[dict]:
-    out = [dict(m) for m in messages if m.get("role") != "system"]
+    out = _without_system(messages)
     for m in reversed(out):
         if m.get("role") == "user" and isinstance(m.get("content"), str):
             m["content"] = m["content"] + suffix
@@ -52,27 +89,55 @@ def _append_to_last_user(messages: list[dict], suffix: str) -> list[dict]:
     return out
 
 
-def explore(prompts: list[Prompt], vllm_url: str, model: str, n: int, max_tokens: int, concurrency: int,
-            progress: Callable[[int, int], None] | None = None) -> dict[str, list[Candidate]]:
-    """Candidates per prompt_id from every strategy (failed requests are logged and skipped)."""
-    jobs = [(p, name) for p in prompts for name in STRATEGIES]
-    out: dict[str, list[Candidate]] = {p.prompt_id: [] for p in prompts}
+def pick_exemplars(prompts: list[Prompt], best: dict[str, tuple[str, float]], min_score: float,
+                   per_task: int = 8) -> dict[str | None, list[tuple[Prompt, str]]]:
+    """The best answers of this round, per task, that scored at least `min_score`."""
+    by_task: dict[str | None, list[tuple[float, Prompt, str]]] = {}
+    for p in prompts:
+        if p.prompt_id in best and best[p.prompt_id][1] >= min_score:
+            by_task.setdefault(p.task, []).append((best[p.prompt_id][1], p, best[p.prompt_id][0]))
+    return {t: [(p, a) for _, p, a in sorted(v, key=lambda x: -x[0])[:per_task]] for t, v in by_task.items()}
+
+
+def fewshot_jobs(prompts: list[Prompt], exemplars: dict[str | None, list[tuple[Prompt, str]]]
+                 ) -> list[tuple[Prompt, str, list[dict], dict]]:
+    """One few-shot request per prompt that has an exemplar from a different prompt of its task."""
+    jobs = []
+    for i, p in enumerate(prompts):
+        others = [e for e in exemplars.get(p.task, []) if e[0].prompt_id != p.prompt_id]
+        if others:
+            msgs, params = fewshot(p, others[i % len(others)])  # spread the demonstrations around
+            jobs.append((p, "fewshot", msgs, params))
+    return jobs
+
+
+def round_one_jobs(prompts: list[Prompt], strategies: list[str]) -> list[tuple[Prompt, str, list[dict], dict]]:
+    unknown = [s for s in strategies if s not in ROUND_ONE and s != "fewshot"]
+    if unknown:
+        raise ValueError(f"unknown exploration strategies {unknown}; known: {[*ROUND_ONE, 'fewshot']}")
+    return [(p, name, *ROUND_ONE[name](p)) for p in prompts for name in strategies if name in ROUND_ONE]
+
+
+def run_jobs(jobs: list[tuple[Prompt, str, list[dict], dict]], vllm_url: str, model: str, n: int, max_tokens: int,
+             concurrency: int, progress: Callable[[int, int], None] | None = None) -> dict[str, list[Candidate]]:
+    """Send every request; candidates per prompt_id (failed requests are logged and skipped)."""
+    out: dict[str, list[Candidate]] = {}
     done = 0
     with httpx.Client(base_url=vllm_url, timeout=300) as client:
 
         def run(job):
-            p, name = job
-            messages, params = STRATEGIES[name](p)
-            body = {"model": model, "messages": messages, "n": n, "max_tokens": max_tokens, **params}
+            p, name, messages, params = job
+            # Step-by-step needs room to think before it answers.
+            budget = max_tokens * 2 if name == "stepwise" else max_tokens
+            body = {"model": model, "messages": messages, "n": n, "max_tokens": budget, **params}
             r = client.post("/v1/chat/completions", json=body)
             r.raise_for_status()
-            return p.prompt_id, [Candidate(c["message"]["content"] or "", name) for c in r.json()["choices"]]
+            return [Candidate(final_answer(name, c["message"]["content"] or ""), name) for c in r.json()["choices"]]
 
         with ThreadPoolExecutor(concurrency) as pool:
             for job, fut in [(j, pool.submit(run, j)) for j in jobs]:
                 try:
-                    pid, cands = fut.result()
-                    out[pid].extend(cands)
+                    out.setdefault(job[0].prompt_id, []).extend(fut.result())
                 except Exception as e:
                     log.warning("explore %s/%s failed: %s", job[0].prompt_id, job[1], e)
                 done += 1

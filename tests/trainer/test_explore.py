@@ -1,0 +1,47 @@
+import pytest
+
+from trainer.explore import fewshot_jobs, final_answer, pick_exemplars, round_one_jobs, scaffold, stepwise
+from trainer.rewards import Prompt
+
+EXTRACT = "Extract the fields name, city from the text below. Reply with only a JSON object.\nText: Ann lives in Oslo."
+
+
+def p(pid, text=EXTRACT, task="extract_json"):
+    return Prompt(pid, [{"role": "user", "content": text}], task)
+
+
+def test_scaffold_names_the_keys_and_leaves_the_prompt_intact():
+    msgs, params = scaffold(p("a"))
+    assert msgs[0]["role"] == "system" and "name, city" in msgs[0]["content"]
+    assert msgs[-1]["content"].startswith(EXTRACT) and '{"name": "...", "city": "..."}' in msgs[-1]["content"]
+    assert params["temperature"] == 0.7
+
+
+def test_stepwise_keeps_only_the_final_answer():
+    msgs, _ = stepwise(p("a", "What is 3 * 4?", "math"))
+    assert "Answer:" in msgs[0]["content"]
+    assert final_answer("stepwise", "3 times 4 is 12.\nAnswer: 12") == "12"
+    assert final_answer("stepwise", "Step 1... Final answer: {\"a\": 1}") == '{"a": 1}'
+    assert final_answer("stepwise", "no marker here") == "no marker here"
+    assert final_answer("plain", "Answer: 12") == "Answer: 12"  # other strategies are taken whole
+
+
+def test_fewshot_uses_another_prompts_best_answer_of_the_same_task():
+    prompts = [p("a"), p("b"), p("c", "What is 2+2?", "math")]
+    best = {"a": ('{"name": "Ann", "city": "Oslo"}', 1.0), "b": ("meh", 0.3), "c": ("4", 0.95)}
+    ex = pick_exemplars(prompts, best, min_score=0.9)
+    assert [e[0].prompt_id for e in ex["extract_json"]] == ["a"] and [e[0].prompt_id for e in ex["math"]] == ["c"]
+    jobs = fewshot_jobs(prompts, ex)
+    # a and c have no exemplar other than themselves; b learns from a.
+    assert [(j[0].prompt_id, j[1]) for j in jobs] == [("b", "fewshot")]
+    msgs = jobs[0][2]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+    assert msgs[1]["content"] == '{"name": "Ann", "city": "Oslo"}' and msgs[2]["content"] == EXTRACT
+
+
+def test_round_one_strategies_are_checked():
+    jobs = round_one_jobs([p("a"), p("b")], ["plain", "scaffold", "fewshot"])
+    assert [(j[0].prompt_id, j[1]) for j in jobs] == [("a", "plain"), ("a", "scaffold"), ("b", "plain"),
+                                                      ("b", "scaffold")]
+    with pytest.raises(ValueError, match="unknown exploration strategies"):
+        round_one_jobs([p("a")], ["telepathy"])
