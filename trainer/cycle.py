@@ -1,25 +1,33 @@
-"""One TAO cycle, as a recipe: select -> explore -> score -> pairs -> optimize -> publish.
+"""One TAO cycle, as a recipe: select -> explore -> score -> pairs -> optimize -> gate -> publish.
 
 Runs in a child process of the worker (`python -m trainer.cycle CYCLE_DIR`), reading a
 Parquet snapshot the worker exported (never the DuckDB file) and writing everything it
 produces into CYCLE_DIR: candidates.parquet, pairs.parquet, result.json. The worker loads
 those into DuckDB afterwards. A new model version lands in DATA_DIR/models/VERSION.
 
-Not yet here (see the issues): the gate against the current model, near-duplicate
-removal, PII scrubbing, replay of older prompts, judge and reward-model sources.
+Stages: select (trainer/selection.py) -> explore (trainer/explore.py) -> score (reward
+sources, trainer/rewards.py) -> pairs (trainer/pairs.py) -> optimize (trainer/optimize.py)
+-> gate (trainer/gate.py) -> publish (trainer/registry.py).
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
+import zlib
 from pathlib import Path
+from typing import Callable
 
 from schemas.events import ModelPromotedPayload
-from trainer.explore import explore, served_model_name
+from trainer.explore import fewshot_jobs, pick_exemplars, round_one_jobs, run_jobs, served_model_name
+from trainer.gate import run_gate
 from trainer.pairs import ScoredCandidate, build_pairs
-from trainer.publish import publish_promoted, write_metadata
-from trainer.rewards import Candidate, Prompt, ensemble, json_verifier, user_feedback
+from trainer.registry import publish_promoted, write_metadata
+from trainer.judge import DEFAULT_RUBRIC, make_relative_judge
+from trainer.rewards import (
+    Candidate, Prompt, agreement, constraint_verifier, ensemble, json_verifier, sql_verifier, user_feedback,
+)
+from trainer.selection import select_prompts
 from trainer.settings import WorkerSettings
 
 
@@ -28,51 +36,86 @@ def say(msg: str) -> None:
 
 
 # -- stages -----------------------------------------------------------------------------
-def select(snapshot: Path, since: str | None, limit: int) -> tuple[list[Prompt], str | None]:
-    """New logged prompts since the last cycle, exact duplicates removed, with their feedback."""
-    import duckdb
+def explore_all(prompts: list[Prompt], settings: WorkerSettings,
+                sources: dict[str, tuple[float, Callable]]) -> dict[str, list[Candidate]]:
+    """Round one (sampling and scaffolds), then few-shot from round one's best answers."""
+    model = served_model_name(settings.explore_url)
+    pool: dict[str, list[Candidate]] = {p.prompt_id: [] for p in prompts}
 
-    con = duckdb.connect()
-    comp, fb = snapshot / "completions.parquet", snapshot / "feedback.parquet"
-    rows = con.execute(
-        f"""SELECT completion_id, CAST(messages AS VARCHAR), task, response, CAST(occurred_at AS VARCHAR)
-            FROM read_parquet('{comp}') WHERE ? IS NULL OR occurred_at > CAST(? AS TIMESTAMPTZ)
-            ORDER BY occurred_at""",
-        [since, since],
-    ).fetchall()
-    feedback: dict[str, list[dict]] = {}
-    if fb.exists():
-        for cid, kind, value, idx in con.execute(
-            f"SELECT completion_id, kind, CAST(value AS VARCHAR), choice_index FROM read_parquet('{fb}') "
-            "ORDER BY occurred_at"
-        ).fetchall():
-            feedback.setdefault(cid, []).append({"kind": kind, "value": json.loads(value), "choice_index": idx})
-    seen, prompts, watermark = set(), [], None
-    for cid, messages, task, response, occurred in rows:
-        watermark = occurred
-        if messages in seen:
-            continue
-        seen.add(messages)
-        p = Prompt(cid, json.loads(messages), task, feedback.get(cid, []))
-        p.served = response  # type: ignore[attr-defined]
-        prompts.append(p)
-    return prompts[-limit:], watermark
+    def run(jobs, label):
+        got = run_jobs(jobs, settings.explore_url, model, settings.samples_per_strategy, settings.explore_max_tokens,
+                       settings.explore_concurrency,
+                       progress=lambda d, n: (d % max(1, n // 5) == 0 or d == n) and say(f"explore {label}: {d}/{n}"))
+        for pid, cands in got.items():
+            pool[pid].extend(cands)
+
+    run(round_one_jobs(prompts, settings.explore_strategies), "round 1")
+    add_served_and_corrections(prompts, pool)
+    if "fewshot" in settings.explore_strategies:
+        scored = score(prompts, pool, sources)
+        best = {pid: max(((s.candidate.text, s.score) for s in items if s.score is not None), key=lambda x: x[1])
+                for pid, items in scored.items() if any(s.score is not None for s in items)}
+        exemplars = pick_exemplars(prompts, best, settings.exemplar_min_score)
+        jobs = fewshot_jobs(prompts, exemplars)
+        say(f"explore: {sum(map(len, exemplars.values()))} self-bootstrapped exemplars, {len(jobs)} few-shot requests")
+        if jobs:
+            run(jobs, "few-shot")
+    return pool
 
 
 def add_served_and_corrections(prompts: list[Prompt], pool: dict[str, list[Candidate]]) -> None:
     """The answer users actually got, and any correction they wrote, join the pool."""
     for p in prompts:
-        if getattr(p, "served", None):
+        if p.served:
             pool[p.prompt_id].append(Candidate(p.served, "served"))
         for fb in p.feedback:
             if fb["kind"] == "correction":
                 pool[p.prompt_id].append(Candidate(str(fb["value"]), "correction"))
 
 
-def score(prompts: list[Prompt], pool: dict[str, list[Candidate]],
-          settings: WorkerSettings) -> dict[str, list[ScoredCandidate]]:
-    sources = {"verifier": (settings.weight_verifier, json_verifier),
+# Verifiers whose pass rate must not drop at the gate (agreement needs a group: not here).
+VERIFIERS = {"json": json_verifier, "sql": sql_verifier, "constraints": constraint_verifier}
+
+
+def reward_sources(settings: WorkerSettings, reward_model=None) -> dict[str, tuple[float, Callable]]:
+    sources = {"json": (settings.weight_verifier, json_verifier),
+               "sql": (settings.weight_verifier, sql_verifier),
+               "constraints": (settings.weight_constraints, constraint_verifier),
+               "agreement": (settings.weight_agreement, agreement),
                "feedback": (settings.weight_feedback, user_feedback)}
+    if settings.judge_url:
+        model = settings.judge_model or served_model_name(settings.judge_url.rstrip("/").removesuffix("/v1"))
+        sources["judge"] = (settings.weight_judge, make_relative_judge(
+            settings.judge_url, model, DEFAULT_RUBRIC, api_key=settings.judge_api_key,
+            timeout_s=settings.judge_timeout_s))
+    if reward_model is not None:
+        sources["reward_model"] = (settings.weight_reward_model, reward_model)
+    return sources
+
+
+def fit_reward_model(prompts: list[Prompt], settings: WorkerSettings):
+    """A reward model on this cycle's user feedback (training prompts only: the gate's held-out
+    prompts never leak into it). None when feedback is too thin or it does not beat guessing."""
+    from trainer.reward_model import FrozenEncoder, examples_from_prompts, train_reward_model
+
+    if settings.weight_reward_model == 0:
+        return None, None
+    examples = examples_from_prompts(prompts)
+    seed = zlib.crc32(settings.split_seed.encode())  # the reward model wants an int seed
+    rm = train_reward_model(examples, seed=seed, encoder=FrozenEncoder(settings.base_model)) if examples else None
+    if rm is None:
+        return None, {"examples": len(examples), "used": False}
+    report = {**rm.report(), "used": rm.heldout_accuracy > rm.baseline_accuracy}
+    return (rm if report["used"] else None), report
+
+
+def gate_sources(sources: dict[str, tuple[float, Callable]]) -> dict[str, tuple[float, Callable]]:
+    # User feedback speaks only of served answers, never of the gate's fresh ones.
+    return {k: v for k, v in sources.items() if k != "feedback"}
+
+
+def score(prompts: list[Prompt], pool: dict[str, list[Candidate]],
+          sources: dict[str, tuple[float, Callable]]) -> dict[str, list[ScoredCandidate]]:
     out = {}
     for p in prompts:
         scores, detail = ensemble(sources, p, pool[p.prompt_id])
@@ -107,26 +150,38 @@ def run_cycle(settings: WorkerSettings, job: dict, cycle_dir: Path) -> dict:
     def stage_done(name: str, started: float) -> None:
         timings[name] = round(time.monotonic() - started, 2)
 
+    # 1. Select: new prompts (+ replay), deduplicated, scrubbed, capped per tenant, split.
     t = time.monotonic()
-    prompts, watermark = select(Path(job["snapshot"]), job["since"], settings.max_prompts)
-    result["watermark"] = watermark or job["since"]
-    result["counts"]["prompts"] = len(prompts)
+    sel = select_prompts(Path(job["snapshot"]), job["since"], limit=settings.max_prompts,
+                         replay_fraction=settings.replay_fraction, tenant_cap=settings.tenant_cap,
+                         holdout_fraction=settings.holdout_fraction,
+                         near_dup_threshold=settings.near_dup_threshold, seed=settings.split_seed)
+    prompts = sel.train
+    result["watermark"] = sel.watermark or job["since"]
+    result["counts"].update(prompts=len(prompts), heldout=len(sel.heldout))
+    result["select"] = sel.stats
     stage_done("select", t)
-    say(f"select: {len(prompts)} new prompts")
+    say(f"select: {len(prompts)} training prompts, {len(sel.heldout)} held out ({json.dumps(sel.stats)})")
     if not prompts:
         return {**result, "reason": "no new prompts since the last cycle"}
 
+    # Reward sources for this cycle, including a reward model fit on users' feedback.
     t = time.monotonic()
-    model = served_model_name(settings.explore_url)
-    pool = explore(prompts, settings.explore_url, model, settings.samples_per_strategy, settings.explore_max_tokens,
-                   settings.explore_concurrency,
-                   progress=lambda d, n: (d % max(1, n // 10) == 0 or d == n) and say(f"explore: {d}/{n} requests"))
-    add_served_and_corrections(prompts, pool)
+    reward_model, result["reward_model"] = fit_reward_model(prompts, settings)
+    sources = reward_sources(settings, reward_model)
+    stage_done("reward_model", t)
+    say(f"reward sources: {', '.join(n for n, (w, _) in sources.items() if w > 0)}"
+        + (f"; reward model {result['reward_model']}" if result["reward_model"] else ""))
+
+    # 2. Explore: several strategies per prompt on the live model; served answers join.
+    t = time.monotonic()
+    pool = explore_all(prompts, settings, sources)
     stage_done("explore", t)
     result["counts"]["candidates"] = sum(len(v) for v in pool.values())
 
+    # 3. Score without labels, and pair best against worst on the bare prompt.
     t = time.monotonic()
-    scored = score(prompts, pool, settings)
+    scored = score(prompts, pool, sources)
     pairs = build_pairs(prompts, scored, settings.min_margin, settings.min_best)
     stage_done("score", t)
     save_stage_outputs(cycle_dir, scored, pairs)
@@ -139,31 +194,47 @@ def run_cycle(settings: WorkerSettings, job: dict, cycle_dir: Path) -> dict:
     if len(pairs) < settings.min_pairs:
         return {**result, "reason": f"only {len(pairs)} pairs (TAO_MIN_PAIRS={settings.min_pairs}): nothing to train"}
 
+    # 4. Optimize: DPO with a LoRA, merged into a servable directory.
     from trainer.optimize import train_dpo  # torch/trl load only when there is something to train
 
     t = time.monotonic()
     version_dir = settings.data_dir / "models" / job["version"]
     version_dir.mkdir(parents=True, exist_ok=True)
-    train = train_dpo(Path(job["parent_path"]), pairs, version_dir / "weights", epochs=settings.epochs,
-                      lr=settings.learning_rate, beta=settings.beta, lora_r=settings.lora_r, log=say)
+    weights = version_dir / "weights"
+    result["train"] = train_dpo(Path(job["parent_path"]), pairs, weights, epochs=settings.epochs,
+                                lr=settings.learning_rate, beta=settings.beta, lora_r=settings.lora_r, log=say)
     stage_done("optimize", t)
-    result["train"] = train
 
-    # Publish: the version directory is complete (metadata last) before anyone hears of it.
-    metrics = {k: float(v) for k, v in {**train, "pairs": len(pairs),
-                                        "mean_reward": result["reward"]["mean"] or 0}.items()
-               if isinstance(v, (int, float))}
-    payload = ModelPromotedPayload(version=job["version"], artifact_path=str((version_dir / "weights").resolve()),
-                                   swap_mode="weights", parent=job["parent"], cycle_id=job["cycle_id"],
-                                   metrics=metrics)
-    write_metadata(version_dir, {**payload.model_dump(), "counts": result["counts"], "timings": timings,
-                                 "gate": "none yet: promoted without a gate"})
+    # 5. Gate: the candidate must beat the live model on held-out prompts and the canary set.
     t = time.monotonic()
-    publish_promoted(settings.kafka_bootstrap, payload)
-    stage_done("publish", t)
+    if settings.gate_enabled:
+        gate = run_gate(Path(job["parent_path"]), weights, sel.heldout, gate_sources(sources), VERIFIERS,
+                        threshold=settings.gate_threshold, canary_tolerance=settings.canary_tolerance,
+                        max_new_tokens=settings.gate_max_tokens, log=say).as_dict()
+    else:
+        gate = {"promote": True, "reasons": ["gate disabled (TAO_GATE_ENABLED=false)"]}
+    stage_done("gate", t)
+    result["gate"] = gate
+    say(f"gate: {'promote' if gate['promote'] else 'reject'}: {'; '.join(gate['reasons'])}")
+
+    # 6. Publish: the version directory is complete (metadata last) before anyone hears of it.
+    metrics = {k: float(v) for k, v in {**result["train"], "mean_reward": result["reward"]["mean"] or 0,
+                                        "gate_win_rate": gate.get("win_rate")}.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    payload = ModelPromotedPayload(version=job["version"], artifact_path=str(weights.resolve()), swap_mode="weights",
+                                   parent=job["parent"], cycle_id=job["cycle_id"], metrics=metrics)
+    status = "promoted" if gate["promote"] else "rejected"
+    write_metadata(version_dir, {**payload.model_dump(), "status": status, "counts": result["counts"],
+                                 "reward": result["reward"], "train": result["train"], "gate": gate,
+                                 "timings": timings})
+    if gate["promote"]:
+        t = time.monotonic()
+        publish_promoted(settings.kafka_bootstrap, payload)
+        stage_done("publish", t)
     timings["total"] = round(time.monotonic() - t0, 2)
-    say(f"published {job['version']} (parent {job['parent']}) in {timings['total']:.0f}s")
-    return {**result, "status": "promoted", "version": job["version"], "reason": None}
+    say(f"{status} {job['version']} (parent {job['parent']}) in {timings['total']:.0f}s")
+    return {**result, "status": status, "version": job["version"],
+            "reason": None if gate["promote"] else "; ".join(gate["reasons"])}
 
 
 def main(cycle_dir: Path) -> int:

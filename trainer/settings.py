@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from feedback.kafka import Bootstrap
 
@@ -22,29 +24,80 @@ class WorkerSettings(BaseSettings):
     worker_port: int = Field(8001, ge=0, le=65535, description="worker status/trigger HTTP port")
     # Scheduling
     cycle_interval_s: float = Field(3600, gt=0, description="seconds between scheduled TAO cycles")
+    cycle_cron: str | None = Field(None, description='crontab schedule instead of the interval, e.g. "0 3 * * *"')
     min_new_prompts: int = Field(16, ge=1, description="a scheduled cycle runs only with this many new prompts")
     max_prompts: int = Field(256, ge=1, description="prompts explored per cycle at most")
+    # Select
+    replay_fraction: float = Field(0.25, ge=0, le=4, description="older prompts replayed, as a share of new ones")
+    tenant_cap: float = Field(0.5, gt=0, le=1, description="most of a cycle's prompts one API key may supply")
+    holdout_fraction: float = Field(0.2, ge=0, lt=1, description="prompts kept out of training for the gate")
+    near_dup_threshold: float = Field(0.9, gt=0, le=1, description="word-shingle Jaccard above which prompts are "
+                                      "near-duplicates")
+    split_seed: str = Field("tao", description="seed of the stable hash that splits train / held-out")
     # Explore
+    explore_strategies: Annotated[list[str], NoDecode] = Field(
+        ["plain", "scaffold", "stepwise", "fewshot"],
+        description="comma-separated: plain, plain_hot, scaffold, stepwise, fewshot (self-bootstrapped, 2nd round)")
+    exemplar_min_score: float = Field(0.9, ge=0, le=1, description="a few-shot demonstration must score this")
     samples_per_strategy: int = Field(4, ge=1, le=16)
     explore_max_tokens: int = Field(160, ge=8)
     explore_concurrency: int = Field(8, ge=1)
     # Score: weights of the reward sources in the ensemble
-    weight_verifier: float = Field(1.0, ge=0)
-    weight_feedback: float = Field(1.0, ge=0)
+    weight_verifier: float = Field(1.0, ge=0, description="JSON and SQL verifiers")
+    weight_constraints: float = Field(0.5, ge=0, description="length/format constraints stated in the prompt")
+    weight_agreement: float = Field(0.25, ge=0, description="agreement across samples (weak: the crowd can be wrong)")
+    weight_feedback: float = Field(1.0, ge=0, description="what users said about the served answer")
+    weight_judge: float = Field(1.0, ge=0, description="relative LLM judge, when TAO_JUDGE_URL is set")
+    weight_reward_model: float = Field(0.5, ge=0, description="reward model fit each cycle on user feedback "
+                                       "(used only when it beats its majority baseline on held-out feedback)")
+    judge_url: str | None = Field(None, description="OpenAI-compatible endpoint of a judge model (unset: no judge)")
+    judge_model: str | None = Field(None, description="judge model name (unset: the endpoint's first model)")
+    judge_api_key: str | None = None
+    judge_timeout_s: float = Field(60, gt=0)
     # Pairs
     min_margin: float = Field(0.3, ge=0, le=1, description="best-worst reward gap needed for a DPO pair")
     min_best: float = Field(0.5, ge=0, le=1, description="the chosen answer must score at least this")
     min_pairs: int = Field(4, ge=1, description="fewer pairs than this: no training, no new version")
+    # Gate
+    gate_enabled: bool = Field(True, description="false: promote every trained candidate (for tests and demos)")
+    gate_threshold: float = Field(0.55, ge=0, le=1, description="pairwise win rate on held-out prompts needed")
+    canary_tolerance: float = Field(0.1, ge=0, le=1, description="canary regression allowed")
+    gate_max_tokens: int = Field(128, ge=8, description="answer length when the gate compares models")
     # Optimize
     epochs: int = Field(1, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
     beta: float = Field(0.1, gt=0)
     lora_r: int = Field(16, ge=1)
 
+    @field_validator("cycle_cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(v, timezone="UTC")
+            except ValueError as e:
+                raise ValueError(f"TAO_CYCLE_CRON is not a crontab expression ({e}): e.g. '0 3 * * *'") from e
+        return v
+
+    @field_validator("explore_strategies", mode="before")
+    @classmethod
+    def _strategies(cls, v):
+        names = [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else list(v)
+        known = {"plain", "plain_hot", "scaffold", "stepwise", "fewshot"}
+        if not names or set(names) - known:
+            raise ValueError(f"TAO_EXPLORE_STRATEGIES: unknown {sorted(set(names) - known) or 'empty'}; "
+                             f"known: {', '.join(sorted(known))}")
+        return names
+
     @model_validator(mode="after")
     def _check(self) -> "WorkerSettings":
-        if self.weight_verifier == 0 and self.weight_feedback == 0:
-            raise ValueError("at least one of TAO_WEIGHT_VERIFIER, TAO_WEIGHT_FEEDBACK must be > 0")
+        weights = [self.weight_verifier, self.weight_constraints, self.weight_agreement, self.weight_feedback,
+                   self.weight_judge if self.judge_url else 0]
+        if not any(weights):
+            raise ValueError("at least one reward weight (TAO_WEIGHT_VERIFIER, TAO_WEIGHT_CONSTRAINTS, "
+                             "TAO_WEIGHT_AGREEMENT, TAO_WEIGHT_FEEDBACK, TAO_WEIGHT_JUDGE) must be > 0")
         return self
 
     @property

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from feedback.collector import Collector
 from feedback.store import Store
+from trainer.registry import next_version
+from trainer.report import write_report
 from trainer.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,9 @@ class CycleRunner:
                            "reason = 'the worker stopped during this cycle' WHERE status = 'running'")
 
     def _since(self) -> str | None:
-        rows = self.store.query("SELECT CAST(max(watermark) AS VARCHAR) FROM cycles WHERE status = 'promoted'")
+        # A rejected cycle used its prompts too; the replay sample brings old ones back.
+        rows = self.store.query("SELECT CAST(max(watermark) AS VARCHAR) FROM cycles "
+                                "WHERE status IN ('promoted', 'rejected')")
         return rows[0][0] if rows else None
 
     def _parent(self) -> tuple[str, str]:
@@ -70,10 +74,9 @@ class CycleRunner:
         if new < s.min_new_prompts and not force:
             log.info("cycle not started: %d new prompts, TAO_MIN_NEW_PROMPTS=%d", new, s.min_new_prompts)
             return {"status": "skipped", "reason": f"{new} new prompts < TAO_MIN_NEW_PROMPTS={s.min_new_prompts}"}
-        n_promoted = self.store.query("SELECT count(*) FROM cycles WHERE status = 'promoted'")[0][0]
         cycle_id = datetime.now(timezone.utc).strftime("c%Y%m%dT%H%M%S-") + secrets.token_hex(2)
         parent, parent_path = self._parent()
-        job = {"cycle_id": cycle_id, "since": since, "version": f"v{n_promoted + 1}", "parent": parent,
+        job = {"cycle_id": cycle_id, "since": since, "version": next_version(s.data_dir), "parent": parent,
                "parent_path": parent_path}
         self.store.execute("INSERT INTO cycles (cycle_id, started_at, status) VALUES (?, now(), 'running')", [cycle_id])
         cycle_dir = s.data_dir / "cycles" / cycle_id
@@ -85,8 +88,10 @@ class CycleRunner:
         (cycle_dir / "settings.json").write_text(s.model_dump_json(indent=2))
         result = self._run_child(cycle_dir)
         self._record(cycle_id, cycle_dir, result)
+        write_report(cycle_dir, result)
         shutil.rmtree(snapshot, ignore_errors=True)
-        log.info("cycle %s %s: %s", cycle_id, result["status"], result.get("reason") or result.get("version"))
+        log.info("cycle %s %s: %s (report: %s)", cycle_id, result["status"],
+                 result.get("reason") or result.get("version"), cycle_dir / "report.md")
         return result
 
     def _run_child(self, cycle_dir: Path) -> dict:
@@ -95,6 +100,7 @@ class CycleRunner:
                                     stderr=subprocess.STDOUT, text=True)
             for line in proc.stdout:  # progress goes to the worker's log and the cycle's own log
                 out.write(line)
+                out.flush()  # so `tail -f cycle.log` shows progress as it happens
                 if line.startswith("[cycle"):
                     log.info(line.rstrip())
             proc.wait()
@@ -122,6 +128,8 @@ def create_app(settings: WorkerSettings):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store(settings.db_path)
@@ -130,11 +138,13 @@ def create_app(settings: WorkerSettings):
         collector = Collector(settings.kafka_bootstrap, store)
         collector.start()
         scheduler = BackgroundScheduler(timezone="UTC")
-        scheduler.add_job(runner.run, "interval", seconds=settings.cycle_interval_s, id="tao-cycle",
-                          max_instances=1, coalesce=True)
+        trigger = (CronTrigger.from_crontab(settings.cycle_cron, timezone="UTC") if settings.cycle_cron
+                   else IntervalTrigger(seconds=settings.cycle_interval_s))
+        scheduler.add_job(runner.run, trigger, id="tao-cycle", max_instances=1, coalesce=True)
         scheduler.start()
         app.state.store, app.state.runner, app.state.collector = store, runner, collector
-        log.info("worker up: DuckDB %s, cycle every %.0fs", settings.db_path, settings.cycle_interval_s)
+        log.info("worker up: DuckDB %s, cycles %s", settings.db_path,
+                 f"on cron '{settings.cycle_cron}'" if settings.cycle_cron else f"every {settings.cycle_interval_s:.0f}s")
         try:
             yield
         finally:
@@ -156,6 +166,14 @@ def create_app(settings: WorkerSettings):
                           "ORDER BY started_at DESC LIMIT 5")
         return {"rows": counts, "collector": app.state.collector.counters.as_dict(),
                 "cycles": [dict(zip(("cycle_id", "status", "reason", "version", "started_at"), c)) for c in cycles]}
+
+    @app.get("/models")
+    def models():
+        rows = app.state.store.query(
+            "SELECT type, version, artifact_path, parent, cycle_id, CAST(occurred_at AS VARCHAR) FROM model_events "
+            "ORDER BY occurred_at")
+        events = [dict(zip(("type", "version", "artifact_path", "parent", "cycle_id", "occurred_at"), r)) for r in rows]
+        return {"live": events[-1]["version"] if events else "base", "events": events}
 
     @app.post("/cycles")
     def run_cycle_now():

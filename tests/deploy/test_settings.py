@@ -31,9 +31,19 @@ def test_gateway_port_and_url_checked(monkeypatch):
 
 
 def test_worker_needs_some_reward(monkeypatch):
-    monkeypatch.setenv("TAO_WEIGHT_VERIFIER", "0")
-    monkeypatch.setenv("TAO_WEIGHT_FEEDBACK", "0")
-    with pytest.raises(ValidationError, match="at least one of"):
+    for name in ("VERIFIER", "CONSTRAINTS", "AGREEMENT", "FEEDBACK"):
+        monkeypatch.setenv(f"TAO_WEIGHT_{name}", "0")
+    with pytest.raises(ValidationError, match="at least one reward weight"):
+        WorkerSettings()
+    monkeypatch.setenv("TAO_JUDGE_URL", "http://127.0.0.1:9/v1")  # a judge alone is enough
+    assert WorkerSettings().weight_judge == 1.0
+
+
+def test_exploration_strategies_from_a_comma_list(monkeypatch):
+    monkeypatch.setenv("TAO_EXPLORE_STRATEGIES", "plain, fewshot")
+    assert WorkerSettings().explore_strategies == ["plain", "fewshot"]
+    monkeypatch.setenv("TAO_EXPLORE_STRATEGIES", "plain,bogus")
+    with pytest.raises(ValidationError, match="unknown"):
         WorkerSettings()
 
 
@@ -46,3 +56,11 @@ def test_cli_reports_bad_settings_readably(monkeypatch):
     res = CliRunner().invoke(app, ["cycle", "--once", "--worker-url", "http://127.0.0.1:9"])
     assert res.exit_code == 2
     assert "TAO_MIN_PAIRS" in res.output
+
+
+def test_cron_schedule_is_checked(monkeypatch):
+    monkeypatch.setenv("TAO_CYCLE_CRON", "0 3 * * *")
+    assert WorkerSettings().cycle_cron == "0 3 * * *"
+    monkeypatch.setenv("TAO_CYCLE_CRON", "every night")
+    with pytest.raises(ValidationError, match="TAO_CYCLE_CRON is not a crontab expression"):
+        WorkerSettings()

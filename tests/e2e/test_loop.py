@@ -4,12 +4,8 @@ No mocks anywhere. Takes several minutes on a 2-core CPU (vLLM start + one DPO c
 from __future__ import annotations
 
 import json
-import os
-import random
-import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,89 +14,16 @@ import httpx
 import psutil
 import pytest
 
-from deploy.procs import free_port
+from tests.e2e.traffic import extraction_prompts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-NAMES = ["Maria Lopez", "John Smith", "Aiko Tanaka", "Omar Haddad", "Lena Fischer", "Ravi Patel"]
-ITEMS = ["lamps", "chairs", "notebooks", "coffee mugs", "desk fans", "backpacks"]
-TEMPLATES = [
-    "{name} ordered {qty} {item} for a total of {total} dollars.",
-    "Order note: customer {name}, {qty} x {item}, total ${total}.",
-    "Yesterday {name} bought {qty} {item}; the bill came to {total}.",
-]
 
-
-def extraction_prompts(n: int, seed: int = 7) -> list[str]:
-    rnd = random.Random(seed)
-    out = []
-    for i in range(n):
-        text = TEMPLATES[i % 3].format(name=rnd.choice(NAMES), item=rnd.choice(ITEMS), qty=rnd.randint(2, 9),
-                                       total=f"{rnd.randint(10, 400)}.{rnd.randint(0, 99):02d}")
-        out.append("Extract the fields customer, item, quantity, total from the text below. "
-                   f"Reply with only a JSON object.\nText: {text}")
-    return out
-
-
-class Stack:
-    def __init__(self, tmp_path):
-        self.port, self.worker_port = free_port(), free_port()
-        self.data_dir = tmp_path / "data"
-        env = {**os.environ, "TAO_PORT": str(self.port), "TAO_WORKER_PORT": str(self.worker_port),
-               "TAO_DATA_DIR": str(self.data_dir), "TAO_CYCLE_INTERVAL_S": "86400", "TAO_EXPLORE_MAX_TOKENS": "128"}
-        env.pop("TAO_KAFKA_BOOTSTRAP", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", "up"], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if line.strip() == "READY":
-                self.ready.set()
-
-    def wait_ready(self, timeout=900):
-        deadline = time.monotonic() + timeout
-        while not self.ready.wait(1):
-            assert self.proc.poll() is None, "tao up exited:\n" + "".join(self.lines[-40:])
-            assert time.monotonic() < deadline, "stack not ready:\n" + "".join(self.lines[-40:])
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def status(self):
-        return httpx.get(f"http://127.0.0.1:{self.worker_port}/status", timeout=10).json()
-
-    def wait_rows(self, completions, feedback, timeout=120):
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = self.status()["rows"]
-            if rows["completions"] == completions and rows["feedback"] == feedback:
-                return
-            assert rows["completions"] <= completions and rows["feedback"] <= feedback, rows
-            assert time.monotonic() < deadline, f"DuckDB has {rows}, expected {completions}/{feedback}"
-            time.sleep(1)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                raise
-
-
-def test_the_loop_turns_once(tmp_path):
+def test_the_loop_turns_once(stack):
     import openai
 
-    stack = Stack(tmp_path)
     descendants: list[psutil.Process] = []
     try:
-        stack.wait_ready()
         descendants = psutil.Process(stack.proc.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in descendants)
         assert "tansu" in names and "serving.main" in names and "trainer.worker" in names and "vllm" in names
@@ -166,8 +89,7 @@ def test_the_loop_turns_once(tmp_path):
         assert all(v == "v1" and text for _, text, v in after)
         stack.wait_rows(completions=27, feedback=5)
     finally:
-        stack.stop()
-        print("".join(stack.lines[-30:]))
+        stack.stop()  # this test is last to use the shared stack: its stop is part of what it checks
 
     # Every process the test started is gone.
     time.sleep(1)

@@ -1,0 +1,50 @@
+"""One full TAO cycle whose candidate is deliberately broken (trained with a learning rate
+thousands of times too high): the gate must reject it, say why, and publish nothing.
+Real vLLM (the shared stack's) for exploration, real TRL training, real generation."""
+from __future__ import annotations
+
+import pytest
+
+from deploy.procs import free_port
+from feedback.store import Store
+from schemas.events import ChatCompleted, ChatCompletedPayload
+from tests.e2e.traffic import extraction_prompts
+from trainer.registry import get_version
+from trainer.settings import WorkerSettings
+from trainer.worker import CycleRunner
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def logged(prompt: str, i: int):
+    ev = ChatCompleted(tenant=f"tenant-{i % 3}", payload=ChatCompletedPayload(
+        completion_id=f"chatcmpl-gate-{i}", model_version="base", messages=[{"role": "user", "content": prompt}],
+        choices=[{"index": 0, "text": "I am not sure what you mean."}], latency_ms=1.0))
+    return ev, ev.model_dump_json()
+
+
+def test_gate_rejects_a_broken_candidate(stack, tmp_path):
+    store = Store(tmp_path / "tao.duckdb")
+    try:
+        store.write_batch([logged(p, i) for i, p in enumerate(extraction_prompts(20, seed=3))], {})
+        settings = WorkerSettings(
+            data_dir=tmp_path, explore_url=stack.info["vllm"],
+            kafka_bootstrap=f"127.0.0.1:{free_port()}",  # nothing listens: a wrong promotion would fail loudly
+            learning_rate=0.5, epochs=1,                  # the deliberate break
+            explore_strategies=["plain", "scaffold"], samples_per_strategy=2, explore_max_tokens=96,
+            gate_max_tokens=32, min_pairs=2,
+            holdout_fraction=0.3)
+        result = CycleRunner(settings, store).run(force=True)
+        assert result["status"] == "rejected", result
+        gate = result["gate"]
+        assert gate["promote"] is False
+        reasons = " | ".join(gate["reasons"])
+        assert "canary checks regressed" in reasons or "pass rate dropped" in reasons, reasons
+        assert gate["canary"]["checks_candidate"] < gate["canary"]["checks_current"], gate["canary"]
+        assert "publish" not in result["timings"]
+        meta = get_version(tmp_path, result["version"])
+        assert meta["status"] == "rejected" and meta["gate"]["reasons"] == gate["reasons"]
+        assert store.query("SELECT status FROM cycles") == [("rejected",)]
+        assert store.query("SELECT count(*) FROM model_events") == [(0,)]
+    finally:
+        store.close()

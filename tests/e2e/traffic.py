@@ -1,0 +1,21 @@
+"""Extraction-style prompts like the ones NOTES.md measured: one-line order notes."""
+import random
+
+NAMES = ["Maria Lopez", "John Smith", "Aiko Tanaka", "Omar Haddad", "Lena Fischer", "Ravi Patel"]
+ITEMS = ["lamps", "chairs", "notebooks", "coffee mugs", "desk fans", "backpacks"]
+TEMPLATES = [
+    "{name} ordered {qty} {item} for a total of {total} dollars.",
+    "Order note: customer {name}, {qty} x {item}, total ${total}.",
+    "Yesterday {name} bought {qty} {item}; the bill came to {total}.",
+]
+
+
+def extraction_prompts(n: int, seed: int = 7) -> list[str]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        text = TEMPLATES[i % 3].format(name=rnd.choice(NAMES), item=rnd.choice(ITEMS), qty=rnd.randint(2, 9),
+                                       total=f"{rnd.randint(10, 400)}.{rnd.randint(0, 99):02d}")
+        out.append("Extract the fields customer, item, quantity, total from the text below. "
+                   f"Reply with only a JSON object.\nText: {text}")
+    return out
