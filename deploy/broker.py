@@ -2,7 +2,7 @@
 
 Memory storage only (the wheel's build has no other engine), so a restarted broker starts
 empty; the collector notices offsets that went backwards and re-reads from the start.
-In production point `TAO_KAFKA_BOOTSTRAP` at Apache Kafka instead (deploy/compose.yaml).
+In production point `TAO_KAFKA_BOOTSTRAP` at Apache Kafka instead (deploy/compose.yaml, untested here).
 """
 from __future__ import annotations
 
