@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 EXTRAS  ?= cpu,test
 
-.PHONY: setup up test test-fast bench clean-data schemas
+.PHONY: setup up test test-fast bench-lift clean-data schemas
 
 setup: $(STAMP)
 
@@ -34,6 +34,13 @@ test: setup
 # Unit tests only: seconds.
 test-fast: setup
 	$(BIN)/python -m pytest -m "not bench and not integration and not e2e" tests
+
+# The TAO lift benchmark: tests/bench/results/tao_lift.md. Hours on a 2-core CPU; pass
+# other arguments with BENCH_ARGS="--cycles 1 --ablations none" for a quick look.
+BENCH_ARGS ?= --cycles 3 --ablations all
+bench-lift: setup
+	$(BIN)/pip install -qq -e ".[bench]"
+	$(BIN)/python -m tests.bench.lift $(BENCH_ARGS)
 
 schemas: setup
 	$(BIN)/tao schemas

@@ -32,6 +32,7 @@ class StackSettings(BaseSettings):
     kafka_bootstrap: str | None = Field(None, description="use this Kafka instead of starting a local Tansu")
     port: int = Field(8000, ge=1, le=65535, description="gateway port (the only one clients use)")
     worker_port: int = Field(8001, ge=1, le=65535)
+    vllm_port: int = Field(0, ge=0, le=65535, description="vLLM's loopback port (0: any free port)")
     data_dir: Path = Path(".tao-data")
     base_model: Path = Path("~/.cache/tao-loop/models/SmolLM2-135M-Instruct").expanduser()
     ready_timeout_s: float = Field(900, gt=0, description="how long to wait for vLLM to load")
@@ -42,7 +43,7 @@ class Stack:
         self.s = settings
         self.procs: dict[str, subprocess.Popen] = {}
         self.bootstrap = settings.kafka_bootstrap
-        self.vllm_port = free_port()
+        self.vllm_port = settings.vllm_port or free_port()
         self.logs = settings.data_dir.resolve() / "logs"
 
     def start(self) -> None:

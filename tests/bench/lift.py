@@ -1,0 +1,273 @@
+"""The lift benchmark: does the served model get better from unlabeled traffic alone?
+
+    make bench-lift                      # default suite, 3 cycles, then the ablations
+    .venv/bin/python -m tests.bench.lift --cycles 3 --ablations none
+    .venv/bin/python -m tests.bench.lift --tasks my_cases.jsonl --cycles 2
+
+For each configuration it starts a fresh local stack (`tao up`), and for each cycle:
+1. replays a new slice of the traffic prompts through the gateway as production traffic
+   (the official openai client), with sparse, noisy simulated user feedback: a fraction of
+   answers get thumbs up/down from the gold answer, flipped at a noise rate;
+2. runs one TAO cycle through the worker (the same job the scheduler runs);
+3. measures the served model (vLLM directly, greedy, so measuring is never logged as
+   traffic) on every eval split against hidden gold, and its decoding speed on
+   fixed-length outputs (ignore_eos) for the same bare prompts.
+Gold stays in this process: traffic is built with `strip_gold`, feedback is thumbs only.
+Results: tests/bench/results/tao_lift.md (+ .json, + a PNG chart per run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from deploy.procs import free_port
+from tests.bench.metrics import score_case, summarize
+from tests.bench.tasks import make_suite, read_jsonl, strip_gold
+from tests.stack import Stack
+
+RESULTS = Path(__file__).parent / "results"
+
+# One-factor-at-a-time ablations against the default ("ensemble") configuration.
+ABLATIONS: dict[str, dict[str, str]] = {
+    "ensemble": {},
+    "verifier_only": {"TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_FEEDBACK": "0",
+                      "TAO_WEIGHT_REWARD_MODEL": "0"},
+    "judge_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0",
+                   "TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "0", "TAO_JUDGE_URL": "self"},
+    "feedback_rm_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0",
+                         "TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "1"},
+    "no_scaffolds": {"TAO_EXPLORE_STRATEGIES": "plain,plain_hot"},
+    "sft": {"TAO_OPTIMIZER": "sft"},
+    "dpo_nll": {"TAO_OPTIMIZER": "dpo_nll"},
+}
+
+
+def say(msg: str) -> None:
+    print(f"[lift {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- the suite --------------------------------------------------------------------------
+def load_suite(tasks_file: str | None, seed: int, n_traffic: int) -> tuple[list[dict], dict[str, list[dict]]]:
+    """(traffic cases, eval splits). A --tasks file is split per task: 2/3 traffic, 1/3 eval."""
+    if tasks_file:
+        cases = read_jsonl(tasks_file)
+        rnd = random.Random(seed)
+        rnd.shuffle(cases)
+        traffic, evals = [], {}
+        for task in sorted({c["task"] for c in cases}):
+            group = [c for c in cases if c["task"] == task]
+            k = (2 * len(group)) // 3
+            traffic += group[:k]
+            evals[f"eval_{task}"] = group[k:]
+        return traffic, evals
+    suite = make_suite(seed, n_traffic=n_traffic)
+    traffic = suite["traffic"] + suite["math_traffic"]
+    random.Random(seed).shuffle(traffic)
+    return traffic, {k: suite[k] for k in ("eval_seen", "eval_unseen", "math_eval", "regression")}
+
+
+# -- traffic and feedback -----------------------------------------------------------------
+def send_traffic(stack: Stack, cases: list[dict], feedback_rate: float, noise: float, seed: int) -> dict:
+    import openai
+
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key="bench-user", max_retries=2, timeout=600)
+    fb = httpx.Client(base_url=stack.url, headers={"authorization": "Bearer bench-user"}, timeout=30)
+    rnd = random.Random(seed)
+    plan = [(c, rnd.random() < feedback_rate, rnd.random() < noise) for c in cases]
+
+    def one(item):
+        case, give_feedback, flip = item
+        req = strip_gold(case)  # the only view of a case the service ever gets
+        r = client.chat.completions.create(model="tao", messages=req["messages"], max_tokens=160, temperature=0.7,
+                                           metadata={"task": req["task"]})
+        answer = r.choices[0].message.content or ""
+        if give_feedback:
+            good = score_case(case, answer) >= 0.75
+            fb.post("/v1/feedback", json={"completion_id": r.id, "kind": "thumbs",
+                                          "value": "up" if good != flip else "down"}).raise_for_status()
+        return give_feedback
+
+    with ThreadPoolExecutor(8) as pool:
+        given = sum(pool.map(one, plan))
+    return {"prompts": len(cases), "feedback": given}
+
+
+# -- measuring the served model -----------------------------------------------------------
+def served_answers(vllm: str, messages: list[list[dict]], max_tokens: int = 160) -> list[str | None]:
+    model = httpx.get(vllm + "/v1/models").json()["data"][0]["id"]
+    with httpx.Client(base_url=vllm, timeout=600) as client:
+        def one(msgs):
+            r = client.post("/v1/chat/completions", json={"model": model, "messages": msgs, "temperature": 0,
+                                                          "max_tokens": max_tokens})
+            return r.json()["choices"][0]["message"]["content"] if r.status_code == 200 else None
+
+        with ThreadPoolExecutor(16) as pool:
+            return list(pool.map(one, messages))
+
+
+def decode_speed(vllm: str, messages: list[list[dict]], max_tokens: int = 64) -> float:
+    """Tokens/s of fixed-length answers (ignore_eos) at 16 concurrent requests: answers of
+    different lengths would make models with terser answers look faster (NOTES.md)."""
+    model = httpx.get(vllm + "/v1/models").json()["data"][0]["id"]
+    with httpx.Client(base_url=vllm, timeout=600) as client:
+        def one(msgs):
+            r = client.post("/v1/chat/completions", json={"model": model, "messages": msgs, "temperature": 0,
+                                                          "max_tokens": max_tokens, "ignore_eos": True})
+            return r.json()["usage"]["completion_tokens"]
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            tokens = sum(pool.map(one, messages))
+        return tokens / (time.monotonic() - t0)
+
+
+def measure(stack: Stack, evals: dict[str, list[dict]]) -> dict:
+    vllm = stack.info["vllm"]
+    out = {}
+    for split, cases in evals.items():
+        answers = served_answers(vllm, [c["messages"] for c in cases])
+        s = summarize(cases, answers)
+        out[split] = {"score": sum(v["score"] * v["n"] for v in s.values()) / sum(v["n"] for v in s.values()),
+                      "tasks": s}
+    speed_prompts = [c["messages"] for cases in evals.values() for c in cases][:32]
+    out["tokens_per_s"] = decode_speed(vllm, speed_prompts)
+    return out
+
+
+# -- one configuration ------------------------------------------------------------------
+def run_config(name: str, env: dict[str, str], traffic: list[dict], evals: dict[str, list[dict]], cycles: int,
+               args) -> dict:
+    data = Path(tempfile.mkdtemp(prefix=f"tao-lift-{name}-"))
+    env = {"TAO_MIN_NEW_PROMPTS": "1", **env}
+    if env.get("TAO_JUDGE_URL") == "self":  # the stack's own model judges: weak but real
+        port = free_port()
+        env = {**env, "TAO_VLLM_PORT": str(port), "TAO_JUDGE_URL": f"http://127.0.0.1:{port}/v1"}
+    stack = Stack(data / "data", env=env)
+    record = {"name": name, "env": env, "cycles": []}
+    try:
+        stack.wait_ready()
+        say(f"{name}: stack up; measuring the base model")
+        record["base"] = measure(stack, evals)
+        slices = [traffic[i::cycles] for i in range(cycles)]
+        for k, chunk in enumerate(slices, start=1):
+            sent = send_traffic(stack, chunk, args.feedback_rate, args.feedback_noise, seed=args.seed + k)
+            stack.wait_rows(completions=sum(len(s) for s in slices[:k]),
+                            feedback=sum(x["feedback"] for x in record["cycles"]) + sent["feedback"], timeout=300)
+            say(f"{name}: cycle {k}/{cycles}: {sent}")
+            t0 = time.monotonic()
+            result = httpx.post(f"http://127.0.0.1:{stack.worker_port}/cycles", timeout=None).json()
+            cycle_s = time.monotonic() - t0
+            if result.get("status") == "promoted":
+                deadline = time.monotonic() + 120
+                while httpx.get(stack.url + "/v1/models").json()["data"][0]["version"] != result["version"]:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"gateway never swapped to {result['version']}")
+                    time.sleep(1)
+            m = measure(stack, evals)
+            say(f"{name}: cycle {k}: {result.get('status')} {result.get('version')} in {cycle_s:.0f}s; "
+                + ", ".join(f"{s} {v['score']:.3f}" for s, v in m.items() if isinstance(v, dict)))
+            record["cycles"].append({**sent, "cycle_s": round(cycle_s, 1), "result": result, "measured": m})
+    finally:
+        stack.stop()
+    return record
+
+
+# -- report -----------------------------------------------------------------------------
+def write_results(runs: list[dict], command: str, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tao_lift.json").write_text(json.dumps(runs, indent=2, default=str))
+    lines = ["# TAO lift benchmark", "", f"Command: `{command}`", "",
+             "Served model measured after each cycle against hidden gold (greedy, vLLM), and "
+             "decoding tokens/s on fixed-length answers (64 tokens, 16 concurrent, `ignore_eos`).", ""]
+    for run in runs:
+        splits = [k for k in run["base"] if k != "tokens_per_s"]
+        lines += [f"## {run['name']}", "", f"Settings: `{json.dumps(run['env'])}`", "",
+                  "| cycle | verdict | pairs | cycle s | " + " | ".join(splits) + " | tok/s |",
+                  "|---|---|---|---|" + "---|" * len(splits) + "---|",
+                  "| base | | | | " + " | ".join(f"{run['base'][s]['score']:.3f}" for s in splits)
+                  + f" | {run['base']['tokens_per_s']:.1f} |"]
+        for k, c in enumerate(run["cycles"], start=1):
+            r, m = c["result"], c["measured"]
+            lines.append(f"| {k} | {r.get('status')} {r.get('version') or ''} | {(r.get('counts') or {}).get('pairs', '')}"
+                         f" | {c['cycle_s']} | " + " | ".join(f"{m[s]['score']:.3f}" for s in splits)
+                         + f" | {m['tokens_per_s']:.1f} |")
+        if run["cycles"]:
+            last = run["cycles"][-1]["measured"]
+            lines += ["", f"Decoding speed after/before: {last['tokens_per_s'] / run['base']['tokens_per_s']:.2f}"]
+            for k, c in enumerate(run["cycles"], start=1):
+                r = c["result"]
+                lines.append(f"- cycle {k}: reward {json.dumps(r.get('reward'))}; gate: "
+                             f"{'; '.join((r.get('gate') or {}).get('reasons', [])) or r.get('reason')}; "
+                             f"timings {json.dumps(r.get('timings'))}")
+        chart = chart_png(run, out)
+        if chart:
+            lines += ["", f"![{run['name']}]({chart.name})"]
+        lines.append("")
+    (out / "tao_lift.md").write_text("\n".join(lines))
+
+
+def chart_png(run: dict, out: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say("matplotlib missing (install the `bench` extra): no chart")
+        return None
+    splits = [k for k in run["base"] if k != "tokens_per_s"]
+    xs = list(range(len(run["cycles"]) + 1))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s in splits:
+        ys = [run["base"][s]["score"]] + [c["measured"][s]["score"] for c in run["cycles"]]
+        ax.plot(xs, ys, marker="o", label=s)
+    ax.set_xlabel("TAO cycle")
+    ax.set_ylabel("metric (hidden gold)")
+    ax.set_ylim(0, 1)
+    ax.set_xticks(xs)
+    ax.set_title(f"tao-loop lift: {run['name']}")
+    ax.legend()
+    path = out / f"tao_lift_{run['name']}.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", help="a JSONL task file (task, messages, gold, metric); default: the built-in suite")
+    p.add_argument("--cycles", type=int, default=3)
+    p.add_argument("--ablation-cycles", type=int, default=1, help="cycles for each ablation run")
+    p.add_argument("--ablations", default="all", help=f"none, all, or a comma list of {', '.join(ABLATIONS)}")
+    p.add_argument("--n-traffic", type=int, default=160, help="extraction traffic prompts (built-in suite)")
+    p.add_argument("--feedback-rate", type=float, default=0.2, help="share of answers that get thumbs")
+    p.add_argument("--feedback-noise", type=float, default=0.15, help="share of thumbs that are wrong")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    command = "python -m tests.bench.lift " + shlex.join(argv if argv is not None else sys.argv[1:])
+    traffic, evals = load_suite(args.tasks, args.seed, args.n_traffic)
+    names = [] if args.ablations == "none" else (
+        [n for n in ABLATIONS if n != "ensemble"] if args.ablations == "all" else args.ablations.split(","))
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown:
+        p.error(f"unknown ablations {unknown}; known: {', '.join(ABLATIONS)}")
+    runs = [run_config("ensemble", {}, traffic, evals, args.cycles, args)]
+    write_results(runs, command, args.out)
+    for name in names:
+        runs.append(run_config(name, ABLATIONS[name], traffic, evals, args.ablation_cycles, args))
+        write_results(runs, command, args.out)  # after every run: a long benchmark keeps what it has
+    say(f"results: {args.out / 'tao_lift.md'}")
+
+
+if __name__ == "__main__":
+    main()
