@@ -1,11 +1,16 @@
-"""TAO optimize stage: DPO with a LoRA on preference pairs, merged into a servable model.
+"""TAO optimize stage: fine-tune a LoRA with TRL, merge it and write a servable model.
 
-`train_dpo(base_model, pairs, out_dir)` trains a LoRA with TRL's DPOTrainer on the bare
-prompts, merges it into the base weights and writes a bf16 safetensors directory that vLLM
-can load at start or hot-swap in place (`reload_weights`). Runs on CPU in fp32.
+`train(method, base_model, pairs, out_dir)` picks the objective:
+- "dpo" (default in the cycle): DPOTrainer on best-vs-worst pairs on the bare prompt;
+- "dpo_nll": the same plus an NLL term on the chosen answer (RPO; TRL's loss_type "sft");
+- "sft": SFTTrainer on prompt + best answer (rejection sampling), loss on the answer only;
+- "grpo": GRPOTrainer on the pairs' prompts, sampling online and scored by `reward_fn`.
+Every method trains the same LoRA, merges it into the base weights and writes a bf16
+safetensors directory that vLLM can load at start or hot-swap in place (`reload_weights`).
+Runs on CPU in fp32.
 
-    from trainer.optimize import train_dpo
-    metrics = train_dpo(Path("models/base"), pairs, Path("models/v2"))
+    from trainer.optimize import train
+    metrics = train("dpo", Path("models/base"), pairs, Path("models/v2"))
 """
 
 from __future__ import annotations
@@ -19,6 +24,41 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+METHODS = ("dpo", "dpo_nll", "sft", "grpo")
+
+# A rejected answer is cut to this many tokens. DPO pads each step's chosen and rejected rows to
+# the longest of them, so one rambling 128-token answer made all 2 x batch rows that long, and
+# on CPU a step costs in proportion to its padded tokens: cutting at 64 made steps ~1/3 cheaper.
+# The start of a bad answer carries what makes it bad, and 64 is about twice a JSON answer, so
+# chatter after a JSON object stays in the rejected text.
+REJECTED_TOKENS = 64
+
+
+def train(
+    method: str,
+    base_model: Path,
+    pairs: list[dict],
+    out_dir: Path,
+    *,
+    reward_fn: Callable[[list[dict], list[str]], list[float | None]] | None = None,
+    **options,
+) -> dict:
+    """Train `method` on `pairs` ({"prompt": messages, "chosen": str, "rejected": str}) and
+    write the merged model to `out_dir`. "grpo" uses only the pairs' prompts and needs
+    `reward_fn(prompt, answers) -> scores`. `options` go to the method's function."""
+    if method == "dpo":
+        return train_dpo(base_model, pairs, out_dir, **options)
+    if method == "dpo_nll":
+        return train_dpo(base_model, pairs, out_dir, nll_weight=options.pop("nll_weight", 1.0), **options)
+    if method == "sft":
+        return train_sft(base_model, pairs, out_dir, **options)
+    if method == "grpo":
+        if reward_fn is None:
+            raise ValueError("method 'grpo' needs reward_fn(prompt, answers) -> scores")
+        prompts = list({json.dumps(p["prompt"], sort_keys=True): p["prompt"] for p in pairs}.values())
+        return train_grpo(base_model, prompts, reward_fn, out_dir, **options)
+    raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+
 
 def train_dpo(
     base_model: Path,
@@ -31,22 +71,17 @@ def train_dpo(
     lora_r: int = 16,
     batch_size: int = 4,
     max_length: int = 512,
+    nll_weight: float = 0.0,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Train on `pairs` ({"prompt": messages, "chosen": str, "rejected": str}) and write
-    the merged model to `out_dir`, which must not exist yet. Returns training metrics."""
-    import torch
+    """DPO on `pairs`; `nll_weight` > 0 adds that much NLL on the chosen answer (RPO)."""
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     if not pairs:
         raise ValueError("train_dpo needs at least one preference pair")
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir} exists; a model version directory is written once")
-
+    _check_new(out_dir)
+    tokenizer, model = _load(base_model)
     # TRL treats a pair as conversational only when chosen/rejected are message lists too:
     # it renders prompt + chosen through the chat template, so the model learns the answer
     # exactly where it will produce it at serving time.
@@ -54,58 +89,208 @@ def train_dpo(
         {
             "prompt": p["prompt"],
             "chosen": [{"role": "assistant", "content": p["chosen"]}],
-            "rejected": [{"role": "assistant", "content": p["rejected"]}],
+            "rejected": [{"role": "assistant", "content": _head(tokenizer, p["rejected"], REJECTED_TOKENS)}],
         }
         for p in pairs
     ]
+    name = "dpo_nll" if nll_weight else "dpo"
+    steps = epochs * math.ceil(len(rows) / batch_size)
+    # TRL 1.16 has no rpo_alpha: the NLL term is the "sft" loss type, weighted in loss_weights.
+    losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, nll_weight]} if nll_weight else {}
+    with tempfile.TemporaryDirectory(prefix=f"tao-{name}-") as scratch:
+        trainer = DPOTrainer(
+            model=model,
+            args=DPOConfig(**_args(scratch, epochs, batch_size, lr, steps), beta=beta, max_length=max_length, **losses),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=_lora(lora_r),
+        )
+        log(f"{name}: {len(rows)} pairs, {steps} steps, lora r={lora_r}, lr={lr}, beta={beta}, nll={nll_weight}")
+        metrics = _fit(trainer, name, ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen"), log)
+    metrics = {"pairs": len(rows), **metrics, **_save_merged(trainer.model, tokenizer, out_dir, name, log)}
+    logged = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
+    if logged:
+        metrics["reward_margin"] = float(logged[-1]["rewards/margins"])
+        metrics["reward_accuracy"] = float(logged[-1]["rewards/accuracies"])
+        metrics["chosen_logp"] = float(logged[-1]["logps/chosen"])  # what the NLL term pushes up
+    if nll_weight:
+        metrics["nll_weight"] = nll_weight
+    return metrics
+
+
+def train_sft(
+    base_model: Path,
+    pairs: list[dict],
+    out_dir: Path,
+    *,
+    epochs: int = 1,
+    lr: float = 2e-4,
+    lora_r: int = 16,
+    batch_size: int = 4,
+    max_length: int = 512,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """SFT on each pair's prompt + chosen answer (rejection sampling); "rejected" is unused."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    if not pairs:
+        raise ValueError("train_sft needs at least one example")
+    _check_new(out_dir)
+    tokenizer, model = _load(base_model)
+    # Conversational prompt-completion rows: TRL renders them through the chat template and,
+    # by default for this shape, computes the loss on the completion tokens only.
+    rows = [{"prompt": p["prompt"], "completion": [{"role": "assistant", "content": p["chosen"]}]} for p in pairs]
+    steps = epochs * math.ceil(len(rows) / batch_size)
+    with tempfile.TemporaryDirectory(prefix="tao-sft-") as scratch:
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**_args(scratch, epochs, batch_size, lr, steps), max_length=max_length),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=_lora(lora_r),
+        )
+        log(f"sft: {len(rows)} examples, {steps} steps, lora r={lora_r}, lr={lr}")
+        metrics = _fit(trainer, "sft", ("loss", "mean_token_accuracy"), log)
+    metrics = {"pairs": len(rows), **metrics, **_save_merged(trainer.model, tokenizer, out_dir, "sft", log)}
+    logged = [entry for entry in trainer.state.log_history if "mean_token_accuracy" in entry]
+    if logged:
+        metrics["token_accuracy"] = float(logged[-1]["mean_token_accuracy"])
+    return metrics
+
+
+def train_grpo(
+    base_model: Path,
+    prompts: list[list[dict]],
+    reward_fn: Callable[[list[dict], list[str]], list[float | None]],
+    out_dir: Path,
+    *,
+    epochs: int = 1,
+    lr: float = 2e-5,
+    lora_r: int = 16,
+    generations: int = 4,
+    max_completion_length: int = 64,
+    temperature: float = 1.0,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """GRPO: sample `generations` answers per prompt with the policy, score each group with
+    `reward_fn(prompt, answers)` (None = no opinion) and push toward the better ones.
+    Generates with transformers on CPU, so it is slow; keep prompts few and answers short."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    if not prompts:
+        raise ValueError("train_grpo needs at least one prompt")
+    _check_new(out_dir)
+    tokenizer, model = _load(base_model)
+
+    def reward(prompts, completions, **kwargs):
+        # TRL passes every (prompt, completion) flat, each prompt repeated per generation;
+        # our reward sources score a whole group at once, as in the score stage.
+        groups: dict[str, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(json.dumps(prompt, sort_keys=True), []).append(i)
+        scores: list[float | None] = [None] * len(completions)
+        for indexes in groups.values():
+            answers = [completions[i][-1]["content"] for i in indexes]
+            for i, score in zip(indexes, reward_fn(prompts[indexes[0]], answers), strict=True):
+                scores[i] = score
+        return scores
+
+    # One optimizer step per prompt: a batch is exactly one prompt's group of generations.
+    steps = epochs * len(prompts)
+    with tempfile.TemporaryDirectory(prefix="tao-grpo-") as scratch:
+        config = GRPOConfig(
+            **_args(scratch, epochs, generations, lr, steps),
+            num_generations=generations,
+            max_completion_length=max_completion_length,
+            temperature=temperature,
+        )
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward,
+            args=config,
+            train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+            processing_class=tokenizer,
+            peft_config=_lora(lora_r),
+        )
+        log(f"grpo: {len(prompts)} prompts x {generations} answers, {steps} steps, lora r={lora_r}, lr={lr}")
+        metrics = _fit(trainer, "grpo", ("loss", "reward", "reward_std", "completions/mean_length"), log)
+    metrics = {"prompts": len(prompts), **metrics, **_save_merged(trainer.model, tokenizer, out_dir, "grpo", log)}
+    logged = [entry for entry in trainer.state.log_history if "reward" in entry]
+    if logged:
+        metrics["reward"] = float(logged[-1]["reward"])
+    return metrics
+
+
+def _check_new(out_dir: Path) -> None:
+    if Path(out_dir).exists():
+        raise FileExistsError(f"{out_dir} exists; a model version directory is written once")
+
+
+def _load(base_model: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    return tokenizer, AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+
+
+def _lora(r: int):
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def _args(scratch: str, epochs: int, batch_size: int, lr: float, steps: int) -> dict:
+    """TrainingArguments shared by the TRL configs."""
+    return dict(
+        output_dir=scratch,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        # TRL defaults to bf16 mixed precision and gradient checkpointing. On CPU with a small
+        # model checkpointing only costs time; bf16 autocast saved ~15% on top of the rejected
+        # cut, not worth bf16 rounding in log-probs summed over a whole answer.
+        bf16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        logging_steps=max(1, steps // 4),
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+
+def _fit(trainer, name: str, keys: tuple[str, ...], log: Callable[[str], None]) -> dict:
+    """Train with short log lines; returns steps, seconds and the mean training loss."""
+    from transformers import PrinterCallback, TrainerCallback
 
     class _Log(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            keys = ("loss", "rewards/margins", "rewards/accuracies")
             shown = " ".join(f"{k}={logs[k]:.3f}" for k in keys if k in (logs or {}))
             if shown:
-                log(f"dpo step {state.global_step}/{state.max_steps} {shown}")
+                log(f"{name} step {state.global_step}/{state.max_steps} {shown}")
 
-    steps = epochs * math.ceil(len(rows) / batch_size)
-    with tempfile.TemporaryDirectory(prefix="tao-dpo-") as scratch:
-        config = DPOConfig(
-            output_dir=scratch,
-            num_train_epochs=epochs,
-            per_device_train_batch_size=batch_size,
-            learning_rate=lr,
-            beta=beta,
-            max_length=max_length,
-            # TRL defaults to bf16 mixed precision and gradient checkpointing; on CPU with a
-            # small model both only cost time.
-            bf16=False,
-            use_cpu=True,
-            gradient_checkpointing=False,
-            logging_steps=max(1, steps // 4),
-            save_strategy="no",
-            eval_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-        )
-        trainer = DPOTrainer(
-            model=model,
-            args=config,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            peft_config=LoraConfig(
-                r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear", task_type="CAUSAL_LM"
-            ),
-            callbacks=[_Log()],
-        )
-        trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; _Log says it shorter
-        log(f"dpo: {len(rows)} pairs, {steps} steps, lora r={lora_r}, lr={lr}, beta={beta}")
-        started = time.perf_counter()
-        result = trainer.train()
-        train_seconds = time.perf_counter() - started
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; _Log says it shorter
+    trainer.add_callback(_Log())
+    started = time.perf_counter()
+    result = trainer.train()
+    return {
+        "steps": trainer.state.global_step,
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "train_loss": float(result.training_loss),
+    }
+
+
+def _save_merged(peft_model, tokenizer, out_dir: Path, name: str, log: Callable[[str], None]) -> dict:
+    """Merge the LoRA into the base weights and write a bf16 model directory atomically."""
+    import torch
 
     started = time.perf_counter()
-    merged = trainer.model.merge_and_unload().to(torch.bfloat16)
+    out_dir = Path(out_dir)
+    merged = peft_model.merge_and_unload().to(torch.bfloat16)
     merged.config.use_cache = True  # training turned the KV cache off; serving wants it
     # Write beside the target and rename, so readers never see a half-written version.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -118,21 +303,14 @@ def train_dpo(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    save_seconds = time.perf_counter() - started
-    log(f"dpo: trained in {train_seconds:.1f} s, merged and saved in {save_seconds:.1f} s to {out_dir}")
+    seconds = time.perf_counter() - started
+    log(f"{name}: merged and saved in {seconds:.1f} s to {out_dir}")
+    return {"save_seconds": round(seconds, 2)}
 
-    logged = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
-    metrics = {
-        "pairs": len(rows),
-        "steps": trainer.state.global_step,
-        "train_seconds": round(train_seconds, 2),
-        "save_seconds": round(save_seconds, 2),
-        "train_loss": float(result.training_loss),
-    }
-    if logged:
-        metrics["reward_margin"] = float(logged[-1]["rewards/margins"])
-        metrics["reward_accuracy"] = float(logged[-1]["rewards/accuracies"])
-    return metrics
+
+def _head(tokenizer, text: str, tokens: int) -> str:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= tokens else tokenizer.decode(ids[:tokens])
 
 
 def _drop_quantization_config(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The optimize stage trains a real LoRA with DPO and writes a merged, servable model."""
+"""The optimize stage trains a real LoRA (DPO, DPO+NLL, SFT, GRPO) and writes a merged, servable model."""
 
 import json
 import os
@@ -6,10 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from trainer.optimize import train_dpo
+from trainer.optimize import train, train_dpo
 
 DEFAULT_BASE = Path.home() / ".cache/tao-loop/models/SmolLM2-135M-Instruct"
 BASE_MODEL = Path(os.environ.get("TAO_BASE_MODEL", DEFAULT_BASE))
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _needs_base_model():
+    if not (BASE_MODEL / "config.json").exists():
+        pytest.skip(f"no base model at {BASE_MODEL}: run deploy/build_model.py or set TAO_BASE_MODEL")
 
 
 def _pairs() -> list[dict]:
@@ -29,25 +37,37 @@ def _pairs() -> list[dict]:
     ]
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-def test_train_dpo_writes_a_merged_model_that_differs_from_the_base(tmp_path):
-    if not (BASE_MODEL / "config.json").exists():
-        pytest.skip(f"no base model at {BASE_MODEL}: run deploy/build_model.py or set TAO_BASE_MODEL")
+def _chosen_logprob(model_dir: Path) -> float:
+    """Mean log-probability per token of the chosen answers after their prompts."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    total, count = 0.0, 0
+    for pair in _pairs():
+        prompt = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
+        answer = tokenizer(pair["chosen"], add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + answer])
+        with torch.no_grad():
+            logps = model(ids).logits[0, :-1].float().log_softmax(-1)
+        targets = ids[0, len(prompt):]
+        total += logps[len(prompt) - 1:].gather(1, targets[:, None]).sum().item()
+        count += len(answer)
+    return total / count
+
+
+@pytest.fixture(scope="module")
+def base_logprob() -> float:
+    return _chosen_logprob(BASE_MODEL)
+
+
+def _assert_servable(out: Path) -> None:
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = tmp_path / "v1"
-    lines = []
-    metrics = train_dpo(BASE_MODEL, _pairs(), out, batch_size=3, max_length=256, log=lines.append)
-
-    assert metrics["pairs"] == 6 and metrics["steps"] == 2
-    assert 0 < metrics["train_loss"] < 1.0  # DPO starts at ln 2 = 0.693 and should go down
-    assert metrics["reward_margin"] > 0
-    assert any("dpo step" in line for line in lines)
-    assert [p.name for p in tmp_path.iterdir()] == ["v1"]  # no temporary directory left behind
-
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary directory left behind
     config = json.loads((out / "config.json").read_text())
     assert "quantization_config" not in config
     assert config["dtype"] == "bfloat16"
@@ -65,3 +85,71 @@ def test_train_dpo_writes_a_merged_model_that_differs_from_the_base(tmp_path):
     )
     answer = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0][inputs["input_ids"].shape[1]:]
     assert tokenizer.decode(answer, skip_special_tokens=True).strip()
+
+
+def test_train_dpo_writes_a_merged_model_that_differs_from_the_base(tmp_path):
+    out = tmp_path / "v1"
+    lines = []
+    metrics = train_dpo(BASE_MODEL, _pairs(), out, batch_size=3, max_length=256, log=lines.append)
+
+    assert metrics["pairs"] == 6 and metrics["steps"] == 2
+    assert 0 < metrics["train_loss"] < 1.0  # DPO starts at ln 2 = 0.693 and should go down
+    assert metrics["reward_margin"] > 0
+    assert "nll_weight" not in metrics
+    assert any("dpo step" in line for line in lines)
+    _assert_servable(out)
+
+
+def test_dpo_nll_adds_the_nll_term_and_raises_the_chosen_answer(tmp_path, base_logprob):
+    out = tmp_path / "v1"
+    lines = []
+    metrics = train("dpo_nll", BASE_MODEL, _pairs(), out, batch_size=3, log=lines.append)
+
+    assert metrics["pairs"] == 6 and metrics["steps"] == 2 and metrics["nll_weight"] == 1.0
+    # DPO alone averages at most ln 2 = 0.693; the chosen JSON costs the base ~0.5 nats a token on top.
+    assert metrics["train_loss"] > 0.75
+    assert any("dpo_nll step" in line for line in lines)
+    assert _chosen_logprob(out) > base_logprob + 0.05
+    _assert_servable(out)
+
+
+def test_sft_moves_the_model_toward_the_chosen_answers(tmp_path, base_logprob):
+    out = tmp_path / "v1"
+    lines = []
+    metrics = train("sft", BASE_MODEL, _pairs(), out, batch_size=3, epochs=2, log=lines.append)
+
+    assert metrics["pairs"] == 6 and metrics["steps"] == 4
+    assert metrics["train_loss"] > 0
+    assert any("sft step" in line for line in lines)
+    assert _chosen_logprob(out) > base_logprob + 0.1
+    _assert_servable(out)
+
+
+def test_grpo_samples_scores_groups_and_writes_a_loadable_model(tmp_path):
+    seen = []
+
+    def shorter_is_better(prompt: list[dict], answers: list[str]) -> list[float]:
+        seen.append((prompt, len(answers)))
+        return [-len(answer) / 100 for answer in answers]
+
+    out = tmp_path / "v1"
+    lines = []
+    pairs = _pairs()[:2] + _pairs()[:1]  # a repeated prompt is trained once
+    metrics = train(
+        "grpo", BASE_MODEL, pairs, out, reward_fn=shorter_is_better,
+        generations=3, max_completion_length=12, lr=1e-4, log=lines.append,
+    )
+
+    assert metrics["prompts"] == 2 and metrics["steps"] == 2
+    assert "reward" in metrics and metrics["reward"] <= 0
+    # each call scored one prompt's whole group, with the prompt as messages
+    assert seen and all(n == 3 and prompt[0]["role"] == "user" for prompt, n in seen)
+    assert any("grpo step" in line for line in lines)
+    _assert_servable(out)
+
+
+def test_unknown_method_and_grpo_without_reward_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown method"):
+        train("ppo", BASE_MODEL, _pairs(), tmp_path / "v1")
+    with pytest.raises(ValueError, match="reward_fn"):
+        train("grpo", BASE_MODEL, _pairs(), tmp_path / "v1")
