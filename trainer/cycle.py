@@ -194,15 +194,24 @@ def run_cycle(settings: WorkerSettings, job: dict, cycle_dir: Path) -> dict:
     if len(pairs) < settings.min_pairs:
         return {**result, "reason": f"only {len(pairs)} pairs (TAO_MIN_PAIRS={settings.min_pairs}): nothing to train"}
 
-    # 4. Optimize: DPO with a LoRA, merged into a servable directory.
-    from trainer.optimize import train_dpo  # torch/trl load only when there is something to train
+    # 4. Optimize: DPO (default) with a LoRA, merged into a servable directory.
+    from trainer.optimize import train  # torch/trl load only when there is something to train
 
     t = time.monotonic()
     version_dir = settings.data_dir / "models" / job["version"]
     version_dir.mkdir(parents=True, exist_ok=True)
     weights = version_dir / "weights"
-    result["train"] = train_dpo(Path(job["parent_path"]), pairs, weights, epochs=settings.epochs,
-                                lr=settings.learning_rate, beta=settings.beta, lora_r=settings.lora_r, log=say)
+    options = {"epochs": settings.epochs, "lr": settings.learning_rate, "lora_r": settings.lora_r, "log": say}
+    if settings.optimizer in ("dpo", "dpo_nll"):
+        options["beta"] = settings.beta
+
+    def grpo_reward(messages: list[dict], answers: list[str]) -> list[float | None]:
+        scores, _ = ensemble(gate_sources(sources), Prompt("grpo", messages), [Candidate(a, "grpo") for a in answers])
+        return scores
+
+    say(f"optimize: {settings.optimizer} on {len(pairs)} pairs")
+    result["train"] = {"method": settings.optimizer, **train(settings.optimizer, Path(job["parent_path"]), pairs,
+                                                             weights, reward_fn=grpo_reward, **options)}
     stage_done("optimize", t)
 
     # 5. Gate: the candidate must beat the live model on held-out prompts and the canary set.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -64,6 +64,9 @@ class WorkerSettings(BaseSettings):
     canary_tolerance: float = Field(0.1, ge=0, le=1, description="canary regression allowed")
     gate_max_tokens: int = Field(128, ge=8, description="answer length when the gate compares models")
     # Optimize
+    optimizer: Literal["dpo", "dpo_nll", "sft", "grpo"] = Field(
+        "dpo", description="dpo (best vs worst), dpo_nll (+ NLL on the chosen answer), sft (on the best answer), "
+                           "grpo (online, rewarded by the ensemble; slow on CPU)")
     epochs: int = Field(1, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
     beta: float = Field(0.1, gt=0)
