@@ -217,7 +217,9 @@ def run_cycle(settings: WorkerSettings, job: dict, cycle_dir: Path) -> dict:
     # 5. Gate: the candidate must beat the live model on held-out prompts and the canary set.
     t = time.monotonic()
     if settings.gate_enabled:
-        gate = run_gate(Path(job["parent_path"]), weights, sel.heldout, gate_sources(sources), VERIFIERS,
+        # At most N held-out prompts: generating on the CPU is what the gate costs.
+        gate = run_gate(Path(job["parent_path"]), weights, sel.heldout[: settings.gate_max_prompts],
+                        gate_sources(sources), VERIFIERS,
                         threshold=settings.gate_threshold, canary_tolerance=settings.canary_tolerance,
                         max_new_tokens=settings.gate_max_tokens, log=say).as_dict()
     else:

@@ -63,6 +63,8 @@ class WorkerSettings(BaseSettings):
     gate_threshold: float = Field(0.55, ge=0, le=1, description="pairwise win rate on held-out prompts needed")
     canary_tolerance: float = Field(0.1, ge=0, le=1, description="canary regression allowed")
     gate_max_tokens: int = Field(128, ge=8, description="answer length when the gate compares models")
+    gate_max_prompts: int = Field(32, ge=1, description="held-out prompts the gate compares on at most "
+                                  "(generation on CPU is the gate's cost)")
     # Optimize
     optimizer: Literal["dpo", "dpo_nll", "sft", "grpo"] = Field(
         "dpo", description="dpo (best vs worst), dpo_nll (+ NLL on the chosen answer), sft (on the best answer), "
