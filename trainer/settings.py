@@ -38,14 +38,15 @@ class WorkerSettings(BaseSettings):
     explore_strategies: Annotated[list[str], NoDecode] = Field(
         ["plain", "scaffold", "stepwise", "fewshot"],
         description="comma-separated: plain, plain_hot, scaffold, stepwise, fewshot (self-bootstrapped, 2nd round)")
-    exemplar_min_score: float = Field(0.9, ge=0, le=1, description="a few-shot demonstration must score this")
+    exemplar_min_score: float = Field(0.85, ge=0, le=1, description="a few-shot demonstration must score this")
     samples_per_strategy: int = Field(4, ge=1, le=16)
     explore_max_tokens: int = Field(160, ge=8)
     explore_concurrency: int = Field(8, ge=1)
     # Score: weights of the reward sources in the ensemble
     weight_verifier: float = Field(1.0, ge=0, description="JSON and SQL verifiers")
     weight_constraints: float = Field(0.5, ge=0, description="length/format constraints stated in the prompt")
-    weight_agreement: float = Field(0.25, ge=0, description="agreement across samples (weak: the crowd can be wrong)")
+    weight_agreement: float = Field(0.1, ge=0, description="agreement across samples (weak: a small model's crowd is "
+                                    "usually wrong, and a unique right answer gets 0)")
     weight_feedback: float = Field(1.0, ge=0, description="what users said about the served answer")
     weight_judge: float = Field(1.0, ge=0, description="relative LLM judge, when TAO_JUDGE_URL is set")
     weight_reward_model: float = Field(0.5, ge=0, description="reward model fit each cycle on user feedback "

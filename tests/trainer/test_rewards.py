@@ -1,3 +1,4 @@
+import json
 import time
 
 import pytest
@@ -270,3 +271,16 @@ def test_agreement_is_the_share_of_other_candidates_agreeing():
     assert agreement(prompt("Q"), [Candidate(t, "plain") for t in texts]) == [0.5, 0.5, 0.5, 0.0, 0.0]
     assert agreement(prompt("Q"), [Candidate("12", "plain"), Candidate("12", "plain")]) == [None, None]
     assert agreement(prompt("Q"), [Candidate("", "plain")] * 3) == [0.0, 0.0, 0.0]  # empty answers agree on nothing
+
+
+def test_copying_the_whole_text_into_every_field_is_not_grounded():
+    text = ("Extract the fields event, venue, attendees from the text below. Reply with only a JSON object.\n"
+            "Text: Reminder: 352 people signed up for the food market at Harbor Arena.")
+    sentence = "Reminder: 352 people signed up for the food market at Harbor Arena."
+    gamed = json.dumps({"event": sentence, "venue": sentence, "attendees": sentence})
+    honest = json.dumps({"event": "food market", "venue": "Harbor Arena", "attendees": 352})
+    same_value = json.dumps({"event": "Harbor Arena", "venue": "Harbor Arena", "attendees": 352})
+    keys = ["event", "venue", "attendees"]
+    assert score_extraction(honest, keys, text) == pytest.approx(1.0)
+    assert score_extraction(gamed, keys, text) == pytest.approx(0.5)        # keys present, nothing grounded
+    assert score_extraction(same_value, keys, text) == pytest.approx(0.2 + 0.3 + 0.5 * 2 / 3)
