@@ -29,7 +29,7 @@ up: setup
 
 # Everything but benchmarks: unit, integration (real Tansu, DuckDB) and e2e (real vLLM).
 test: setup
-	$(BIN)/python -m pytest -m "not bench" tests
+	$(BIN)/python -m pytest -m "not bench" --durations=10 tests
 
 # Unit tests only: seconds.
 test-fast: setup
