@@ -65,14 +65,15 @@ class FeedbackService:
 router = APIRouter()
 
 
-def _api_key(request: Request) -> str | None:
+def bearer_key(request: Request) -> str | None:
+    """The API key of `Authorization: Bearer KEY`, or None."""
     auth = request.headers.get("authorization", "")
-    return auth[7:].strip() or None if auth.lower().startswith("bearer ") else None
+    return (auth[7:].strip() or None) if auth.lower().startswith("bearer ") else None
 
 
 @router.post("/v1/feedback", status_code=202)
 async def submit_feedback(req: FeedbackRequest, request: Request) -> dict:
     service: FeedbackService = request.app.state.feedback
-    event = service.submit(req, _api_key(request))
+    event = service.submit(req, bearer_key(request))
     return {"id": event.payload.feedback_id, "object": "feedback", "status": "accepted",
             "completion_id": event.payload.completion_id}

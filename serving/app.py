@@ -27,14 +27,9 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-def _api_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    return (auth[7:].strip() or None) if auth.lower().startswith("bearer ") else None
-
-
 @router.post("/v1/chat/completions")
 async def chat_completions(req: ChatRequest, request: Request):
-    return await request.app.state.chat.complete(req, _api_key(request))
+    return await request.app.state.chat.complete(req, feedback_api.bearer_key(request))
 
 
 @router.get("/v1/models")

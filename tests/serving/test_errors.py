@@ -99,3 +99,15 @@ def test_good_feedback_is_accepted_and_queued(client):
     assert r.json()["status"] == "accepted"
     c = client.app.state.producer.counters.as_dict()
     assert c["queued"] == 1
+
+
+def test_only_a_bearer_header_carries_an_api_key(client):
+    # "Basic bWluZQ==" must not be sliced like a bearer header (into "WluZQ=="): the caller is anonymous.
+    cid = new_completion_id(b"k" * 32, tenant_of("WluZQ=="))
+    r = client.post("/v1/feedback", json={"completion_id": cid, "kind": "thumbs", "value": "up"},
+                    headers={"authorization": "Basic bWluZQ=="})
+    assert_openai_error(r, 404, "completion_not_found")
+    anon = new_completion_id(b"k" * 32, tenant_of(None))
+    r = client.post("/v1/feedback", json={"completion_id": anon, "kind": "thumbs", "value": "up"},
+                    headers={"authorization": "Basic bWluZQ=="})
+    assert r.status_code == 202, r.text
