@@ -93,7 +93,7 @@ class Stack:
                   str(self.logs / "worker.log"))
         t.add_row("Kafka", self.bootstrap or "", str(self.logs / "broker.log") if "broker" in self.procs else "external")
         console.print(t)
-        console.print(f'model name for clients: "tao"; run a cycle now: `tao cycle --once`; stop: Ctrl-C')
+        console.print('model name for clients: "tao"; run a cycle now: `tao cycle --once`; stop: Ctrl-C')
         print("READY", flush=True)  # a line scripts and tests can wait for
 
     def wait(self, stop_event: threading.Event) -> str | None:

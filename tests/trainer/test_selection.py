@@ -129,9 +129,9 @@ def test_near_dup_index_matches_brute_force():
 def test_secrets_and_pii_are_scrubbed_everywhere(store, tmp_path):
     secrets = ["jane.doe@example.com", "415-555-0132", "4111 1111 1111 1111", "sk-proj-Zx9abcdefghij0123456789",
                "AKIAIOSFODNN7EXAMPLE", "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "9f86d081884c7d659a2feaa0c55a"]
-    text = (f"I am jane.doe@example.com, call 415-555-0132. Card 4111 1111 1111 1111. My key is "
-            f"sk-proj-Zx9abcdefghij0123456789 and AKIAIOSFODNN7EXAMPLE, token=9f86d081884c7d659a2feaa0c55a. "
-            f"Order 12345678 on 2024-03-15: 12 widgets at 45.00 each.")
+    text = ("I am jane.doe@example.com, call 415-555-0132. Card 4111 1111 1111 1111. My key is "
+            "sk-proj-Zx9abcdefghij0123456789 and AKIAIOSFODNN7EXAMPLE, token=9f86d081884c7d659a2feaa0c55a. "
+            "Order 12345678 on 2024-03-15: 12 widgets at 45.00 each.")
     store.write_batch([
         completion("c1", text, answer="Noted ghp_abcdefghijklmnopqrstuvwxyz0123456789 for 45.00"),
         feedback("c1", "correction", "Reply to jane.doe@example.com about 12 widgets", 1),

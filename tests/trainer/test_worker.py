@@ -1,7 +1,6 @@
 """The worker's cycle runner and `select`, on a real DuckDB file, without vLLM: the paths
 here end before exploration (nothing new to learn from), or test the stage directly."""
 import json
-import threading
 
 import pytest
 
