@@ -175,6 +175,51 @@ def models_rollback(
     typer.echo(f"published ModelRolledBack {live} -> {ev.payload.version}: gateways swap to it now")
 
 
+keys_app = typer.Typer(help="API keys of the gateway (only their SHA-256 hashes are stored).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+def keys_add(name: str = typer.Argument(..., help="who the key is for (letters, digits, _.@-)"),
+             admin: bool = typer.Option(False, "--admin", help="may use the /admin routes")) -> None:
+    """Create a key, store its hash in TAO_API_KEYS_FILE (default DATA_DIR/api_keys) and print the
+    key once. Running gateways pick it up within a second; the first key turns auth on."""
+    from serving.auth import add_key
+    from serving.settings import GatewaySettings
+
+    path = _settings(GatewaySettings).keys_path()
+    try:
+        key = add_key(path, name, admin=admin)
+    except ValueError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1)
+    typer.echo(key)
+    typer.echo(f"added {'admin ' if admin else ''}key {name!r} to {path}; it is shown only this once", err=True)
+
+
+@keys_app.command("hash")
+def keys_hash(key: str = typer.Argument(..., help="an API key")) -> None:
+    """Print the hash of KEY, for TAO_API_KEY_HASHES or TAO_ADMIN_KEY_HASH."""
+    from serving.auth import hash_key
+
+    typer.echo(hash_key(key))
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Names (and the admin flag) of the keys in the key file; never the keys."""
+    from serving.auth import read_keys_file
+    from serving.settings import GatewaySettings
+
+    path = _settings(GatewaySettings).keys_path()
+    if not path.exists():
+        typer.echo(f"no key file at {path}: the gateway is open (`tao keys add NAME` creates one)")
+        return
+    for h, p in read_keys_file(path).items():
+        typer.echo(f"{p.name}\t{'admin' if p.admin else 'user'}\t{h[:15]}...")
+
+
 @app.command()
 def schemas(event_type: Optional[str] = typer.Argument(None, help="one type, e.g. ChatCompleted")) -> None:
     """Print the JSON Schema of every event type (or one)."""

@@ -1,6 +1,7 @@
 """The gateway app: `create_app(settings)`; run it with `tao gateway` (see serving/main.py).
 
-Routes: POST /v1/chat/completions, GET /v1/models, POST /v1/feedback, GET /healthz, /readyz.
+Routes: POST /v1/chat/completions, GET /v1/models, POST /v1/feedback (API key, rate limit),
+/admin/* (admin key), GET /healthz, /readyz, /metrics (open: for probes and Prometheus).
 Every answer from the model carries the header x-tao-model-version.
 """
 from __future__ import annotations
@@ -12,13 +13,17 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from feedback import api as feedback_api
 from feedback.producer import EventProducer
 from schemas.events import EventEnvelope, ModelPromoted, ModelRolledBack
-from serving import errors
+from serving import admin, errors
+from serving.auth import KeyRing
 from serving.chat import VERSION_HEADER, ChatRequest, ChatService
+from serving.guard import Guard, RateLimiter
+from serving.limits import PromptCounter, RequestLimits
+from serving.metrics import GatewayMetrics
 from serving.settings import GatewaySettings
 from serving.swap import SwapGate
 from serving.vllm import VLLMClient, VLLMSupervisor
@@ -52,8 +57,15 @@ async def readyz(request: Request):
     vllm_state = st.supervisor.state if st.supervisor else "external"
     ready = st.supervisor is None or st.supervisor.ready.is_set()
     body = {"ready": ready, "vllm": vllm_state, "version": st.gate.version, "kafka_connected": st.producer.connected,
-            "events": st.producer.counters.as_dict()}
+            "events": st.producer.counters.as_dict(), "auth": "keys" if st.keys.enabled else "open"}
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request):
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _free_port() -> int:
@@ -63,6 +75,9 @@ def _free_port() -> int:
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
+    keys = KeyRing(settings.keys_path(), settings.api_key_hashes, settings.admin_key_hash)
+    metrics = GatewayMetrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -87,8 +102,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 await supervisor.ready.wait()  # a swap needs a running vLLM
             p = ev.payload
             if isinstance(ev, (ModelPromoted, ModelRolledBack)) and p.swap_mode == "weights":
-                if await gate.swap(p.version, p.artifact_path, vllm.reload_weights) and supervisor is not None:
-                    supervisor.model_path = p.artifact_path  # a restarted vLLM serves the live version
+                if await gate.swap(p.version, p.artifact_path, vllm.reload_weights):
+                    metrics.swap_seconds.labels("weights").observe(gate.last_swap_s)
+                    if supervisor is not None:
+                        supervisor.model_path = p.artifact_path  # a restarted vLLM serves the live version
             else:
                 log.error("swap mode %r is not supported yet; staying on %s", p.swap_mode, gate.version)
 
@@ -98,8 +115,16 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         st = app.state
         st.settings, st.producer, st.supervisor, st.vllm, st.gate = settings, producer, supervisor, vllm, gate
         st.started_at = time.time()
+        limits = RequestLimits(PromptCounter(settings.base_model),
+                               settings.max_prompt_tokens, settings.max_n, settings.max_tokens_limit)
         st.chat = ChatService(settings.model_name, vllm, gate, producer, settings.signing_key_bytes(),
-                              is_ready=lambda: supervisor is None or supervisor.ready.is_set())
+                              is_ready=lambda: supervisor is None or supervisor.ready.is_set(), limits=limits,
+                              metrics=metrics)
+        metrics.watch(events=producer.counters.as_dict, version=lambda: gate.version,
+                      vllm_state=lambda: supervisor.state if supervisor else "external", swaps=lambda: gate.swaps)
+        if not keys.enabled:
+            log.warning("no API keys configured: the gateway is OPEN to anyone who can reach it "
+                        "(`tao keys add NAME` creates one in %s)", settings.keys_path())
         st.feedback = feedback_api.FeedbackService(producer, settings.signing_key_bytes())
         log.info("gateway up: model %r via vLLM at %s", settings.model_name, vllm_url)
         try:
@@ -113,7 +138,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     app = FastAPI(title="tao-loop gateway", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible chat completions that improve from their own traffic.")
+    app.state.keys, app.state.metrics = keys, metrics
+    app.add_middleware(Guard, keys=keys, limiter=RateLimiter(settings.rate_limit),
+                       max_body_bytes=settings.max_body_bytes,
+                       on_reject=lambda reason: metrics.rejected.labels(reason).inc())
     errors.install(app)
     app.include_router(router)
     app.include_router(feedback_api.router)
+    app.include_router(admin.router)
     return app

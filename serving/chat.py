@@ -18,6 +18,8 @@ from feedback.ids import new_completion_id, tenant_of
 from feedback.producer import EventProducer
 from schemas.events import TOPICS, ChatCompleted, ChatCompletedPayload, Choice, Usage
 from serving.errors import OpenAIError
+from serving.limits import RequestLimits
+from serving.metrics import GatewayMetrics
 from serving.swap import SwapGate
 from serving.vllm import SERVED_NAME, VLLMClient
 
@@ -36,8 +38,10 @@ class ChatRequest(BaseModel):
 
 class ChatService:
     def __init__(self, model_name: str, vllm: VLLMClient, gate: SwapGate, producer: EventProducer,
-                 signing_key: bytes, is_ready):
+                 signing_key: bytes, is_ready, limits: RequestLimits, metrics: GatewayMetrics):
         self.model_name = model_name
+        self.limits = limits
+        self.metrics = metrics
         self.vllm = vllm
         self.gate = gate
         self.producer = producer
@@ -48,11 +52,12 @@ class ChatService:
         if req.model != self.model_name:
             raise OpenAIError(404, f"The model {req.model!r} does not exist; this service serves {self.model_name!r}",
                               "model_not_found", "model")
+        body = req.model_dump(exclude_none=True)
+        body.pop("metadata", None)
+        self.limits.check(body)
         if not self.is_ready():
             raise OpenAIError(503, "the model server is not ready yet; retry shortly", "model_not_ready",
                               headers={"Retry-After": "5"})
-        body = req.model_dump(exclude_none=True)
-        body.pop("metadata", None)
         body["model"] = SERVED_NAME
         tenant = tenant_of(api_key)
         cid = new_completion_id(self.signing_key, tenant)
@@ -67,13 +72,16 @@ class ChatService:
         try:
             r = await self.vllm.chat(body)
         except httpx.TransportError as e:
+            self.metrics.latency.labels("false", "503").observe(time.monotonic() - t0)
             raise OpenAIError(503, f"the model server is unavailable ({type(e).__name__}); retry shortly",
                               "model_unavailable", headers={"Retry-After": "2"}) from e
         finally:
             await self.gate.release()
+        self.metrics.latency.labels("false", str(r.status_code)).observe(time.monotonic() - t0)
         if r.status_code != 200:
             return _passthrough_error(r.status_code, r.content)
         data = r.json()
+        self.metrics.observe_usage(data.get("usage"))
         data["id"], data["model"] = cid, self.model_name
         choices = [Choice(index=c["index"], text=(c.get("message") or {}).get("content") or "",
                           finish_reason=c.get("finish_reason")) for c in data.get("choices", [])]
@@ -89,12 +97,14 @@ class ChatService:
             r = await self.vllm.chat_stream(body)
         except httpx.TransportError as e:
             await self.gate.release()
+            self.metrics.latency.labels("true", "503").observe(time.monotonic() - t0)
             raise OpenAIError(503, f"the model server is unavailable ({type(e).__name__}); retry shortly",
                               "model_unavailable", headers={"Retry-After": "2"}) from e
         if r.status_code != 200:
             content = await r.aread()
             await r.aclose()
             await self.gate.release()
+            self.metrics.latency.labels("true", str(r.status_code)).observe(time.monotonic() - t0)
             return _passthrough_error(r.status_code, content)
 
         async def events():
@@ -115,6 +125,8 @@ class ChatService:
                     chunk["id"], chunk["model"] = cid, self.model_name
                     for c in chunk.get("choices", []):
                         piece = (c.get("delta") or {}).get("content")
+                        if piece and not texts:
+                            self.metrics.ttft.observe(time.monotonic() - t0)
                         if piece:
                             texts.setdefault(c["index"], []).append(piece)
                         if c.get("finish_reason"):
@@ -129,6 +141,8 @@ class ChatService:
             finally:
                 await r.aclose()
                 await self.gate.release()
+                self.metrics.latency.labels("true", "200" if done else "499").observe(time.monotonic() - t0)
+                self.metrics.observe_usage(usage)
                 if done:  # a client that hung up mid-stream got no answer to log
                     idx = sorted(set(texts) | set(finish))
                     choices = [Choice(index=i, text="".join(texts.get(i, [])), finish_reason=finish.get(i))

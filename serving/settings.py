@@ -4,8 +4,10 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+from typing import Annotated
+
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from feedback.kafka import Bootstrap
 
@@ -28,6 +30,20 @@ class GatewaySettings(BaseSettings):
     request_timeout_s: float = Field(600, gt=0)
     signing_key: str | None = Field(None, description="HMAC key for completion ids; shared by all replicas. "
                                                       "Unset: kept in DATA_DIR/signing.key")
+    # Auth: with no key configured the gateway is open (local development) and says so.
+    api_keys_file: Path | None = Field(None, description="file of hashed API keys written by `tao keys add` "
+                                       "(unset: DATA_DIR/api_keys, if it exists)")
+    api_key_hashes: Annotated[list[str], NoDecode] = Field(
+        [], description='comma-separated "sha256:HEX" hashes of API keys (`tao keys hash KEY` prints one)')
+    admin_key_hash: str | None = Field(None, description='"sha256:HEX" of the admin key (admin routes); '
+                                       "unset and no admin key in the file: admin routes are off")
+    # Limits
+    rate_limit: str | None = Field("600/minute", description='requests per API key, e.g. "600/minute" '
+                                   '(unset: no limit); answered 429 with Retry-After')
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body (413 above)")
+    max_prompt_tokens: int = Field(1536, ge=1, description="longest prompt, in the model's tokens (400 above)")
+    max_n: int = Field(8, ge=1, description="most choices (n) one request may ask for")
+    max_tokens_limit: int = Field(1024, ge=1, description="largest max_tokens / max_completion_tokens")
 
     @field_validator("vllm_url")
     @classmethod
@@ -35,6 +51,37 @@ class GatewaySettings(BaseSettings):
         if v and not v.startswith(("http://", "https://")):
             raise ValueError(f"TAO_VLLM_URL must start with http:// or https://, got {v!r}")
         return v.rstrip("/") if v else v
+
+    @field_validator("api_key_hashes", mode="before")
+    @classmethod
+    def _hashes(cls, v):
+        from serving.auth import parse_hash
+
+        items = [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else list(v)
+        return [parse_hash(x, "TAO_API_KEY_HASHES") for x in items]
+
+    @field_validator("admin_key_hash")
+    @classmethod
+    def _admin_hash(cls, v: str | None) -> str | None:
+        from serving.auth import parse_hash
+
+        return parse_hash(v, "TAO_ADMIN_KEY_HASH") if v else v
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        from limits import parse
+
+        try:
+            parse(v)
+        except ValueError as e:
+            raise ValueError(f'TAO_RATE_LIMIT {v!r} is not a rate like "600/minute" or "10/second"') from e
+        return v
+
+    def keys_path(self) -> Path:
+        return self.api_keys_file or self.data_dir / "api_keys"
 
     def signing_key_bytes(self) -> bytes:
         if self.signing_key:

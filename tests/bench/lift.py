@@ -144,8 +144,10 @@ def measure(stack: Stack, evals: dict[str, list[dict]]) -> dict:
 
 
 # -- one configuration ------------------------------------------------------------------
-def run_config(name: str, env: dict[str, str], traffic: list[dict], evals: dict[str, list[dict]], cycles: int,
-               args) -> dict:
+def run_config(name: str, env: dict[str, str], slices: list[list[dict]], evals: dict[str, list[dict]], args,
+               base: dict | None = None) -> dict:
+    """Run `slices` (one traffic slice a cycle) through a fresh stack with `env` on top of the
+    defaults. `base`: the base model's measurement from an earlier run (same model, same evals)."""
     data = Path(tempfile.mkdtemp(prefix=f"tao-lift-{name}-"))
     env = {"TAO_MIN_NEW_PROMPTS": "1", **env}
     if env.get("TAO_JUDGE_URL") == "self":  # the stack's own model judges: weak but real
@@ -155,9 +157,11 @@ def run_config(name: str, env: dict[str, str], traffic: list[dict], evals: dict[
     record = {"name": name, "env": env, "cycles": []}
     try:
         stack.wait_ready()
-        say(f"{name}: stack up; measuring the base model")
-        record["base"] = measure(stack, evals)
-        slices = [traffic[i::cycles] for i in range(cycles)]
+        if base is None:
+            say(f"{name}: stack up; measuring the base model")
+            base = measure(stack, evals)
+        record["base"] = base
+        cycles = len(slices)
         for k, chunk in enumerate(slices, start=1):
             sent = send_traffic(stack, chunk, args.feedback_rate, args.feedback_noise, seed=args.seed + k)
             stack.wait_rows(completions=sum(len(s) for s in slices[:k]),
@@ -246,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", help="a JSONL task file (task, messages, gold, metric); default: the built-in suite")
     p.add_argument("--cycles", type=int, default=3)
-    p.add_argument("--ablation-cycles", type=int, default=1, help="cycles for each ablation run")
+    p.add_argument("--ablation-cycles", type=int, default=1, help="cycles for each ablation run (the first traffic slices of the main run)")
     p.add_argument("--ablations", default="all", help=f"none, all, or a comma list of {', '.join(ABLATIONS)}")
     p.add_argument("--n-traffic", type=int, default=160, help="extraction traffic prompts (built-in suite)")
     p.add_argument("--feedback-rate", type=float, default=0.2, help="share of answers that get thumbs")
@@ -261,10 +265,14 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
         p.error(f"unknown ablations {unknown}; known: {', '.join(ABLATIONS)}")
-    runs = [run_config("ensemble", {}, traffic, evals, args.cycles, args)]
+    # Every run sees the same traffic slices in the same order, so an ablation's cycle k is
+    # comparable with the ensemble's cycle k (same prompts, same base measurement).
+    slices = [traffic[i::args.cycles] for i in range(args.cycles)]
+    runs = [run_config("ensemble", {}, slices, evals, args)]
     write_results(runs, command, args.out)
     for name in names:
-        runs.append(run_config(name, ABLATIONS[name], traffic, evals, args.ablation_cycles, args))
+        runs.append(run_config(name, ABLATIONS[name], slices[: args.ablation_cycles], evals, args,
+                               base=runs[0]["base"]))
         write_results(runs, command, args.out)  # after every run: a long benchmark keeps what it has
     say(f"results: {args.out / 'tao_lift.md'}")
 

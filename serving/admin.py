@@ -1,0 +1,69 @@
+"""Admin routes (admin API key only, see serving/guard.py): list, promote, roll back.
+
+Promote and rollback publish the same tao.control event as `tao models promote|rollback`,
+so every gateway replica swaps, this one included; the route then waits (up to
+`wait_s`) until this gateway serves the new version and says how long the swap took.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.errors import OpenAIError
+
+router = APIRouter(prefix="/admin")
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str | None = Field(None, description='version to go back to; default the live version\'s parent; "base"')
+    reason: str = Field("rollback by an admin", max_length=500)
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict:
+    from trainer.registry import list_versions
+
+    st = request.app.state
+    return {"live": st.gate.version, "versions": list_versions(st.settings.data_dir)}
+
+
+async def _publish_and_wait(request: Request, publish, version: str, wait_s: float) -> dict:
+    st = request.app.state
+    try:
+        await asyncio.to_thread(publish)
+    except LookupError as e:
+        raise OpenAIError(404, str(e), "version_not_found", "version") from e
+    t0 = time.monotonic()
+    while st.gate.version != version and time.monotonic() - t0 < wait_s:
+        await asyncio.sleep(0.1)
+    swapped = st.gate.version == version
+    return {"version": version, "live": st.gate.version, "swapped": swapped,
+            "swap_s": st.gate.last_swap_s if swapped else None}
+
+
+@router.post("/models/{version}/promote")
+async def promote(version: str, request: Request, wait_s: float = 120) -> dict:
+    from trainer.registry import promote as publish
+
+    s = request.app.state.settings
+    return await _publish_and_wait(request, lambda: publish(s.kafka_bootstrap, s.data_dir, version), version, wait_s)
+
+
+@router.post("/rollback")
+async def rollback(body: RollbackRequest, request: Request, wait_s: float = 120) -> dict:
+    from trainer.registry import rollback as publish
+
+    st = request.app.state
+    s = st.settings
+    live = st.gate.version
+    try:
+        # Resolve the target first (raises LookupError for "nothing to roll back to").
+        event = await asyncio.to_thread(publish, s.kafka_bootstrap, s.data_dir, live, body.to, s.base_model,
+                                        body.reason)
+    except LookupError as e:
+        raise OpenAIError(404, str(e), "version_not_found", "to") from e
+    return await _publish_and_wait(request, lambda: None, event.payload.version, wait_s)
