@@ -109,6 +109,8 @@ class ModelPromotedPayload(_Strict):
     version: str
     artifact_path: str = Field(description="directory with merged weights (config.json, *.safetensors)")
     swap_mode: Literal["weights", "lora"] = "weights"
+    adapter_path: str | None = Field(None, description="LoRA adapter of this version against the base model "
+                                     "(for gateways in lora mode); None: weights only")
     parent: str | None = None
     cycle_id: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
@@ -118,6 +120,8 @@ class ModelRolledBackPayload(_Strict):
     version: str = Field(description="the version now live again")
     artifact_path: str
     swap_mode: Literal["weights", "lora"] = "weights"
+    adapter_path: str | None = Field(None, description="LoRA adapter against the base (None: the base itself, "
+                                     "or weights only)")
     rolled_back_from: str
     reason: str = ""
 

@@ -26,7 +26,7 @@ from serving.limits import PromptCounter, RequestLimits
 from serving.metrics import GatewayMetrics
 from serving.settings import GatewaySettings
 from serving.swap import SwapGate
-from serving.vllm import VLLMClient, VLLMSupervisor
+from serving.vllm import SERVED_NAME, VLLMClient, VLLMSupervisor
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -89,25 +89,35 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         else:
             if not (settings.base_model / "config.json").exists():
                 raise RuntimeError(f"no model at {settings.base_model}: run `make setup` or set TAO_BASE_MODEL")
-            supervisor = VLLMSupervisor(settings.base_model, settings.vllm_port or _free_port(), settings.vllm_args,
+            supervisor = VLLMSupervisor(settings.base_model, settings.vllm_port or _free_port(),
+                                        settings.vllm_server_args(),
                                         settings.data_dir / "logs" / f"vllm-{settings.port}.log",
                                         settings.vllm_start_timeout_s)
             await supervisor.start()
             vllm_url = supervisor.url
         vllm = VLLMClient(vllm_url, settings.request_timeout_s)
-        gate = SwapGate("base", str(settings.base_model))
+        gate = SwapGate("base", str(settings.base_model), SERVED_NAME)
 
         async def on_control(ev: EventEnvelope) -> None:
+            if not isinstance(ev, (ModelPromoted, ModelRolledBack)):
+                return
             if supervisor is not None:
                 await supervisor.ready.wait()  # a swap needs a running vLLM
             p = ev.payload
-            if isinstance(ev, (ModelPromoted, ModelRolledBack)) and p.swap_mode == "weights":
-                if await gate.swap(p.version, p.artifact_path, vllm.reload_weights):
-                    metrics.swap_seconds.labels("weights").observe(gate.last_swap_s)
-                    if supervisor is not None:
-                        supervisor.model_path = p.artifact_path  # a restarted vLLM serves the live version
+            if settings.swap_mode == "weights":
+                swapped = await gate.swap(p.version, p.artifact_path, vllm.reload_weights)
+                if swapped and supervisor is not None:
+                    supervisor.model_path = p.artifact_path  # a restarted vLLM serves the live version
+            elif p.adapter_path is None and p.version != "base":
+                log.error("version %s has no LoRA adapter (the worker exports one when TAO_SWAP_MODE=lora); "
+                          "staying on %s", p.version, gate.version)
+                return
             else:
-                log.error("swap mode %r is not supported yet; staying on %s", p.swap_mode, gate.version)
+                swapped = await gate.swap_lora(p.version, p.adapter_path, vllm.load_lora, vllm.unload_lora)
+                if swapped and supervisor is not None:
+                    supervisor.live_adapter = (gate.served, p.adapter_path) if p.adapter_path else None
+            if swapped:
+                metrics.swap_seconds.labels(settings.swap_mode).observe(gate.last_swap_s)
 
         from serving.control import ControlConsumer
 

@@ -21,7 +21,7 @@ from serving.errors import OpenAIError
 from serving.limits import RequestLimits
 from serving.metrics import GatewayMetrics
 from serving.swap import SwapGate
-from serving.vllm import SERVED_NAME, VLLMClient
+from serving.vllm import VLLMClient
 
 log = logging.getLogger(__name__)
 VERSION_HEADER = "x-tao-model-version"
@@ -58,7 +58,6 @@ class ChatService:
         if not self.is_ready():
             raise OpenAIError(503, "the model server is not ready yet; retry shortly", "model_not_ready",
                               headers={"Retry-After": "5"})
-        body["model"] = SERVED_NAME
         tenant = tenant_of(api_key)
         cid = new_completion_id(self.signing_key, tenant)
         task = (req.metadata or {}).get("task")
@@ -67,7 +66,8 @@ class ChatService:
         return await self._once(req, body, tenant, cid, task)
 
     async def _once(self, req, body, tenant, cid, task):
-        version = await self.gate.acquire()
+        lease = await self.gate.acquire()
+        version, body["model"] = lease.version, lease.served
         t0 = time.monotonic()
         try:
             r = await self.vllm.chat(body)
@@ -76,7 +76,7 @@ class ChatService:
             raise OpenAIError(503, f"the model server is unavailable ({type(e).__name__}); retry shortly",
                               "model_unavailable", headers={"Retry-After": "2"}) from e
         finally:
-            await self.gate.release()
+            await self.gate.release(lease)
         self.metrics.latency.labels("false", str(r.status_code)).observe(time.monotonic() - t0)
         if r.status_code != 200:
             return _passthrough_error(r.status_code, r.content)
@@ -91,19 +91,20 @@ class ChatService:
     async def _stream(self, req, body, tenant, cid, task):
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        version = await self.gate.acquire()
+        lease = await self.gate.acquire()
+        version, body["model"] = lease.version, lease.served
         t0 = time.monotonic()
         try:
             r = await self.vllm.chat_stream(body)
         except httpx.TransportError as e:
-            await self.gate.release()
+            await self.gate.release(lease)
             self.metrics.latency.labels("true", "503").observe(time.monotonic() - t0)
             raise OpenAIError(503, f"the model server is unavailable ({type(e).__name__}); retry shortly",
                               "model_unavailable", headers={"Retry-After": "2"}) from e
         if r.status_code != 200:
             content = await r.aread()
             await r.aclose()
-            await self.gate.release()
+            await self.gate.release(lease)
             self.metrics.latency.labels("true", str(r.status_code)).observe(time.monotonic() - t0)
             return _passthrough_error(r.status_code, content)
 
@@ -140,7 +141,7 @@ class ChatService:
                     yield f"data: {json.dumps(chunk)}\n\n"
             finally:
                 await r.aclose()
-                await self.gate.release()
+                await self.gate.release(lease)
                 self.metrics.latency.labels("true", "200" if done else "499").observe(time.monotonic() - t0)
                 self.metrics.observe_usage(usage)
                 if done:  # a client that hung up mid-stream got no answer to log

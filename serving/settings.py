@@ -4,7 +4,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -27,6 +27,12 @@ class GatewaySettings(BaseSettings):
     vllm_port: int = Field(0, ge=0, le=65535, description="child vLLM port on 127.0.0.1 (0 = any free port)")
     vllm_args: str = Field("--max-model-len 2048 --dtype bfloat16", description="extra vLLM server arguments")
     vllm_start_timeout_s: float = Field(600, gt=0)
+    swap_mode: Literal["weights", "lora"] = Field(
+        "weights", description="how a new version goes live: weights (reloaded in place, a short pause) or lora "
+        "(an adapter loaded beside the live one, no pause; vLLM runs with --enable-lora, which on CPU also turns "
+        "off vLLM's graph compilation: measure the cost with `make bench-serving`)")
+    lora_max_rank: int = Field(64, description="largest adapter rank vLLM accepts in lora mode (TAO_LORA_MAX_RANK; "
+                               "the worker exports adapters of this rank)")
     request_timeout_s: float = Field(600, gt=0)
     signing_key: str | None = Field(None, description="HMAC key for completion ids; shared by all replicas. "
                                                       "Unset: kept in DATA_DIR/signing.key")
@@ -79,6 +85,12 @@ class GatewaySettings(BaseSettings):
         except ValueError as e:
             raise ValueError(f'TAO_RATE_LIMIT {v!r} is not a rate like "600/minute" or "10/second"') from e
         return v
+
+    def vllm_server_args(self) -> str:
+        if self.swap_mode == "lora":
+            # Two adapters at once: the live one and the one being swapped in.
+            return f"{self.vllm_args} --enable-lora --max-loras 2 --max-lora-rank {self.lora_max_rank}"
+        return self.vllm_args
 
     def keys_path(self) -> Path:
         return self.api_keys_file or self.data_dir / "api_keys"

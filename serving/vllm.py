@@ -41,6 +41,7 @@ class VLLMSupervisor:
 
     def __init__(self, model_path: Path, port: int, extra_args: str, log_path: Path, start_timeout_s: float):
         self.model_path = model_path  # updated by the swapper so a restart serves the live version
+        self.live_adapter: tuple[str, str] | None = None  # lora mode: (name, path) a restart loads at start
         self.port = port
         self.extra_args = extra_args
         self.log_path = log_path
@@ -60,7 +61,10 @@ class VLLMSupervisor:
     def _launch(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
-        cmd = vllm_command(self.model_path, self.port, self.extra_args)
+        extra = self.extra_args
+        if self.live_adapter:
+            extra += " --lora-modules " + shlex.quote("=".join(self.live_adapter))
+        cmd = vllm_command(self.model_path, self.port, extra)
         log.info("starting vLLM: %s", shlex.join(cmd))
         self.proc = subprocess.Popen(cmd, env={**os.environ, **vllm_env()}, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -148,3 +152,13 @@ class VLLMClient:
                 raise RuntimeError(f"vLLM {path} failed: HTTP {r.status_code} {r.text[:300]}")
         r = await self.http.post("/resume")
         r.raise_for_status()
+
+    async def load_lora(self, name: str, path: str) -> None:
+        r = await self.http.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+        if r.status_code >= 400:
+            raise RuntimeError(f"vLLM could not load adapter {name} from {path}: HTTP {r.status_code} {r.text[:300]}")
+
+    async def unload_lora(self, name: str) -> None:
+        r = await self.http.post("/v1/unload_lora_adapter", json={"lora_name": name})
+        if r.status_code >= 400:  # the adapter stays loaded, unused: worth a log line, not a failure
+            log.warning("vLLM could not unload adapter %s: HTTP %s %s", name, r.status_code, r.text[:300])

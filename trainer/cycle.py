@@ -232,8 +232,20 @@ def run_cycle(settings: WorkerSettings, job: dict, cycle_dir: Path) -> dict:
     metrics = {k: float(v) for k, v in {**result["train"], "mean_reward": result["reward"]["mean"] or 0,
                                         "gate_win_rate": gate.get("win_rate")}.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    payload = ModelPromotedPayload(version=job["version"], artifact_path=str(weights.resolve()), swap_mode="weights",
-                                   parent=job["parent"], cycle_id=job["cycle_id"], metrics=metrics)
+    adapter = None
+    if gate["promote"] and settings.swap_mode == "lora":
+        # Gateways in lora mode serve the version as an adapter on the base model.
+        from trainer.adapter import extract_adapter
+
+        t = time.monotonic()
+        result["adapter"] = extract_adapter(settings.base_model, weights, version_dir / "adapter",
+                                            rank=settings.lora_max_rank)
+        adapter = str((version_dir / "adapter").resolve())
+        stage_done("adapter", t)
+        say(f"adapter: {json.dumps(result['adapter'])}")
+    payload = ModelPromotedPayload(version=job["version"], artifact_path=str(weights.resolve()),
+                                   swap_mode=settings.swap_mode, adapter_path=adapter, parent=job["parent"],
+                                   cycle_id=job["cycle_id"], metrics=metrics)
     status = "promoted" if gate["promote"] else "rejected"
     write_metadata(version_dir, {**payload.model_dump(), "status": status, "counts": result["counts"],
                                  "reward": result["reward"], "train": result["train"], "gate": gate,

@@ -83,7 +83,7 @@ def promote(bootstrap: str, data_dir: Path, version: str) -> ModelPromoted:
     meta = get_version(data_dir, version)
     return publish_promoted(bootstrap, ModelPromotedPayload(
         version=version, artifact_path=meta["artifact_path"], swap_mode=meta.get("swap_mode", "weights"),
-        parent=meta.get("parent"), cycle_id=meta.get("cycle_id"), metrics={}))
+        adapter_path=meta.get("adapter_path"), parent=meta.get("parent"), cycle_id=meta.get("cycle_id"), metrics={}))
 
 
 def rollback(bootstrap: str, data_dir: Path, live: str, to: str | None, base_model: Path,
@@ -93,8 +93,9 @@ def rollback(bootstrap: str, data_dir: Path, live: str, to: str | None, base_mod
         if live == "base":
             raise LookupError("the base model is live: there is nothing to roll back to")
         to = get_version(data_dir, live).get("parent") or "base"
-    artifact = str(base_model) if to == "base" else get_version(data_dir, to)["artifact_path"]
-    event = ModelRolledBack(payload=ModelRolledBackPayload(version=to, artifact_path=artifact,
-                                                           rolled_back_from=live, reason=reason))
+    meta = {"artifact_path": str(base_model)} if to == "base" else get_version(data_dir, to)
+    event = ModelRolledBack(payload=ModelRolledBackPayload(
+        version=to, artifact_path=meta["artifact_path"], swap_mode=meta.get("swap_mode", "weights"),
+        adapter_path=meta.get("adapter_path"), rolled_back_from=live, reason=reason))
     _send(bootstrap, event)
     return event

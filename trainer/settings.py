@@ -74,6 +74,11 @@ class WorkerSettings(BaseSettings):
     learning_rate: float = Field(2e-4, gt=0)
     beta: float = Field(0.1, gt=0)
     lora_r: int = Field(16, ge=1)
+    # Publish
+    swap_mode: Literal["weights", "lora"] = Field(
+        "weights", description="as the gateways' TAO_SWAP_MODE: lora also exports each version as an adapter "
+                               "against the base model (a truncated SVD of merged - base, a few seconds)")
+    lora_max_rank: int = Field(64, ge=1, description="rank of exported adapters (the gateways' vLLM limit)")
 
     @field_validator("cycle_cron")
     @classmethod
