@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 EXTRAS  ?= cpu,test
 
-.PHONY: setup up test test-fast bench-lift clean-data schemas
+.PHONY: setup up test test-fast bench-lift bench-serving clean-data schemas
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ BENCH_ARGS ?= --cycles 3 --ablations all
 bench-lift: setup
 	$(BIN)/pip install -qq -e ".[bench]"
 	$(BIN)/python -m tests.bench.lift $(BENCH_ARGS)
+
+# Gateway vs direct vLLM at 1/16/64 clients, swaps under load per mode (~15 min here).
+bench-serving: setup
+	$(BIN)/pip install -qq -e ".[bench]"
+	$(BIN)/python -m tests.bench.serving $(BENCH_SERVING_ARGS)
 
 schemas: setup
 	$(BIN)/tao schemas

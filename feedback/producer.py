@@ -173,6 +173,7 @@ class EventProducer:
             self._producer = KafkaProducer(
                 bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all", api_version=KAFKA_API_VERSION,
                 linger_ms=5, max_block_ms=5000, request_timeout_ms=10000, retries=3,
+                enable_idempotence=True,  # a retried batch is not written twice
             )
             log.info("connected to Kafka at %s", self.bootstrap)
             return True

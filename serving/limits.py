@@ -48,7 +48,8 @@ class RequestLimits:
         self.counter, self.max_prompt_tokens, self.max_n, self.max_tokens = counter, max_prompt_tokens, max_n, max_tokens
 
     def check(self, body: dict) -> int:
-        """Raise a 400 naming the limit; return the prompt's token count."""
+        """Raise a 400 naming the limit; return the prompt's token count. A request with no
+        max_tokens gets the limit as its max_tokens."""
         n = body.get("n")
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= self.max_n):
             raise OpenAIError(400, f"n must be an integer from 1 to {self.max_n} (TAO_MAX_N), got {n!r}",
@@ -58,6 +59,10 @@ class RequestLimits:
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= self.max_tokens):
                 raise OpenAIError(400, f"{param} must be an integer from 1 to {self.max_tokens} "
                                        f"(TAO_MAX_TOKENS_LIMIT), got {v!r}", "invalid_value", param)
+        if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+            # OpenAI's default is "until the context is full": on a shared server one such
+            # request can hold a slot for minutes. The limit is the default.
+            body["max_tokens"] = self.max_tokens
         tokens = self.counter.count(body["messages"])
         if tokens > self.max_prompt_tokens:
             raise OpenAIError(400, f"the prompt is {tokens} tokens; this service accepts at most "

@@ -49,7 +49,8 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body (413 above)")
     max_prompt_tokens: int = Field(1536, ge=1, description="longest prompt, in the model's tokens (400 above)")
     max_n: int = Field(8, ge=1, description="most choices (n) one request may ask for")
-    max_tokens_limit: int = Field(1024, ge=1, description="largest max_tokens / max_completion_tokens")
+    max_tokens_limit: int = Field(1024, ge=1, description="largest max_tokens / max_completion_tokens, "
+                                  "and the max_tokens of a request that sets neither")
 
     @field_validator("vllm_url")
     @classmethod

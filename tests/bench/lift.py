@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shlex
 import sys
@@ -31,10 +32,12 @@ import httpx
 
 from deploy.procs import free_port
 from tests.bench.metrics import score_case, summarize
+from tests.bench.speed import compare, decode_speed
 from tests.bench.tasks import make_suite, read_jsonl, strip_gold
 from tests.stack import Stack
 
 RESULTS = Path(__file__).parent / "results"
+DEFAULT_BASE = Path(os.environ.get("TAO_BASE_MODEL", Path.home() / ".cache/tao-loop/models/SmolLM2-135M-Instruct"))
 
 # One-factor-at-a-time ablations against the default ("ensemble") configuration.
 ABLATIONS: dict[str, dict[str, str]] = {
@@ -114,22 +117,6 @@ def served_answers(vllm: str, messages: list[list[dict]], max_tokens: int = 160)
             return list(pool.map(one, messages))
 
 
-def decode_speed(vllm: str, messages: list[list[dict]], max_tokens: int = 64) -> float:
-    """Tokens/s of fixed-length answers (ignore_eos) at 16 concurrent requests: answers of
-    different lengths would make models with terser answers look faster (NOTES.md)."""
-    model = httpx.get(vllm + "/v1/models").json()["data"][0]["id"]
-    with httpx.Client(base_url=vllm, timeout=600) as client:
-        def one(msgs):
-            r = client.post("/v1/chat/completions", json={"model": model, "messages": msgs, "temperature": 0,
-                                                          "max_tokens": max_tokens, "ignore_eos": True})
-            return r.json()["usage"]["completion_tokens"]
-
-        t0 = time.monotonic()
-        with ThreadPoolExecutor(16) as pool:
-            tokens = sum(pool.map(one, messages))
-        return tokens / (time.monotonic() - t0)
-
-
 def measure(stack: Stack, evals: dict[str, list[dict]]) -> dict:
     vllm = stack.info["vllm"]
     out = {}
@@ -180,6 +167,15 @@ def run_config(name: str, env: dict[str, str], slices: list[list[dict]], evals: 
             say(f"{name}: cycle {k}: {result.get('status')} {result.get('version')} in {cycle_s:.0f}s; "
                 + ", ".join(f"{s} {v['score']:.3f}" for s, v in m.items() if isinstance(v, dict)))
             record["cycles"].append({**sent, "cycle_s": round(cycle_s, 1), "result": result, "measured": m})
+        live = httpx.get(stack.url + "/v1/models").json()["data"][0]["version"]
+        if live != "base":
+            # The before/after figures above were taken up to an hour apart on a shared machine;
+            # this alternates base and live weights in the same vLLM, minutes apart.
+            say(f"{name}: decoding speed of {live} vs base, side by side")
+            prompts = [c["messages"] for cases in evals.values() for c in cases][:32]
+            base_dir = Path(env.get("TAO_BASE_MODEL", DEFAULT_BASE))
+            record["speed"] = compare(stack.info["vllm"], base_dir, data / "data" / "models" / live / "weights", prompts)
+            say(f"{name}: decoding tokens/s {live}/base = {record['speed']['ratio']:.3f}")
     finally:
         stack.stop()
     return record
@@ -206,7 +202,14 @@ def write_results(runs: list[dict], command: str, out: Path) -> None:
                          + f" | {m['tokens_per_s']:.1f} |")
         if run["cycles"]:
             last = run["cycles"][-1]["measured"]
-            lines += ["", f"Decoding speed after/before: {last['tokens_per_s'] / run['base']['tokens_per_s']:.2f}"]
+            lines += ["", f"Decoding speed after/before: {last['tokens_per_s'] / run['base']['tokens_per_s']:.2f} "
+                          "(measured at different times)"]
+            if run.get("speed"):
+                sp = run["speed"]["tokens_per_s"]
+                lines.append(f"Decoding speed after/before side by side (base and final weights alternated "
+                             f"{len(sp['base'])} times in one vLLM): {run['speed']['ratio']:.3f} "
+                             f"(tokens/s base {', '.join(f'{x:.0f}' for x in sp['base'])}; "
+                             f"final {', '.join(f'{x:.0f}' for x in sp['model'])})")
             for k, c in enumerate(run["cycles"], start=1):
                 r = c["result"]
                 lines.append(f"- cycle {k}: reward {json.dumps(r.get('reward'))}; gate: "

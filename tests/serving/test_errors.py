@@ -111,3 +111,39 @@ def test_only_a_bearer_header_carries_an_api_key(client):
     r = client.post("/v1/feedback", json={"completion_id": anon, "kind": "thumbs", "value": "up"},
                     headers={"authorization": "Basic bWluZQ=="})
     assert r.status_code == 202, r.text
+
+
+@pytest.mark.parametrize("raw,message", [
+    (b'{"completion_id": "CID", "kind": "rating", "value": NaN}', "rating"),
+    (b'{"completion_id": "CID", "kind": "rating", "value": 0}', "1 to 5"),
+    (b'{"completion_id": "CID", "kind": "preferred", "value": -1}', "index"),
+    (b'{"completion_id": "CID", "kind": "correction", "value": "   "}', "non-empty"),
+    (b'{"completion_id": "CID", "kind": "comment", "value": 3}', "non-empty"),
+])
+def test_feedback_value_errors_are_422_naming_the_field(client, raw, message):
+    cid = new_completion_id(b"k" * 32, tenant_of("mine"))
+    r = client.post("/v1/feedback", content=raw.replace(b"CID", cid.encode()),
+                    headers={"authorization": "Bearer mine", "content-type": "application/json"})
+    err = assert_openai_error(r, 422, "invalid_value", "value")
+    assert message in err["message"]
+    no_events(client)
+
+
+def test_replayed_feedback_is_the_same_event(client):
+    """A client retrying with its feedback_id sends the same event id: the collector stores
+    it once (tests/feedback: deduplicated by event_id)."""
+    import json
+    import time
+
+    cid = new_completion_id(b"k" * 32, tenant_of("mine"))
+    body = {"completion_id": cid, "kind": "thumbs", "value": "up", "feedback_id": "retry-1"}
+    for _ in range(2):
+        r = client.post("/v1/feedback", json=body, headers={"authorization": "Bearer mine"})
+        assert r.status_code == 202 and r.json()["id"] == "retry-1"
+    journal = client.app.state.producer.journal.path
+    deadline = time.monotonic() + 30
+    while client.app.state.producer.counters.as_dict()["spilled"] < 2:  # Kafka is away: to the journal
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    ids = [json.loads(json.loads(line)["value"])["event_id"] for line in journal.read_text().splitlines()]
+    assert len(ids) == 2 and ids[0] == ids[1]

