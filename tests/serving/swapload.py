@@ -61,7 +61,7 @@ def closest(text: str, expected: dict[str, str]) -> set[str]:
 
 
 def swap_under_load(gw: Gateway, bootstrap: str, order: list[str], expected: dict[str, str],
-                    clients: int = 16, settle_s: float = 3.0) -> dict:
+                    clients: int = 16, settle_s: float = 1.0) -> dict:
     results: list[tuple[int, str | None, str]] = []
     errors: list[str] = []
     stop = threading.Event()
@@ -79,14 +79,24 @@ def swap_under_load(gw: Gateway, bootstrap: str, order: list[str], expected: dic
     for t in threads:
         t.start()
     swap_s = []
-    try:
+
+    def answered_by(version: str, timeout: float = 300) -> None:
+        # Each version must answer some requests under load before the next swap; how long
+        # that takes depends on how busy the machine is, so wait for it rather than sleep.
+        deadline = time.monotonic() + timeout
+        while sum(r[1] == version for r in list(results)) < 2:
+            assert time.monotonic() < deadline and not errors, f"{version} answered nothing: {errors[:3]}"
+            time.sleep(0.2)
         time.sleep(settle_s)
+
+    try:
+        answered_by(gw.readyz()["version"])
         for v in order:
             t0 = time.monotonic()
             promote(bootstrap, gw.data_dir, v)
             wait_live(gw, v)
             swap_s.append(time.monotonic() - t0)
-            time.sleep(settle_s)
+            answered_by(v)
     finally:
         stop.set()
         for t in threads:
@@ -94,7 +104,8 @@ def swap_under_load(gw: Gateway, bootstrap: str, order: list[str], expected: dic
     failed = [r for r in results if r[0] != 200] + errors
     assert not failed, f"{len(failed)} failed requests, e.g. {failed[:3]}"
     wrong = [r for r in results if r[1] not in closest(r[2], expected)]
-    assert not wrong, f"{len(wrong)} answers stamped with a version that did not produce them, e.g. {wrong[:3]}"
+    assert not wrong, (f"{len(wrong)} of {len(results)} answers stamped with a version that did not produce them, "
+                       f"e.g. {wrong[:3]}; expected answers {expected}")
     by_version = {v: sum(r[1] == v for r in results) for v in expected}
     assert all(by_version[v] > 0 for v in order), f"a version answered nothing under load: {by_version}"
     return {"requests": len(results), "by_version": by_version, "swap_s": swap_s}

@@ -38,7 +38,7 @@ def test_weights_swap_waits_for_in_flight_requests_and_holds_new_ones():
 
 def test_lora_swap_never_pauses_and_unloads_the_old_adapter_after_its_requests():
     async def main():
-        gate = SwapGate("base", "/m/base", "served")
+        gate = SwapGate("base", "/a/zero", "tao-base")
         calls = []
 
         async def load(name, path):
@@ -50,7 +50,7 @@ def test_lora_swap_never_pauses_and_unloads_the_old_adapter_after_its_requests()
         assert await gate.swap_lora("v1", "/a/v1", load, unload)
         on_v1 = await gate.acquire()
         assert (on_v1.version, on_v1.served) == ("v1", "tao-v1")
-        assert calls == [("load", "tao-v1", "/a/v1")]  # base is never unloaded
+        assert calls == [("load", "tao-v1", "/a/v1"), ("unload", "tao-base")]
 
         swap = asyncio.create_task(gate.swap_lora("v2", "/a/v2", load, unload))
         await asyncio.sleep(0.05)
@@ -61,16 +61,17 @@ def test_lora_swap_never_pauses_and_unloads_the_old_adapter_after_its_requests()
         await asyncio.wait_for(swap, 1)
         assert calls[-1] == ("unload", "tao-v1")
 
-        back = asyncio.create_task(gate.swap_lora("base", None, load, unload))  # rollback to the base model
+        back = asyncio.create_task(gate.swap_lora("base", "/a/zero", load, unload))  # rollback to the base
         await asyncio.sleep(0.05)
         lease = await asyncio.wait_for(gate.acquire(), 1)
-        assert (lease.version, lease.served) == ("base", "served")
-        assert calls[-1] == ("unload", "tao-v1")
+        assert (lease.version, lease.served) == ("base", "tao-base")
+        assert calls[-1] == ("load", "tao-base", "/a/zero")
         await gate.release(during)
         assert await asyncio.wait_for(back, 1)
         await gate.release(lease)
         assert calls[-1] == ("unload", "tao-v2")
         assert gate.swaps == 3
+        assert not await gate.swap_lora("base", "/a/zero", load, unload)  # already live
 
     run(main())
 

@@ -79,3 +79,19 @@ def test_a_changed_embedding_cannot_be_an_adapter(merged, tmp_path):
     save_file(w, str(other / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ValueError, match="embed_tokens.*serve weights"):
         extract_adapter(BASE_MODEL, other, tmp_path / "adapter", rank=8)
+
+
+def test_zero_adapter_has_every_module_at_the_right_shape(tmp_path):
+    if not (BASE_MODEL / "config.json").exists():
+        pytest.skip(f"no base model at {BASE_MODEL}: run `make setup`")
+    from safetensors.numpy import load_file
+
+    from trainer.adapter import zero_adapter
+
+    out = zero_adapter(BASE_MODEL, tmp_path / "zero", rank=8)
+    tensors = load_file(str(out / "adapter_model.safetensors"))
+    assert len(tensors) == 2 * 30 * 7 and not any(t.any() for t in tensors.values())
+    a = tensors["base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"]
+    b = tensors["base_model.model.model.layers.0.mlp.down_proj.lora_B.weight"]
+    assert a.shape == (8, 1536) and b.shape == (576, 8)
+    assert zero_adapter(BASE_MODEL, tmp_path / "zero", rank=8) == out  # made once
