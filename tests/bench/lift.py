@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--feedback-noise", type=float, default=0.15, help="share of thumbs that are wrong")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--reuse-ensemble", type=Path, metavar="JSON",
+                   help="take the ensemble run from this tao_lift.json (same --seed) and run only the ablations")
     args = p.parse_args(argv)
     command = "python -m tests.bench.lift " + shlex.join(argv if argv is not None else sys.argv[1:])
     traffic, evals = load_suite(args.tasks, args.seed, args.n_traffic)
@@ -271,7 +273,14 @@ def main(argv: list[str] | None = None) -> None:
     # Every run sees the same traffic slices in the same order, so an ablation's cycle k is
     # comparable with the ensemble's cycle k (same prompts, same base measurement).
     slices = [traffic[i::args.cycles] for i in range(args.cycles)]
-    runs = [run_config("ensemble", {}, slices, evals, args)]
+    if args.reuse_ensemble:
+        # A long benchmark in parts: the ensemble's record (and base measurement) from an
+        # earlier run's JSON, then only the ablations. Same seed and suite, or it means nothing.
+        runs = [r for r in json.loads(args.reuse_ensemble.read_text()) if r["name"] == "ensemble"][:1]
+        if not runs:
+            p.error(f"no ensemble run in {args.reuse_ensemble}")
+    else:
+        runs = [run_config("ensemble", {}, slices, evals, args)]
     write_results(runs, command, args.out)
     for name in names:
         runs.append(run_config(name, ABLATIONS[name], slices[: args.ablation_cycles], evals, args,
