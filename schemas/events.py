@@ -19,7 +19,11 @@ from pydantic import (
     BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, TypeAdapter, field_validator, model_validator,
 )
 
-SCHEMA_VERSION = 1
+# 2: ModelPromoted / ModelRolledBack gained adapter_path (lora swap mode). A field is never
+# added without a bump: an older reader, which refuses unknown fields, then says "upgrade"
+# instead of reporting a stray field (measured: a gateway one commit old ignored a swap).
+# Readers accept every version up to their own.
+SCHEMA_VERSION = 2
 
 # One topic per kind of traffic; the collector reads the first two, every gateway the third.
 TOPICS = {

@@ -80,3 +80,13 @@ def test_json_schema_of_every_event_and_ddl_applies(tmp_path):
     con.execute(ddl())  # idempotent
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert {"completions", "feedback", "model_events", "consumer_offsets", "cycles"} <= tables
+
+
+def test_version_1_events_are_still_read():
+    from schemas.events import ModelPromoted, parse_event
+
+    ev = ModelPromoted(payload={"version": "v1", "artifact_path": "/m/v1"})
+    raw = json.loads(ev.to_bytes())
+    raw["schema_version"] = 1
+    del raw["payload"]["adapter_path"]
+    assert parse_event(json.dumps(raw).encode()).payload.version == "v1"
