@@ -1,0 +1,23 @@
+"""`tao keys`: create, list, hash; the key is printed once and stored only as a hash."""
+from typer.testing import CliRunner
+
+from deploy.cli import app
+from serving.auth import hash_key
+
+
+def test_keys_add_list_hash(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAO_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    r = runner.invoke(app, ["keys", "list"])
+    assert r.exit_code == 0 and "open" in r.output
+    r = runner.invoke(app, ["keys", "add", "alice", "--admin"])
+    assert r.exit_code == 0, r.output
+    key = r.stdout.strip().splitlines()[0]
+    assert key.startswith("tao-") and key not in (tmp_path / "api_keys").read_text()
+    r = runner.invoke(app, ["keys", "list"])
+    assert "alice\tadmin" in r.output and key not in r.output
+    assert runner.invoke(app, ["keys", "hash", key]).output.strip() == hash_key(key)
+    r = runner.invoke(app, ["keys", "add", "alice"])
+    assert r.exit_code == 1 and "already has a key named 'alice'" in r.output
+    r = runner.invoke(app, ["keys", "add", "no spaces allowed"])
+    assert r.exit_code == 1 and "letters, digits" in r.output
