@@ -65,10 +65,15 @@ class FeedbackService:
 router = APIRouter()
 
 
-def bearer_key(request: Request) -> str | None:
-    """The API key of `Authorization: Bearer KEY`, or None."""
-    auth = request.headers.get("authorization", "")
+def bearer_value(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer KEY` header value, or None."""
+    auth = authorization or ""
     return (auth[7:].strip() or None) if auth.lower().startswith("bearer ") else None
+
+
+def bearer_key(request: Request) -> str | None:
+    """The API key of the request's `Authorization: Bearer KEY`, or None."""
+    return bearer_value(request.headers.get("authorization"))
 
 
 @router.post("/v1/feedback", status_code=202)

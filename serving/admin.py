@@ -31,12 +31,8 @@ async def list_models(request: Request) -> dict:
     return {"live": st.gate.version, "versions": list_versions(st.settings.data_dir)}
 
 
-async def _publish_and_wait(request: Request, publish, version: str, wait_s: float) -> dict:
+async def _wait_live(request: Request, version: str, wait_s: float) -> dict:
     st = request.app.state
-    try:
-        await asyncio.to_thread(publish)
-    except LookupError as e:
-        raise OpenAIError(404, str(e), "version_not_found", "version") from e
     t0 = time.monotonic()
     while st.gate.version != version and time.monotonic() - t0 < wait_s:
         await asyncio.sleep(0.1)
@@ -50,7 +46,11 @@ async def promote(version: str, request: Request, wait_s: float = 120) -> dict:
     from trainer.registry import promote as publish
 
     s = request.app.state.settings
-    return await _publish_and_wait(request, lambda: publish(s.kafka_bootstrap, s.data_dir, version), version, wait_s)
+    try:
+        await asyncio.to_thread(publish, s.kafka_bootstrap, s.data_dir, version)
+    except LookupError as e:
+        raise OpenAIError(404, str(e), "version_not_found", "version") from e
+    return await _wait_live(request, version, wait_s)
 
 
 @router.post("/rollback")
@@ -59,11 +59,9 @@ async def rollback(body: RollbackRequest, request: Request, wait_s: float = 120)
 
     st = request.app.state
     s = st.settings
-    live = st.gate.version
     try:
-        # Resolve the target first (raises LookupError for "nothing to roll back to").
-        event = await asyncio.to_thread(publish, s.kafka_bootstrap, s.data_dir, live, body.to, s.base_model,
-                                        body.reason)
-    except LookupError as e:
+        event = await asyncio.to_thread(publish, s.kafka_bootstrap, s.data_dir, st.gate.version, body.to,
+                                        s.base_model, body.reason)
+    except LookupError as e:  # an unknown target, or nothing to roll back to
         raise OpenAIError(404, str(e), "version_not_found", "to") from e
-    return await _publish_and_wait(request, lambda: None, event.payload.version, wait_s)
+    return await _wait_live(request, event.payload.version, wait_s)

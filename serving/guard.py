@@ -12,6 +12,7 @@ import math
 import time
 from typing import Callable
 
+from feedback.api import bearer_value
 from feedback.ids import tenant_of
 from serving.auth import KeyRing, Principal
 from serving.errors import error_response
@@ -20,11 +21,9 @@ GUARDED = ("/v1/", "/admin/")
 
 
 def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
-    for k, v in headers:
-        if k == b"authorization":
-            value = v.decode("latin-1")
-            return (value[7:].strip() or None) if value.lower().startswith("bearer ") else None
-    return None
+    """The bearer key from raw ASGI headers (parsed like the routes parse it)."""
+    value = next((v.decode("latin-1") for k, v in headers if k == b"authorization"), None)
+    return bearer_value(value)
 
 
 class RateLimiter:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shlex
 import sys
@@ -33,11 +32,12 @@ import httpx
 from deploy.procs import free_port
 from tests.bench.metrics import score_case, summarize
 from tests.bench.speed import compare, decode_speed
+from tests.models import BASE_MODEL
 from tests.bench.tasks import make_suite, read_jsonl, strip_gold
 from tests.stack import Stack
 
 RESULTS = Path(__file__).parent / "results"
-DEFAULT_BASE = Path(os.environ.get("TAO_BASE_MODEL", Path.home() / ".cache/tao-loop/models/SmolLM2-135M-Instruct"))
+
 
 # One-factor-at-a-time ablations against the default ("ensemble") configuration.
 ABLATIONS: dict[str, dict[str, str]] = {
@@ -173,7 +173,7 @@ def run_config(name: str, env: dict[str, str], slices: list[list[dict]], evals: 
             # this alternates base and live weights in the same vLLM, minutes apart.
             say(f"{name}: decoding speed of {live} vs base, side by side")
             prompts = [c["messages"] for cases in evals.values() for c in cases][:32]
-            base_dir = Path(env.get("TAO_BASE_MODEL", DEFAULT_BASE))
+            base_dir = Path(env.get("TAO_BASE_MODEL", BASE_MODEL))
             record["speed"] = compare(stack.info["vllm"], base_dir, data / "data" / "models" / live / "weights", prompts)
             say(f"{name}: decoding tokens/s {live}/base = {record['speed']['ratio']:.3f}")
     finally:

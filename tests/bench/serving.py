@@ -38,13 +38,6 @@ def say(msg: str) -> None:
     print(f"[serving {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def vllm_url(gw) -> str:
-    import re
-
-    server = next(p for p in gw.vllm_processes() if "api_server" in " ".join(p.cmdline()))
-    return "http://127.0.0.1:" + re.search(r"--port (\d+)", " ".join(server.cmdline())).group(1)
-
-
 def load(url: str, model: str, concurrency: int, n_requests: int, max_tokens: int, key: str | None) -> dict:
     headers = {"authorization": f"Bearer {key}"} if key else {}
     latencies: list[float] = []
@@ -72,7 +65,7 @@ def load(url: str, model: str, concurrency: int, n_requests: int, max_tokens: in
 
 
 def overhead(gw, concurrencies: list[int], rounds: int, max_tokens: int) -> list[dict]:
-    direct_url = vllm_url(gw)
+    direct_url = gw.vllm_url()
     rows = []
     for c in concurrencies:
         n = max(16, 2 * c)
@@ -218,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
                 rps = {m: [] for m in ("weights", "lora")}
                 for _ in range(args.rounds):
                     for m in rps:
-                        rps[m].append(load(vllm_url(started[m][0]), "tao-served", c, n, args.max_tokens, None)["rps"])
+                        rps[m].append(load(started[m][0].vllm_url(), "tao-served", c, n, args.max_tokens, None)["rps"])
                 w, lo = statistics.median(rps["weights"]), statistics.median(rps["lora"])
                 result["lora_base_path"].append({"concurrency": c, "weights_rps": w, "lora_rps": lo, "ratio": lo / w})
                 say(f"lora-mode vLLM on the base path, {c} clients: {lo / w:.3f} of weights mode")

@@ -11,6 +11,7 @@ both alike; the ratio of medians is the figure.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -38,14 +39,17 @@ def decode_speed(vllm: str, messages: list[list[dict]], max_tokens: int = 64, co
 
 
 def reload(vllm: str, weights: Path) -> None:
-    with httpx.Client(base_url=vllm, timeout=600) as c:
-        c.post("/pause", params={"mode": "wait"}).raise_for_status()
+    """The gateway's own in-place swap (pause, reload_weights, reset prefix cache, resume)."""
+    from serving.vllm import VLLMClient
+
+    async def run() -> None:
+        client = VLLMClient(vllm, timeout_s=600)
         try:
-            c.post("/collective_rpc", json={"method": "reload_weights",
-                                            "kwargs": {"weights_path": str(weights)}}).raise_for_status()
-            c.post("/reset_prefix_cache").raise_for_status()
+            await client.reload_weights(str(weights))
         finally:
-            c.post("/resume").raise_for_status()
+            await client.close()
+
+    asyncio.run(run())
 
 
 def compare(vllm: str, base: Path, model: Path, messages: list[list[dict]], rounds: int = 3) -> dict:
@@ -63,11 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     from deploy.procs import free_port, spawn, stop, wait_http_ok
     from serving.vllm import vllm_command, vllm_env
     from tests.bench.tasks import make_suite
+    from tests.models import BASE_MODEL
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="a trained version's weights directory")
-    p.add_argument("--base", type=Path,
-                   default=Path("~/.cache/tao-loop/models/SmolLM2-135M-Instruct").expanduser())
+    p.add_argument("--base", type=Path, default=BASE_MODEL)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", type=Path, help="write the result as JSON here too")
     args = p.parse_args(argv)

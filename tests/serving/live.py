@@ -6,6 +6,7 @@ one broker would swap on each other's events.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,10 +19,11 @@ import psutil
 
 from deploy.broker import create_topics, start_tansu
 from deploy.procs import free_port, stop
+from tests.models import BASE_MODEL
 from schemas.events import ModelPromotedPayload
+from trainer import registry
 from trainer.registry import publish_promoted, write_metadata
 
-BASE_MODEL = Path(os.environ.get("TAO_BASE_MODEL", Path.home() / ".cache/tao-loop/models/SmolLM2-135M-Instruct"))
 
 
 class Broker:
@@ -88,9 +90,14 @@ class Gateway:
     def readyz(self) -> dict:
         return httpx.get(self.url + "/readyz", timeout=5).json()
 
-    def vllm_processes(self) -> list[psutil.Process]:
-        return [p for p in psutil.Process(self.proc.pid).children(recursive=True)
-                if "vllm.entrypoints" in " ".join(p.cmdline())]
+    def vllm_server(self) -> psutil.Process:
+        """The gateway's vLLM API server process (its engine processes are its children)."""
+        return next(p for p in psutil.Process(self.proc.pid).children(recursive=True)
+                    if "vllm.entrypoints.openai.api_server" in " ".join(p.cmdline()))
+
+    def vllm_url(self) -> str:
+        """Where the gateway's vLLM child listens (to talk to it directly, as a benchmark does)."""
+        return "http://127.0.0.1:" + re.search(r"--port (\d+)", " ".join(self.vllm_server().cmdline())).group(1)
 
     def log_tail(self, n: int = 40) -> str:
         return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-n:])
@@ -132,14 +139,11 @@ def perturbed_version(data_dir: Path, version: str, seed: int, *, adapter: bool 
 
 
 def promote(bootstrap: str, data_dir: Path, version: str) -> None:
+    """`tao models promote VERSION`, and "base" too (the registry has no entry for it)."""
     if version == "base":
-        payload = ModelPromotedPayload(version="base", artifact_path=str(BASE_MODEL))
+        publish_promoted(bootstrap, ModelPromotedPayload(version="base", artifact_path=str(BASE_MODEL)))
     else:
-        vdir = data_dir / "models" / version
-        adapter = vdir / "adapter"
-        payload = ModelPromotedPayload(version=version, artifact_path=str(vdir / "weights"),
-                                       adapter_path=str(adapter) if adapter.exists() else None)
-    publish_promoted(bootstrap, payload)
+        registry.promote(bootstrap, data_dir, version)
 
 
 def wait_live(gw: Gateway, version: str, timeout: float = 120) -> None:

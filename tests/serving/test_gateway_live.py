@@ -20,7 +20,8 @@ import pytest
 from feedback.collector import Collector
 from feedback.store import Store
 from serving.auth import add_key
-from tests.serving.live import BASE_MODEL, Broker, Gateway, perturbed_version, promote, wait_live
+from tests.models import require_base_model
+from tests.serving.live import Broker, Gateway, perturbed_version, promote, wait_live
 from tests.serving.swapload import ask, expected_answers, swap_under_load
 
 pytestmark = pytest.mark.integration
@@ -28,8 +29,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    if not (BASE_MODEL / "config.json").exists():
-        pytest.skip(f"no base model at {BASE_MODEL}: run `make setup`")
+    require_base_model()
     root = tmp_path_factory.mktemp("gw-weights")
     broker = Broker(root)  # not started: the gateway must start with the broker down
     data = root / "data"
@@ -207,7 +207,7 @@ def test_vllm_killed_answers_503_at_once_and_recovers_on_the_live_version(env):
     before = ask(gw, stream=False)
     assert before[0] == 200
 
-    server = next(p for p in gw.vllm_processes() if "api_server" in " ".join(p.cmdline()))
+    server = gw.vllm_server()
     os.killpg(os.getpgid(server.pid), signal.SIGKILL)
     t0 = time.monotonic()
     status, _, text = ask(gw, stream=False)

@@ -2,13 +2,13 @@
 the base model, with no pause, and the old adapter is unloaded once unused."""
 from __future__ import annotations
 
-import re
 import time
 
 import httpx
 import pytest
 
-from tests.serving.live import BASE_MODEL, Broker, Gateway, perturbed_version, promote, wait_live
+from tests.models import require_base_model
+from tests.serving.live import Broker, Gateway, perturbed_version, promote, wait_live
 from tests.serving.swapload import expected_answers, swap_under_load
 
 pytestmark = pytest.mark.integration
@@ -16,8 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def lora_env(tmp_path_factory):
-    if not (BASE_MODEL / "config.json").exists():
-        pytest.skip(f"no base model at {BASE_MODEL}: run `make setup`")
+    require_base_model()
     root = tmp_path_factory.mktemp("gw-lora")
     broker = Broker(root)
     broker.start()
@@ -31,9 +30,7 @@ def lora_env(tmp_path_factory):
 
 
 def vllm_models(gw: Gateway) -> set[str]:
-    server = next(p for p in gw.vllm_processes() if "api_server" in " ".join(p.cmdline()))
-    port = re.search(r"--port (\d+)", " ".join(server.cmdline())).group(1)
-    return {m["id"] for m in httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()["data"]}
+    return {m["id"] for m in httpx.get(gw.vllm_url() + "/v1/models", timeout=10).json()["data"]}
 
 
 def test_swaps_under_load_lora_mode(lora_env):

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from tests.trainer.test_optimize import BASE_MODEL
+from tests.models import BASE_MODEL, require_base_model
 from trainer.adapter import extract_adapter
 
 
@@ -11,8 +11,7 @@ from trainer.adapter import extract_adapter
 def merged(tmp_path_factory):
     """The base with a random rank-4 update on every q_proj and down_proj: a stand-in for
     two cycles of LoRA training, made in a second instead of minutes."""
-    if not (BASE_MODEL / "config.json").exists():
-        pytest.skip(f"no base model at {BASE_MODEL}: run `make setup`")
+    require_base_model()
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -82,8 +81,7 @@ def test_a_changed_embedding_cannot_be_an_adapter(merged, tmp_path):
 
 
 def test_zero_adapter_has_every_module_at_the_right_shape(tmp_path):
-    if not (BASE_MODEL / "config.json").exists():
-        pytest.skip(f"no base model at {BASE_MODEL}: run `make setup`")
+    require_base_model()
     from safetensors.numpy import load_file
 
     from trainer.adapter import zero_adapter

@@ -1,23 +1,20 @@
 """The optimize stage trains a real LoRA (DPO, DPO+NLL, SFT, GRPO) and writes a merged, servable model."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
+from tests.models import BASE_MODEL, require_base_model
 from trainer.optimize import train, train_dpo
 
-DEFAULT_BASE = Path.home() / ".cache/tao-loop/models/SmolLM2-135M-Instruct"
-BASE_MODEL = Path(os.environ.get("TAO_BASE_MODEL", DEFAULT_BASE))
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)
 def _needs_base_model():
-    if not (BASE_MODEL / "config.json").exists():
-        pytest.skip(f"no base model at {BASE_MODEL}: run deploy/build_model.py or set TAO_BASE_MODEL")
+    require_base_model()
 
 
 def _pairs() -> list[dict]:

@@ -4,17 +4,13 @@ data, held-out accuracy above the majority baseline on realistic noisy feedback,
 
 import json
 import logging
-import os
 import random
-from pathlib import Path
 
 import pytest
 
+from tests.models import require_base_model
 from trainer.reward_model import FrozenEncoder, _split_by_prompt, examples_from_prompts, train_reward_model
 from trainer.rewards import Candidate, Prompt
-
-DEFAULT_BASE = Path.home() / ".cache/tao-loop/models/SmolLM2-135M-Instruct"
-BASE_MODEL = Path(os.environ.get("TAO_BASE_MODEL", DEFAULT_BASE))
 
 
 def _prompt(pid: str, served: str | None, *feedback: dict, text: str = "Extract the fields name, city as JSON.") -> Prompt:
@@ -145,9 +141,7 @@ def examples():
 
 @pytest.fixture(scope="module")
 def encoder():
-    if not (BASE_MODEL / "config.json").exists():
-        pytest.skip(f"no base model at {BASE_MODEL}: run deploy/build_model.py or set TAO_BASE_MODEL")
-    return FrozenEncoder(BASE_MODEL)  # one per module: it caches every vector it computes
+    return FrozenEncoder(require_base_model())  # one per module: it caches every vector it computes
 
 
 def _check_model(rm, examples):
