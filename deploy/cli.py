@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Optional
 
 import typer
@@ -51,6 +52,95 @@ def worker() -> None:
     from trainer.worker import main
 
     main(_settings(WorkerSettings))
+
+
+@app.command()
+def collect(
+    rebuild: bool = typer.Option(False, "--rebuild", help="re-create the DuckDB file from the start of the topics, "
+                                 "then exit (the old file is kept as a backup; stop the worker first)"),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="with --rebuild: go on even when retention "
+                                       "has deleted older events (their rows are dropped)"),
+) -> None:
+    """Run the collector alone: Kafka -> DuckDB, exactly once, until Ctrl-C.
+
+    The worker runs the same collector inside it; use this while no worker runs, or with
+    --rebuild. Settings: TAO_KAFKA_BOOTSTRAP, TAO_DATA_DIR, TAO_COLLECTOR_MAX_POLL_RECORDS,
+    TAO_COLLECTOR_METRICS_PORT (Prometheus, off by default), TAO_EVENT_RETENTION_DAYS.
+    """
+    from feedback.collect import run, setup_logging
+    from feedback.settings import CollectorSettings
+    from feedback.store import StoreLocked
+
+    settings = _settings(CollectorSettings)
+    setup_logging()
+    try:
+        if rebuild:
+            _rebuild(settings, allow_partial)
+        else:
+            run(settings)
+    except StoreLocked as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1)
+
+
+def _rebuild(settings, allow_partial: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from feedback.rebuild import RebuildRefused, rebuild
+
+    typer.echo(f"rebuilding {settings.db_path} from the topics on {settings.kafka_bootstrap} ...", err=True)
+    with Progress(TextColumn("records"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("rebuild", total=None)
+        try:
+            result = rebuild(settings, allow_partial=allow_partial,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except RebuildRefused as e:
+            typer.echo(f"rebuild refused: {e}", err=True)
+            raise typer.Exit(1)
+    rows = ", ".join(f"{n} {t}" for t, n in result.rows.items())
+    typer.echo(f"rebuilt {result.path} from {result.records} records in {result.seconds:.1f}s: {rows}")
+    if result.backup:
+        typer.echo(f"the previous file is kept as {result.backup} (delete it when satisfied)")
+
+
+@app.command()
+def status(
+    worker_url: str = typer.Option("http://127.0.0.1:8001", envvar="TAO_WORKER_URL", help="the worker to ask"),
+    as_json: bool = typer.Option(False, "--json", help="print the worker's /status answer as JSON"),
+) -> None:
+    """What the worker holds and does: rows in DuckDB, collector lag and positions, recent cycles."""
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        st = httpx.get(worker_url + "/status", timeout=5).json()
+    except httpx.HTTPError as e:
+        typer.echo(f"no worker answers at {worker_url} ({type(e).__name__}): start it (`tao up` or `tao worker`) "
+                   "or set TAO_WORKER_URL", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(st, indent=2))
+        return
+    con = Console()
+    c = st["collector"]
+    con.print("rows: " + ", ".join(f"{n} {t}" for t, n in st["rows"].items())
+              + f"; feedback waiting for its completion: {st.get('feedback_pending', 0)}")
+    last = c.get("last_commit")
+    con.print(f"collector: {c['stored']} stored, {c['rows_per_second']:.0f} rows/s, lag "
+              f"{'?' if c['lag'] is None else c['lag']}, {c['duplicates']} duplicates skipped, "
+              f"{c['deadlettered']} dead-lettered {c.get('deadlettered_by_reason') or ''}; last commit "
+              + (f"{time.time() - last:.1f}s ago" if last else "never"))
+    t = Table("topic", "partition", "position (in DuckDB)", "end", "lag")
+    for p in c["partitions"]:
+        t.add_row(p["topic"], str(p["partition"]), str(p["position"]), str(p["end"] if p["end"] is not None else "?"),
+                  str(p["lag"] if p["lag"] is not None else "?"))
+    con.print(t)
+    cycles = Table("cycle", "status", "version", "started", "reason")
+    for cy in st["cycles"]:
+        cycles.add_row(cy["cycle_id"], cy["status"], str(cy["version"] or ""), cy["started_at"], str(cy["reason"] or ""))
+    con.print(cycles)
 
 
 @app.command()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -27,12 +29,32 @@ log = logging.getLogger(__name__)
 COLLECTED_TOPICS = (TOPICS["completions"], TOPICS["feedback"], TOPICS["control"])
 
 
+# How often the partition lists are re-read: a partition added to a topic is picked up
+# (and read from its start) within this time. The consumer's metadata is refreshed as often.
+PARTITION_REFRESH_S = 30.0
+
+
+@dataclass
+class PartitionState:
+    position: int           # next offset to read, as stored in DuckDB with the rows
+    end: int | None = None  # the partition's high watermark at the last fetch (None: unknown yet)
+
+    @property
+    def lag(self) -> int | None:
+        return None if self.end is None else max(self.end - self.position, 0)
+
+
 @dataclass
 class CollectorCounters:
     consumed: int = 0       # records read from Kafka, good or bad
     stored: int = 0         # rows inserted into DuckDB
     duplicates: int = 0     # valid events whose event_id was already stored
     deadlettered: int = 0   # records sent to the dead-letter topic
+    deadlettered_by_reason: dict[str, int] = field(default_factory=dict)
+    partitions: dict[tuple[str, int], PartitionState] = field(default_factory=dict)
+    last_commit: float | None = None  # time.time() of the last DuckDB transaction
+    # (monotonic time, rows stored) of recent batches, for a rows-per-second figure
+    recent: deque = field(default_factory=lambda: deque(maxlen=256), repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **deltas: int) -> None:
@@ -44,6 +66,42 @@ class CollectorCounters:
         with self.lock:
             return {k: getattr(self, k) for k in ("consumed", "stored", "duplicates", "deadlettered")}
 
+    def record_batch(self, stored: int, positions: dict[tuple[str, int], int],
+                     ends: dict[tuple[str, int], int | None], reasons: list[str]) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.last_commit = time.time()
+            self.recent.append((now, stored))
+            for r in reasons:
+                self.deadlettered_by_reason[r] = self.deadlettered_by_reason.get(r, 0) + 1
+            for key, pos in positions.items():
+                self.partitions.setdefault(key, PartitionState(pos)).position = pos
+            for key, end in ends.items():
+                if end is not None and key in self.partitions:
+                    self.partitions[key].end = end
+
+    def rows_per_second(self, window_s: float = 10.0) -> float:
+        """Rows stored per second over the last `window_s` seconds."""
+        now = time.monotonic()
+        with self.lock:
+            return sum(n for t, n in self.recent if now - t <= window_s) / window_s
+
+    def stats(self) -> dict:
+        """Everything `tao status` and /metrics show about the collector."""
+        rate = self.rows_per_second()
+        with self.lock:
+            parts = [{"topic": t, "partition": p, "position": st.position, "end": st.end, "lag": st.lag}
+                     for (t, p), st in sorted(self.partitions.items())]
+            known = [x["lag"] for x in parts if x["lag"] is not None]
+            return {
+                **{k: getattr(self, k) for k in ("consumed", "stored", "duplicates", "deadlettered")},
+                "deadlettered_by_reason": dict(self.deadlettered_by_reason),
+                "rows_per_second": round(rate, 1),
+                "lag": sum(known) if known else None,
+                "last_commit": self.last_commit,
+                "partitions": parts,
+            }
+
 
 class Collector:
     def __init__(
@@ -52,13 +110,16 @@ class Collector:
         store: Store,
         topics: tuple[str, ...] = COLLECTED_TOPICS,
         deadletter_topic: str = TOPICS["deadletter"],
+        max_poll_records: int = 2000,
     ):
         self.bootstrap = bootstrap
         self.store = store
         self.topics = tuple(topics)
         self.deadletter_topic = deadletter_topic
+        self.max_poll_records = max_poll_records
         self.counters = CollectorCounters()
         self._consumer = None
+        self._partitions_checked = 0.0
         self._producer = None
         self._thread: threading.Thread | None = None
         # Partitions found beyond their end: the next connect reads them from the start.
@@ -119,11 +180,16 @@ class Collector:
         """Read one batch, store it, dead-letter what does not parse. Returns records read."""
         if self._consumer is None:
             self._connect()
+        elif time.monotonic() - self._partitions_checked > PARTITION_REFRESH_S:
+            self._check_partitions()
+            if self._consumer is None:
+                self._connect()
         consumer = self._consumer
-        batches = consumer.poll(timeout_ms=timeout_ms)
+        batches = consumer.poll(timeout_ms=timeout_ms, max_records=self.max_poll_records)
         good: list[RawEvent] = []
         positions: dict[tuple[str, int], int] = {}
         deadletters = []
+        reasons: list[str] = []
         n = 0
         for tp, records in batches.items():
             for rec in records:
@@ -134,7 +200,8 @@ class Collector:
                     raw = rec.value.decode("utf-8")
                     good.append((parse_event(raw), raw))
                 except (ValidationError, UnknownSchemaVersion, ValueError) as e:
-                    deadletters.append(self._deadletter(rec, e))
+                    reasons.append(_reason(e))
+                    deadletters.append(self._deadletter(rec, e, reasons[-1]))
             if records:
                 positions[(tp.topic, tp.partition)] = records[-1].offset + 1
         if deadletters:
@@ -145,8 +212,22 @@ class Collector:
         inserted = self.store.write_batch(good, positions) if n else 0
         self.counters.add(consumed=n, stored=inserted, duplicates=len(good) - inserted,
                           deadlettered=len(deadletters))
+        self.counters.record_batch(inserted, positions,
+                                   {(tp.topic, tp.partition): consumer.highwater(tp) for tp in consumer.assignment()},
+                                   reasons)
         self._reset_positions_past_end()
         return n
+
+    def caught_up(self) -> bool:
+        """True when every partition has been fetched at least once and read to its end."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None or consumer.position(tp, timeout_ms=1000) < end:
+                return False
+        return True
 
     # -- internals ------------------------------------------------------------------
     def _connect(self) -> None:
@@ -158,6 +239,9 @@ class Collector:
             bootstrap_servers=self.bootstrap, client_id="tao-collector", group_id=None,
             enable_auto_commit=False, auto_offset_reset="earliest", api_version=KAFKA_API_VERSION,
             reconnect_backoff_max_ms=2000, request_timeout_ms=15000,
+            metadata_max_age_ms=int(PARTITION_REFRESH_S * 1000),
+            # Large fetches: the collector's rate is bounded by how fast it decodes records.
+            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
         )
         try:
             tps = []
@@ -169,6 +253,7 @@ class Collector:
             consumer.assign(tps)
             stored = self.store.positions()
             resumed = 0
+            resumed_records = 0
             for tp in tps:
                 pos = stored.get((tp.topic, tp.partition))
                 if pos is None or (tp.topic, tp.partition) in self._rewind:
@@ -176,6 +261,7 @@ class Collector:
                 else:
                     consumer.seek(tp, pos)
                     resumed += 1
+                    resumed_records += pos
             # A stored position beyond the partition's end (Tansu restarted empty) is
             # found from the first fetch response, see _reset_positions_past_end.
             producer = KafkaProducer(
@@ -188,8 +274,24 @@ class Collector:
             raise
         self._consumer, self._producer = consumer, producer
         self._rewind.clear()
-        log.info("collector reading %d partitions of %s from %s (%d resumed from DuckDB, %d from the beginning)",
-                 len(tps), ", ".join(self.topics), self.bootstrap, resumed, len(tps) - resumed)
+        self._partitions_checked = time.monotonic()
+        self.counters.record_batch(0, {(t, p): stored.get((t, p), 0) for t, p in
+                                       ((tp.topic, tp.partition) for tp in tps)}, {}, [])
+        log.info("collector reading %d partitions of %s from %s (%d resumed from DuckDB at %d records, "
+                 "%d from the beginning)", len(tps), ", ".join(self.topics), self.bootstrap, resumed,
+                 resumed_records, len(tps) - resumed)
+
+    def _check_partitions(self) -> None:
+        """Reconnect when a topic gained partitions: there is no consumer group to rebalance
+        (joining one takes ~23 s on Tansu, and only DuckDB's positions count anyway), so
+        this is the collector's rebalance: reconnecting seeks every partition to DuckDB."""
+        self._partitions_checked = time.monotonic()
+        consumer = self._consumer
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        current = {(t, p) for t in self.topics for p in (consumer.partitions_for_topic(t) or ())}
+        if current - assigned:
+            log.info("new partitions %s: reconnecting", sorted(current - assigned))
+            self.close()
 
     def _reset_positions_past_end(self) -> None:
         """Re-read from the beginning any partition whose end is behind our position.
@@ -217,8 +319,7 @@ class Collector:
         if self._rewind:
             self.close()
 
-    def _deadletter(self, rec, error: Exception):
-        reason = _reason(error)
+    def _deadletter(self, rec, error: Exception, reason: str):
         log.warning("dead-lettering %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, reason)
         headers = [
             ("reason", reason.encode()),
@@ -241,6 +342,8 @@ def _reason(error: Exception) -> str:
             return "unknown_schema_version"
         if any(e["type"] == "json_invalid" for e in errors):
             return "not_json"
+        if any(e["type"] in ("missing", "union_tag_not_found") for e in errors):
+            return "missing_field"
         return "invalid_event"
     if isinstance(error, UnicodeDecodeError):
         return "not_utf8"

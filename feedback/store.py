@@ -1,7 +1,8 @@
 """The DuckDB store: the one process-wide owner of tao-loop's DuckDB file.
 
-DuckDB allows one writer process, so the worker opens the file once through `Store` and
-every thread in it (the collector, the scheduler) goes through its lock. Events and the
+DuckDB allows one writer process, so the worker (or `tao collect`) opens the file once
+through `Store`, and every thread in it (the collector, the scheduler) uses a connection of
+its own: reads never wait, writes take turns. Events and the
 Kafka positions they came from are written in one transaction, so after a crash the
 collector resumes exactly where the stored rows end. The trainer, another process, never
 opens the file: it reads the Parquet snapshot `export_snapshot` writes.
@@ -28,22 +29,49 @@ from schemas.events import ChatCompleted, EventEnvelope, FeedbackSubmitted, Mode
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_TABLES = ("completions", "feedback", "model_events", "cycles")
+# consumer_offsets travels along: the positions the snapshot's rows reach, for audits.
+SNAPSHOT_TABLES = ("completions", "feedback", "model_events", "cycles", "consumer_offsets")
 
 # (event, the record value exactly as consumed from Kafka, decoded as UTF-8)
 RawEvent = tuple[EventEnvelope, str]
 
 
 class Store:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, read_only: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._con = duckdb.connect(str(self.path))
-        self._con.execute(ddl())
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise StoreLocked(
+                    f"{self.path} is open in another process (DuckDB allows one writer): a running "
+                    f"`tao worker` or `tao collect` holds it; stop that process first") from e
+            raise
+        if not read_only:
+            self._con.execute(ddl())
+        # Each thread gets its own DuckDB connection (a cursor of the one database): with
+        # MVCC a long read (a snapshot export) never waits for a write and never blocks
+        # one. Writers still take turns, so two never conflict on a row.
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+
+    def _cur(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self._con.cursor()
+            with self._cursors_lock:
+                self._cursors.append(cur)
+        return cur
 
     def close(self) -> None:
-        with self._lock:
+        with self._write_lock, self._cursors_lock:
+            for cur in self._cursors:
+                cur.close()
+            self._cursors.clear()
             self._con.close()
 
     # -- events ---------------------------------------------------------------------
@@ -55,8 +83,8 @@ class Store:
         """
         tables = _rows_by_table(events)
         now = datetime.now(timezone.utc)
-        with self._lock:
-            con = self._con
+        with self._write_lock:
+            con = self._cur()
             con.begin()
             try:
                 inserted = 0
@@ -87,6 +115,11 @@ class Store:
                 raise
         return inserted
 
+    def feedback_pending(self) -> int:
+        """Feedback stored before its completion arrived (partitions are read independently,
+        so it happens): kept as it is, and joined by completion_id once the completion lands."""
+        return self.query("SELECT count(*) FROM feedback ANTI JOIN completions USING (completion_id)")[0][0]
+
     def positions(self) -> dict[tuple[str, int], int]:
         """Next offset to read per (topic, partition), as stored with the rows."""
         rows = self.query("SELECT topic, partition, next_offset FROM consumer_offsets")
@@ -107,15 +140,15 @@ class Store:
         tmp = dest_dir / f".{name}.tmp"
         tmp.mkdir()
         try:
-            with self._lock:
-                # One read transaction: all tables come from the same moment.
-                self._con.begin()
-                try:
-                    for table in SNAPSHOT_TABLES:
-                        target = str(tmp / f"{table}.parquet").replace("'", "''")
-                        self._con.execute(f"COPY (SELECT * FROM {table}) TO '{target}' (FORMAT parquet)")
-                finally:
-                    self._con.rollback()
+            # One read transaction on this thread's own connection: all tables come from
+            # the same moment, and the collector keeps writing meanwhile.
+            con = self._cur()
+            con.begin()
+            try:
+                for table in SNAPSHOT_TABLES:
+                    _copy_table(con, table, tmp / f"{table}.parquet")
+            finally:
+                con.rollback()
             tmp.rename(final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -124,12 +157,20 @@ class Store:
 
     # -- small helpers for other callers (the cycle tables) ---------------------------
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> None:
-        with self._lock:
-            self._con.execute(sql, params)
+        with self._write_lock:
+            self._cur().execute(sql, params)
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple]:
-        with self._lock:
-            return self._con.execute(sql, params).fetchall()
+        return self._cur().execute(sql, params).fetchall()
+
+
+class StoreLocked(RuntimeError):
+    """The DuckDB file is held by another process."""
+
+
+def _copy_table(con: duckdb.DuckDBPyConnection, table: str, target: Path) -> None:
+    path = str(target).replace("'", "''")
+    con.execute(f"COPY (SELECT * FROM {table}) TO '{path}' (FORMAT parquet)")
 
 
 def _json(value: Any) -> str:

@@ -6,16 +6,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from feedback.kafka import Bootstrap
+from feedback.settings import CollectorSettings
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(CollectorSettings):
+    """Everything `tao worker` reads; the collector's own settings come from CollectorSettings."""
+
     model_config = SettingsConfigDict(env_prefix="TAO_", extra="ignore")
 
-    kafka_bootstrap: Bootstrap = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
-    data_dir: Path = Field(Path(".tao-data"), description="DuckDB file, snapshots, cycles, model versions")
     base_model: Path = Field(Path("~/.cache/tao-loop/models/SmolLM2-135M-Instruct").expanduser(),
                              description="model the first cycle starts from")
     explore_url: str = Field("http://127.0.0.1:8100", description="vLLM OpenAI server used for exploration "
@@ -111,6 +111,3 @@ class WorkerSettings(BaseSettings):
                              "TAO_WEIGHT_AGREEMENT, TAO_WEIGHT_FEEDBACK, TAO_WEIGHT_JUDGE) must be > 0")
         return self
 
-    @property
-    def db_path(self) -> Path:
-        return self.data_dir / "tao.duckdb"

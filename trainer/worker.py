@@ -5,7 +5,7 @@
 The worker is the only process that opens the DuckDB file. Each cycle runs in a child
 process (`python -m trainer.cycle`) over a Parquet snapshot, so training never holds the
 database and a crashed cycle cannot take the collector down. HTTP on TAO_WORKER_PORT:
-GET /healthz, GET /status, POST /cycles (run one cycle now and return its result).
+GET /healthz, GET /status, GET /metrics (Prometheus), POST /cycles (run one cycle now and return its result).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from feedback.collector import Collector
+from feedback.metrics import collector_registry
 from feedback.store import Store
 from trainer.registry import next_version
 from trainer.report import write_report
@@ -134,7 +135,7 @@ def create_app(settings: WorkerSettings):
         store = Store(settings.db_path)
         runner = CycleRunner(settings, store)
         runner.mark_interrupted()
-        collector = Collector(settings.kafka_bootstrap, store)
+        collector = Collector(settings.kafka_bootstrap, store, max_poll_records=settings.collector_max_poll_records)
         collector.start()
         scheduler = BackgroundScheduler(timezone="UTC")
         trigger = (CronTrigger.from_crontab(settings.cycle_cron, timezone="UTC") if settings.cycle_cron
@@ -142,6 +143,7 @@ def create_app(settings: WorkerSettings):
         scheduler.add_job(runner.run, trigger, id="tao-cycle", max_instances=1, coalesce=True)
         scheduler.start()
         app.state.store, app.state.runner, app.state.collector = store, runner, collector
+        app.state.metrics = collector_registry(collector.counters)
         log.info("worker up: DuckDB %s, cycles %s", settings.db_path,
                  f"on cron '{settings.cycle_cron}'" if settings.cycle_cron else f"every {settings.cycle_interval_s:.0f}s")
         try:
@@ -163,8 +165,15 @@ def create_app(settings: WorkerSettings):
         counts = {t: st.query(f"SELECT count(*) FROM {t}")[0][0] for t in ("completions", "feedback", "model_events")}
         cycles = st.query("SELECT cycle_id, status, reason, version, CAST(started_at AS VARCHAR) FROM cycles "
                           "ORDER BY started_at DESC LIMIT 5")
-        return {"rows": counts, "collector": app.state.collector.counters.as_dict(),
+        return {"rows": counts, "feedback_pending": st.feedback_pending(), "collector": app.state.collector.counters.stats(),
                 "cycles": [dict(zip(("cycle_id", "status", "reason", "version", "started_at"), c)) for c in cycles]}
+
+    @app.get("/metrics")
+    def metrics():
+        from fastapi import Response
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/models")
     def models():

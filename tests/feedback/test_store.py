@@ -158,3 +158,18 @@ def test_failed_snapshot_leaves_nothing(store, tmp_path, monkeypatch):
     with pytest.raises(duckdb.Error):
         store.export_snapshot(snaps)
     assert list(snaps.iterdir()) == []
+
+
+def test_feedback_before_its_completion_is_kept_and_joined(store, tmp_path):
+    from trainer.selection import select_prompts
+
+    c = chat(3)
+    fb = thumbs(c.payload.completion_id)
+    store.write_batch([raw(fb)], {("tao.feedback", 0): 1})  # its completion is on another partition, behind
+    assert count(store, "feedback") == 1 and store.feedback_pending() == 1
+    store.write_batch([raw(c)], {("tao.completions", 0): 1})
+    assert store.feedback_pending() == 0
+    sel = select_prompts(store.export_snapshot(tmp_path / "snaps"), None, holdout_fraction=0, seed="t")
+    [prompt] = sel.train
+    assert prompt.prompt_id == c.payload.completion_id
+    assert prompt.feedback == [{"kind": "thumbs", "value": "up", "choice_index": 0}]
