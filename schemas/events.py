@@ -42,6 +42,9 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+_UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
 class _Strict(BaseModel):
     # Unknown fields are errors on the wire: a typo must not silently drop data.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -131,16 +134,13 @@ class ModelRolledBackPayload(_Strict):
 
 
 class EventEnvelope(_Strict):
-    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    # A pattern, checked in pydantic-core: uuid.UUID() in a Python validator cost the
+    # collector 9 us an event (a quarter of its validation time).
+    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()), pattern=_UUID_PATTERN,
+                          description="a UUID, unique per event: the collector's deduplication key")
     schema_version: int = SCHEMA_VERSION
     occurred_at: datetime = Field(default_factory=_now)
     tenant: str = Field(default="anonymous", description="hash of the API key, never the key")
-
-    @field_validator("event_id")
-    @classmethod
-    def _uuid(cls, v: str) -> str:
-        uuid.UUID(v)  # raises ValueError with a clear message
-        return v
 
     @field_validator("schema_version")
     @classmethod
