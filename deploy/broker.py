@@ -10,7 +10,9 @@ import importlib.util
 import logging
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from deploy.procs import spawn, wait_port
 
@@ -76,3 +78,18 @@ def create_topics(bootstrap: str, topics: dict[str, int] | None = None, timeout:
             log.info("created topics %s", [t.name for t in new])
     finally:
         admin.close()
+
+
+@contextmanager
+def running_tansu(log_path: str | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+    """A Tansu broker on a free port with the tao topics, stopped on exit; yields its bootstrap."""
+    from deploy.procs import free_port, stop
+
+    port = free_port(host)
+    proc = start_tansu(port, log_path=log_path, host=host)
+    try:
+        bootstrap = f"{host}:{port}"
+        create_topics(bootstrap)
+        yield bootstrap
+    finally:
+        stop(proc)

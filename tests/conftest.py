@@ -5,23 +5,15 @@ import uuid
 
 import pytest
 
-from deploy.broker import TOPIC_PARTITIONS, create_topics, start_tansu
-from deploy.procs import free_port, stop
+from deploy.broker import TOPIC_PARTITIONS, create_topics, running_tansu
 from schemas.events import TOPICS
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory):
     """A Tansu broker on a free loopback port with the tao topics; stopped at session end."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
-    proc = start_tansu(port, log_path=str(log_path))
-    try:
-        bootstrap = f"127.0.0.1:{port}"
-        create_topics(bootstrap)
+    with running_tansu(str(tmp_path_factory.mktemp("tansu") / "tansu.log")) as bootstrap:
         yield bootstrap
-    finally:
-        stop(proc)
 
 
 @pytest.fixture

@@ -288,43 +288,35 @@ def main(argv: list[str] | None = None) -> dict:
 
     import platform
 
-    from deploy.broker import create_topics, start_tansu
-    from deploy.procs import free_port, stop
+    from deploy.broker import running_tansu
     from feedback.settings import CollectorSettings
 
     mpr = args.max_poll_records or CollectorSettings().collector_max_poll_records
-    port = free_port()
-    bootstrap = f"127.0.0.1:{port}"
     result: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "events": args.events,
                     "max_poll_records": mpr,
                     "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores"}
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = start_tansu(port, log_path=str(Path(tmp) / "tansu.log"))
-        try:
-            create_topics(bootstrap)
-            say(f"producing {args.events} events to {bootstrap} ...")
-            produce_backlog(bootstrap, args.events)
-            rounds = []
-            for r in range(args.rounds):
-                raw_s = raw_consume(bootstrap, args.events)
-                db = Path(tmp) / f"round{r}.duckdb"
-                col_s, stored = collector_consume(bootstrap, args.events, db, mpr)
-                assert stored == args.events, f"collector stored {stored} of {args.events}"
-                rounds.append({"raw_s": raw_s, "collector_s": col_s, "raw_eps": args.events / raw_s,
-                               "collector_eps": args.events / col_s, "ratio": raw_s / col_s})
-                say(f"round {r + 1}: raw {args.events / raw_s:,.0f}/s, collector {args.events / col_s:,.0f}/s, "
-                    f"ratio {raw_s / col_s:.2f}")
-                db.unlink()
-            result["throughput"] = {
-                "rounds": rounds, "raw_eps": statistics.median(x["raw_eps"] for x in rounds),
-                "collector_eps": statistics.median(x["collector_eps"] for x in rounds),
-                "ratio": statistics.median(x["ratio"] for x in rounds)}
-            say(f"freshness: {args.rate:.0f} events/s for {args.seconds:.0f}s ...")
-            result["freshness"] = freshness(bootstrap, Path(tmp) / "fresh.duckdb", args.rate, args.seconds, mpr)
-            f = result["freshness"]
-            say(f"freshness: {f['seen']} seen, p50 {f['p50_s'] * 1000:.0f} ms, p99 {f['p99_s'] * 1000:.0f} ms")
-        finally:
-            stop(broker)
+    with tempfile.TemporaryDirectory() as tmp, running_tansu(str(Path(tmp) / "tansu.log")) as bootstrap:
+        say(f"producing {args.events} events to {bootstrap} ...")
+        produce_backlog(bootstrap, args.events)
+        rounds = []
+        for r in range(args.rounds):
+            raw_s = raw_consume(bootstrap, args.events)
+            db = Path(tmp) / f"round{r}.duckdb"
+            col_s, stored = collector_consume(bootstrap, args.events, db, mpr)
+            assert stored == args.events, f"collector stored {stored} of {args.events}"
+            rounds.append({"raw_s": raw_s, "collector_s": col_s, "raw_eps": args.events / raw_s,
+                           "collector_eps": args.events / col_s, "ratio": raw_s / col_s})
+            say(f"round {r + 1}: raw {args.events / raw_s:,.0f}/s, collector {args.events / col_s:,.0f}/s, "
+                f"ratio {raw_s / col_s:.2f}")
+            db.unlink()
+        result["throughput"] = {
+            "rounds": rounds, "raw_eps": statistics.median(x["raw_eps"] for x in rounds),
+            "collector_eps": statistics.median(x["collector_eps"] for x in rounds),
+            "ratio": statistics.median(x["ratio"] for x in rounds)}
+        say(f"freshness: {args.rate:.0f} events/s for {args.seconds:.0f}s ...")
+        result["freshness"] = freshness(bootstrap, Path(tmp) / "fresh.duckdb", args.rate, args.seconds, mpr)
+        f = result["freshness"]
+        say(f"freshness: {f['seen']} seen, p50 {f['p50_s'] * 1000:.0f} ms, p99 {f['p99_s'] * 1000:.0f} ms")
     args.out.mkdir(parents=True, exist_ok=True)
     chart(result, args.out / "collector.png")
     (args.out / "collector.md").write_text(report(result, argv))

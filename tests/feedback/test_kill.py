@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from deploy.broker import create_topics, start_tansu
+from deploy.broker import running_tansu
 from deploy.procs import free_port, spawn, stop
 from feedback.store import Store
 from schemas.events import TOPICS, ModelPromoted, ModelPromotedPayload
@@ -55,55 +55,51 @@ def metrics(port: int) -> dict[str, float]:
 
 def test_collector_killed_five_times_stores_each_event_once(tmp_path):
     rng = random.Random(int(os.environ.get("TAO_KILL_SEED", "20261124")))
-    port = free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    broker = start_tansu(port, log_path=str(tmp_path / "tansu.log"))
     proc = None
-    try:
-        create_topics(bootstrap)
-        records = events(N_EVENTS, rng)
-        expected = {json.loads(v)["event_id"]: v.decode() for _, _, v in records}
-        assert len(expected) == N_EVENTS
+    with running_tansu(str(tmp_path / "tansu.log")) as bootstrap:
+        try:
+            records = events(N_EVENTS, rng)
+            expected = {json.loads(v)["event_id"]: v.decode() for _, _, v in records}
+            assert len(expected) == N_EVENTS
 
-        produce(bootstrap, records)  # a backlog: the collector is busy from its first poll to its last
+            produce(bootstrap, records)  # a backlog: the collector is busy from its first poll to its last
 
-        metrics_port = free_port()
-        log_path = tmp_path / "collector.log"
-        env = {"TAO_KAFKA_BOOTSTRAP": bootstrap, "TAO_DATA_DIR": str(tmp_path / "data"),
-               "TAO_COLLECTOR_MAX_POLL_RECORDS": "400", "TAO_COLLECTOR_METRICS_PORT": str(metrics_port),
-               "PYTHONUNBUFFERED": "1"}
+            metrics_port = free_port()
+            log_path = tmp_path / "collector.log"
+            env = {"TAO_KAFKA_BOOTSTRAP": bootstrap, "TAO_DATA_DIR": str(tmp_path / "data"),
+                   "TAO_COLLECTOR_MAX_POLL_RECORDS": "400", "TAO_COLLECTOR_METRICS_PORT": str(metrics_port),
+                   "PYTHONUNBUFFERED": "1"}
 
-        def start():
-            n = log_path.read_text().count("collector reading") if log_path.exists() else 0
-            p = spawn([sys.executable, "-m", "feedback.collect"], env=env, log_path=str(log_path))
-            wait_for(lambda: log_path.read_text().count("collector reading") > n or p.poll() is not None,
-                     timeout=60, what="the collector to connect")
-            assert p.poll() is None, log_path.read_text()[-3000:]
-            return p
+            def start():
+                n = log_path.read_text().count("collector reading") if log_path.exists() else 0
+                p = spawn([sys.executable, "-m", "feedback.collect"], env=env, log_path=str(log_path))
+                wait_for(lambda: log_path.read_text().count("collector reading") > n or p.poll() is not None,
+                         timeout=60, what="the collector to connect")
+                assert p.poll() is None, log_path.read_text()[-3000:]
+                return p
 
-        def committed() -> float:
-            """Records covered by the positions committed in DuckDB (all runs so far)."""
-            return sum(v for k, v in metrics(metrics_port).items() if k.startswith("tao_collector_position{"))
+            def committed() -> float:
+                """Records covered by the positions committed in DuckDB (all runs so far)."""
+                return sum(v for k, v in metrics(metrics_port).items() if k.startswith("tao_collector_position{"))
 
-        # Kill at 5 random points of progress, each between two commits or in the middle
-        # of one (a batch of 400 is a transaction of tens of milliseconds).
-        for point in sorted(rng.sample(range(1000, N_EVENTS - 1000), KILLS)):
+            # Kill at 5 random points of progress, each between two commits or in the middle
+            # of one (a batch of 400 is a transaction of tens of milliseconds).
+            for point in sorted(rng.sample(range(1000, N_EVENTS - 1000), KILLS)):
+                proc = start()
+                wait_for(lambda: committed() >= point, timeout=60, what=f"{point} records committed")
+                assert proc.poll() is None
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
             proc = start()
-            wait_for(lambda: committed() >= point, timeout=60, what=f"{point} records committed")
-            assert proc.poll() is None
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        proc = start()
 
-        wait_for(lambda: committed() >= N_EVENTS, timeout=120, what="the last collector to catch up")
-        m = metrics(metrics_port)
-        assert all(v == 0 for k, v in m.items() if k.startswith("tao_collector_lag{"))
-        stop(proc)  # SIGTERM: a clean stop releases the DuckDB file
-        assert proc.returncode == 0, log_path.read_text()[-3000:]
-    finally:
-        if proc is not None:
-            stop(proc)
-        stop(broker)
+            wait_for(lambda: committed() >= N_EVENTS, timeout=120, what="the last collector to catch up")
+            m = metrics(metrics_port)
+            assert all(v == 0 for k, v in m.items() if k.startswith("tao_collector_lag{"))
+            stop(proc)  # SIGTERM: a clean stop releases the DuckDB file
+            assert proc.returncode == 0, log_path.read_text()[-3000:]
+        finally:
+            if proc is not None:
+                stop(proc)
 
     log = log_path.read_text()
     # Each restart resumed from the positions the killed run had committed: the kills

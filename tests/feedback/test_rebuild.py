@@ -12,8 +12,7 @@ import sys
 
 import pytest
 
-from deploy.broker import create_topics, start_tansu
-from deploy.procs import free_port, stop
+from deploy.broker import running_tansu
 from feedback.collector import Collector
 from feedback.store import Store
 from tests.feedback.test_collector import collect_until, poison, produce
@@ -26,14 +25,8 @@ EVENT_TABLES = ("completions", "feedback", "model_events")
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    port = free_port()
-    proc = start_tansu(port, log_path=str(tmp_path_factory.mktemp("tansu") / "tansu.log"))
-    try:
-        bootstrap = f"127.0.0.1:{port}"
-        create_topics(bootstrap)
+    with running_tansu(str(tmp_path_factory.mktemp("tansu") / "tansu.log")) as bootstrap:
         yield bootstrap
-    finally:
-        stop(proc)
 
 
 def dump(path) -> dict[str, list[tuple]]:
