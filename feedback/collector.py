@@ -2,8 +2,10 @@
 
 Reads every partition of tao.completions, tao.feedback and tao.control, validates each
 record with `schemas.events.parse_event`, and writes the rows together with the next
-offset per partition in one DuckDB transaction (`Store.write_batch`). On start it seeks to
-the positions stored in DuckDB, so a crash anywhere loses nothing and duplicates nothing;
+offset per partition in one DuckDB transaction (`Store.write_batch`). On start (and every
+30 s, its stand-in for a rebalance) it seeks to the positions stored in DuckDB, so a crash
+anywhere loses nothing and duplicates nothing; it re-reads the last stored record of each
+partition to check the broker still has the same log (a restarted Tansu does not), and
 events are also deduplicated by `event_id` (the producer's spill replay may resend some).
 Records it cannot parse go to the dead-letter topic with a `reason` header; the position
 moves past them.
@@ -12,6 +14,7 @@ It runs as a thread of the worker process (`Collector(...).start()`), next to th
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -29,9 +32,9 @@ log = logging.getLogger(__name__)
 COLLECTED_TOPICS = (TOPICS["completions"], TOPICS["feedback"], TOPICS["control"])
 
 
-# How often the partition lists are re-read: a partition added to a topic is picked up
-# (and read from its start) within this time. The consumer's metadata is refreshed as often.
-PARTITION_REFRESH_S = 30.0
+# How often the collector reconnects (a few milliseconds): a partition added to a topic is
+# picked up within this time, and a broker that lost its log (see `_verified`) noticed.
+RECHECK_S = 30.0
 
 
 @dataclass
@@ -111,19 +114,24 @@ class Collector:
         topics: tuple[str, ...] = COLLECTED_TOPICS,
         deadletter_topic: str = TOPICS["deadletter"],
         max_poll_records: int = 2000,
+        recheck_s: float = RECHECK_S,
     ):
         self.bootstrap = bootstrap
         self.store = store
         self.topics = tuple(topics)
         self.deadletter_topic = deadletter_topic
         self.max_poll_records = max_poll_records
+        self.recheck_s = recheck_s
         self.counters = CollectorCounters()
         self._consumer = None
-        self._partitions_checked = 0.0
+        self._connected_at = 0.0
         self._producer = None
         self._thread: threading.Thread | None = None
         # Partitions found beyond their end: the next connect reads them from the start.
         self._rewind: set[tuple[str, int]] = set()
+        # Partitions whose last stored record is read again after a connect, to check that
+        # the broker still has the same log: (topic, partition) -> (offset, fingerprint).
+        self._verify: dict[tuple[str, int], tuple[int, str]] = {}
         self._stop = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -178,20 +186,23 @@ class Collector:
     # -- one batch ------------------------------------------------------------------
     def poll_once(self, timeout_ms: int = 500) -> int:
         """Read one batch, store it, dead-letter what does not parse. Returns records read."""
+        if self._consumer is not None and time.monotonic() - self._connected_at > self.recheck_s:
+            # There is no consumer group to rebalance (joining one takes ~23 s on Tansu, and
+            # only DuckDB's positions count anyway): reconnecting is the collector's
+            # rebalance. It also re-reads and checks the last stored record of each partition.
+            self.close()
         if self._consumer is None:
             self._connect()
-        elif time.monotonic() - self._partitions_checked > PARTITION_REFRESH_S:
-            self._check_partitions()
-            if self._consumer is None:
-                self._connect()
         consumer = self._consumer
         batches = consumer.poll(timeout_ms=timeout_ms, max_records=self.max_poll_records)
         good: list[RawEvent] = []
         positions: dict[tuple[str, int], int] = {}
+        fingerprints: dict[tuple[str, int], str] = {}
         deadletters = []
         reasons: list[str] = []
         n = 0
         for tp, records in batches.items():
+            records = self._verified(tp, records)
             for rec in records:
                 n += 1
                 try:
@@ -204,12 +215,13 @@ class Collector:
                     deadletters.append(self._deadletter(rec, e, reasons[-1]))
             if records:
                 positions[(tp.topic, tp.partition)] = records[-1].offset + 1
+                fingerprints[(tp.topic, tp.partition)] = fingerprint(records[-1].value)
         if deadletters:
             # Acknowledged before the position moves past them: a bad record is never lost.
             self._producer.flush(timeout=10)
             for fut in deadletters:
                 fut.get(timeout=0)  # raises if the broker refused it
-        inserted = self.store.write_batch(good, positions) if n else 0
+        inserted = self.store.write_batch(good, positions, fingerprints) if n else 0
         self.counters.add(consumed=n, stored=inserted, duplicates=len(good) - inserted,
                           deadlettered=len(deadletters))
         self.counters.record_batch(inserted, positions,
@@ -217,6 +229,27 @@ class Collector:
                                    reasons)
         self._reset_positions_past_end()
         return n
+
+    def _verified(self, tp, records: list) -> list:
+        """The records of a partition, less the already stored one read back after a connect.
+
+        That record must be the one stored (same fingerprint); if another record sits at
+        its offset, the broker lost its log and numbered new records from 0 again (a
+        restarted Tansu): offsets alone cannot tell, so the partition is re-read from the
+        start (event_id dedup keeps that exact)."""
+        key = (tp.topic, tp.partition)
+        if key not in self._verify or not records:
+            return records
+        offset, expected = self._verify.pop(key)
+        first = records[0]
+        if first.offset != offset:
+            return records  # retention deleted it: nothing to compare with
+        if fingerprint(first.value) == expected:
+            return records[1:]
+        log.warning("%s[%d]@%d is not the record stored from there (the broker lost its log?); "
+                    "re-reading the partition from the beginning", tp.topic, tp.partition, offset)
+        self._rewind.add(key)
+        return []
 
     def caught_up(self) -> bool:
         """True when every partition has been fetched at least once and read to its end."""
@@ -239,7 +272,6 @@ class Collector:
             bootstrap_servers=self.bootstrap, client_id="tao-collector", group_id=None,
             enable_auto_commit=False, auto_offset_reset="earliest", api_version=KAFKA_API_VERSION,
             reconnect_backoff_max_ms=2000, request_timeout_ms=15000,
-            metadata_max_age_ms=int(PARTITION_REFRESH_S * 1000),
             # Large fetches: the collector's rate is bounded by how fast it decodes records.
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
         )
@@ -251,13 +283,25 @@ class Collector:
                     raise RuntimeError(f"topic {topic} does not exist on {self.bootstrap} (tao up creates it)")
                 tps += [TopicPartition(topic, p) for p in sorted(parts)]
             consumer.assign(tps)
-            stored = self.store.positions()
+            stored = self.store.positions_with_fingerprints()
+            self._verify.clear()
             resumed = 0
             resumed_records = 0
             for tp in tps:
-                pos = stored.get((tp.topic, tp.partition))
-                if pos is None or (tp.topic, tp.partition) in self._rewind:
-                    consumer.seek_to_beginning(tp)
+                key = (tp.topic, tp.partition)
+                pos, fp = stored.get(key, (None, None))
+                if pos is None or key in self._rewind:
+                    # Offset 0, not seek_to_beginning(): that asks the broker with
+                    # ListOffsets, and a Tansu restarted under the consumer was seen to
+                    # leave those partitions waiting for an answer forever. Where
+                    # retention deleted the start, the fetch gets OffsetOutOfRange and
+                    # auto_offset_reset="earliest" moves on to the first record left.
+                    consumer.seek(tp, 0)
+                elif fp is not None and pos > 0:
+                    consumer.seek(tp, pos - 1)  # read the last stored record again: _verified
+                    self._verify[key] = (pos - 1, fp)
+                    resumed += 1
+                    resumed_records += pos
                 else:
                     consumer.seek(tp, pos)
                     resumed += 1
@@ -274,24 +318,12 @@ class Collector:
             raise
         self._consumer, self._producer = consumer, producer
         self._rewind.clear()
-        self._partitions_checked = time.monotonic()
-        self.counters.record_batch(0, {(t, p): stored.get((t, p), 0) for t, p in
-                                       ((tp.topic, tp.partition) for tp in tps)}, {}, [])
+        self._connected_at = time.monotonic()
+        self.counters.record_batch(0, {(tp.topic, tp.partition): stored.get((tp.topic, tp.partition), (0,))[0]
+                                       for tp in tps}, {}, [])
         log.info("collector reading %d partitions of %s from %s (%d resumed from DuckDB at %d records, "
                  "%d from the beginning)", len(tps), ", ".join(self.topics), self.bootstrap, resumed,
                  resumed_records, len(tps) - resumed)
-
-    def _check_partitions(self) -> None:
-        """Reconnect when a topic gained partitions: there is no consumer group to rebalance
-        (joining one takes ~23 s on Tansu, and only DuckDB's positions count anyway), so
-        this is the collector's rebalance: reconnecting seeks every partition to DuckDB."""
-        self._partitions_checked = time.monotonic()
-        consumer = self._consumer
-        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-        current = {(t, p) for t in self.topics for p in (consumer.partitions_for_topic(t) or ())}
-        if current - assigned:
-            log.info("new partitions %s: reconnecting", sorted(current - assigned))
-            self.close()
 
     def _reset_positions_past_end(self) -> None:
         """Re-read from the beginning any partition whose end is behind our position.
@@ -304,7 +336,8 @@ class Collector:
         (`end_offsets`) answers base offset of the last batch + 1, too low to compare with.
         The clients are rebuilt rather than seeking in place: a consumer that lived through
         the broker restart (its topics recreated under new ids) was seen to fetch nothing
-        more after seek_to_beginning.
+        more after seek_to_beginning. A restarted log that already reached the old position
+        is caught by `_verified` instead.
         """
         consumer = self._consumer
         for tp in consumer.assignment():
@@ -312,9 +345,13 @@ class Collector:
             if end is None:
                 continue  # no fetch response for it yet
             pos = consumer.position(tp, timeout_ms=1000)
-            if pos is not None and pos > end:
+            # A record still to be re-read for `_verified` must lie below the end: at the end
+            # itself it is gone, whatever came after it.
+            verify = self._verify.get((tp.topic, tp.partition))
+            if (pos is not None and pos > end) or (verify is not None and end <= verify[0]):
                 log.warning("%s[%d]: position %d is beyond the partition's end %d (broker restarted empty?); "
-                            "re-reading it from the beginning", tp.topic, tp.partition, pos, end)
+                            "re-reading it from the beginning", tp.topic, tp.partition,
+                            pos if verify is None else verify[0] + 1, end)
                 self._rewind.add((tp.topic, tp.partition))
         if self._rewind:
             self.close()
@@ -329,6 +366,11 @@ class Collector:
             ("source_offset", str(rec.offset).encode()),
         ]
         return self._producer.send(self.deadletter_topic, key=rec.key, value=rec.value, headers=headers)
+
+
+def fingerprint(value: bytes | None) -> str:
+    """A short hash of a record's value, to recognise it when read again."""
+    return hashlib.blake2b(value or b"", digest_size=8).hexdigest()
 
 
 def _reason(error: Exception) -> str:

@@ -74,15 +74,18 @@ class Store:
             self._con.close()
 
     # -- events ---------------------------------------------------------------------
-    def write_batch(self, events: Sequence[RawEvent], positions: dict[tuple[str, int], int]) -> int:
+    def write_batch(self, events: Sequence[RawEvent], positions: dict[tuple[str, int], int],
+                    fingerprints: dict[tuple[str, int], str] | None = None) -> int:
         """Insert new events and move the stored positions, in one transaction.
 
-        `positions` maps (topic, partition) to the next offset to read (last consumed + 1).
+        `positions` maps (topic, partition) to the next offset to read (last consumed + 1),
+        `fingerprints` to a fingerprint of that last consumed record (see the DDL).
         Events whose event_id is already stored are skipped. Returns the rows inserted.
         """
         tables = {t: pa.Table.from_pydict(cols, schema=_ARROW[t]) for t, cols in _columns_by_table(events).items()
                   if cols["event_id"]}
-        offsets = [(t, p, off, datetime.now(timezone.utc)) for (t, p), off in positions.items()]
+        now = datetime.now(timezone.utc)
+        offsets = [(t, p, off, now, (fingerprints or {}).get((t, p))) for (t, p), off in positions.items()]
         with self._write_lock:
             try:
                 return self._write(tables, offsets, plain=True)
@@ -109,8 +112,10 @@ class Store:
                 inserted += con.execute(sql if plain else sql + " ON CONFLICT DO NOTHING").fetchone()[0]
             if offsets:
                 con.executemany(
-                    "INSERT INTO consumer_offsets VALUES (?, ?, ?, ?) ON CONFLICT (topic, partition) "
-                    "DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at", offsets)
+                    "INSERT INTO consumer_offsets (topic, partition, next_offset, updated_at, last_record) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (topic, partition) DO UPDATE SET "
+                    "next_offset = excluded.next_offset, updated_at = excluded.updated_at, "
+                    "last_record = excluded.last_record", offsets)
             con.commit()
         except BaseException:
             con.rollback()
@@ -127,8 +132,11 @@ class Store:
 
     def positions(self) -> dict[tuple[str, int], int]:
         """Next offset to read per (topic, partition), as stored with the rows."""
-        rows = self.query("SELECT topic, partition, next_offset FROM consumer_offsets")
-        return {(t, p): off for t, p, off in rows}
+        return {key: off for key, (off, _) in self.positions_with_fingerprints().items()}
+
+    def positions_with_fingerprints(self) -> dict[tuple[str, int], tuple[int, str | None]]:
+        rows = self.query("SELECT topic, partition, next_offset, last_record FROM consumer_offsets")
+        return {(t, p): (off, fp) for t, p, off, fp in rows}
 
     # -- snapshots ------------------------------------------------------------------
     def export_snapshot(self, dest_dir: Path) -> Path:

@@ -84,3 +84,8 @@ CREATE TABLE IF NOT EXISTS cycle_pairs (
     rejected       VARCHAR NOT NULL,
     margin         DOUBLE NOT NULL
 );
+
+-- Fingerprint of the record at next_offset - 1: on start the collector reads that record
+-- again and compares, so a broker that lost its log (Tansu restarted: offsets start at 0
+-- again and soon pass the old ones) is noticed and re-read instead of silently skipped.
+ALTER TABLE consumer_offsets ADD COLUMN IF NOT EXISTS last_record VARCHAR;
