@@ -5,12 +5,13 @@ or fail it, so it goes to the producer's queue (which spills to disk if Kafka is
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,10 +22,12 @@ from serving.errors import OpenAIError
 from serving.limits import RequestLimits
 from serving.metrics import GatewayMetrics
 from serving.swap import SwapGate
-from serving.vllm import VLLMClient
+from serving.vllm import VLLMClient, lines
 
 log = logging.getLogger(__name__)
 VERSION_HEADER = "x-tao-model-version"
+# What a request to vLLM fails with when vLLM is away (refused, reset, timed out): a 503.
+UPSTREAM_DOWN = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 class ChatRequest(BaseModel):
@@ -70,17 +73,17 @@ class ChatService:
         version, body["model"] = lease.version, lease.served
         t0 = time.monotonic()
         try:
-            r = await self.vllm.chat(body)
-        except httpx.TransportError as e:
+            status, content = await self.vllm.chat(body)
+        except UPSTREAM_DOWN as e:
             self.metrics.latency.labels("false", "503").observe(time.monotonic() - t0)
             raise OpenAIError(503, f"the model server is unavailable ({type(e).__name__}); retry shortly",
                               "model_unavailable", headers={"Retry-After": "2"}) from e
         finally:
             await self.gate.release(lease)
-        self.metrics.latency.labels("false", str(r.status_code)).observe(time.monotonic() - t0)
-        if r.status_code != 200:
-            return _passthrough_error(r.status_code, r.content)
-        data = r.json()
+        self.metrics.latency.labels("false", str(status)).observe(time.monotonic() - t0)
+        if status != 200:
+            return _passthrough_error(status, content)
+        data = json.loads(content)
         self.metrics.observe_usage(data.get("usage"))
         data["id"], data["model"] = cid, self.model_name
         choices = [Choice(index=c["index"], text=(c.get("message") or {}).get("content") or "",
@@ -96,17 +99,19 @@ class ChatService:
         t0 = time.monotonic()
         try:
             r = await self.vllm.chat_stream(body)
-        except httpx.TransportError as e:
+        except UPSTREAM_DOWN as e:
             await self.gate.release(lease)
             self.metrics.latency.labels("true", "503").observe(time.monotonic() - t0)
             raise OpenAIError(503, f"the model server is unavailable ({type(e).__name__}); retry shortly",
                               "model_unavailable", headers={"Retry-After": "2"}) from e
-        if r.status_code != 200:
-            content = await r.aread()
-            await r.aclose()
-            await self.gate.release(lease)
-            self.metrics.latency.labels("true", str(r.status_code)).observe(time.monotonic() - t0)
-            return _passthrough_error(r.status_code, content)
+        if r.status != 200:
+            try:
+                content = await r.read()
+            finally:
+                r.release()
+                await self.gate.release(lease)
+            self.metrics.latency.labels("true", str(r.status)).observe(time.monotonic() - t0)
+            return _passthrough_error(r.status, content)
 
         async def events():
             texts: dict[int, list[str]] = {}
@@ -114,11 +119,11 @@ class ChatService:
             usage = None
             done = False
             try:
-                async for line in r.aiter_lines():
-                    if not line.startswith("data:"):
+                async for line in lines(r):
+                    if not line.startswith(b"data:"):
                         continue
                     payload = line[5:].strip()
-                    if payload == "[DONE]":
+                    if payload == b"[DONE]":
                         done = True
                         yield "data: [DONE]\n\n"
                         continue
@@ -140,7 +145,10 @@ class ChatService:
                             chunk.pop("usage")
                     yield f"data: {json.dumps(chunk)}\n\n"
             finally:
-                await r.aclose()
+                if done:
+                    r.release()
+                else:  # closing (not pooling) a stream cut short tells vLLM to stop generating it
+                    r.close()
                 await self.gate.release(lease)
                 self.metrics.latency.labels("true", "200" if done else "499").observe(time.monotonic() - t0)
                 self.metrics.observe_usage(usage)

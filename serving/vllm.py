@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import AsyncIterator
 
+import aiohttp
 import httpx
 
 log = logging.getLogger(__name__)
@@ -123,21 +124,43 @@ def _stop_group(proc: subprocess.Popen, timeout: float) -> None:
 
 
 class VLLMClient:
-    """The few vLLM calls the gateway makes."""
+    """The few vLLM calls the gateway makes.
+
+    aiohttp, not httpx: on the request path it costs about a tenth of httpx's CPU per call
+    (0.2 ms against 1.9 ms, measured at 64 concurrent requests), and here every CPU-second
+    the gateway spends is taken from vLLM's decoding on the same cores. No connection limit:
+    vLLM queues requests itself, and a pool smaller than the clients would queue them twice.
+    """
 
     def __init__(self, base_url: str, timeout_s: float):
         self.base_url = base_url
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout_s, connect=5))
+        # Like httpx's: timeout_s between reads (not for a whole stream), 5 s to connect.
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made on first use: a session belongs to the running loop
+            # vLLM closes idle connections after 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE): drop ours
+            # first, so a request never goes out on a connection the server is closing.
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4)
+            self._session = aiohttp.ClientSession(self.base_url, connector=connector, timeout=self.timeout)
+        return self._session
 
     async def close(self) -> None:
-        await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
-    async def chat(self, body: dict) -> httpx.Response:
+    async def chat(self, body: dict) -> tuple[int, bytes]:
+        """(status, body) of a non-streamed chat completion."""
+        async with self.http.post("/v1/chat/completions", json=body) as r:
+            return r.status, await r.read()
+
+    async def chat_stream(self, body: dict) -> aiohttp.ClientResponse:
+        """The open response of a streamed chat completion; the caller reads it with
+        `lines()` and must `release()` it."""
         return await self.http.post("/v1/chat/completions", json=body)
-
-    async def chat_stream(self, body: dict) -> AsyncIterator[httpx.Response]:
-        req = self.http.build_request("POST", "/v1/chat/completions", json=body)
-        return await self.http.send(req, stream=True)
 
     async def reload_weights(self, weights_path: str) -> None:
         """In-place full-weight swap (dev mode). The caller has already drained requests."""
@@ -146,19 +169,37 @@ class VLLMClient:
             ("POST", "/collective_rpc", {"json": {"method": "reload_weights", "kwargs": {"weights_path": weights_path}}}),
             ("POST", "/reset_prefix_cache", {}),
         ):
-            r = await self.http.request(method, path, **kw)
-            if r.status_code >= 400:
-                await self.http.post("/resume")  # never leave vLLM paused
-                raise RuntimeError(f"vLLM {path} failed: HTTP {r.status_code} {r.text[:300]}")
-        r = await self.http.post("/resume")
-        r.raise_for_status()
+            status, text = await self._call(method, path, **kw)
+            if status >= 400:
+                await self._call("POST", "/resume")  # never leave vLLM paused
+                raise RuntimeError(f"vLLM {path} failed: HTTP {status} {text[:300]}")
+        status, text = await self._call("POST", "/resume")
+        if status >= 400:
+            raise RuntimeError(f"vLLM /resume failed: HTTP {status} {text[:300]}")
 
     async def load_lora(self, name: str, path: str) -> None:
-        r = await self.http.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
-        if r.status_code >= 400:
-            raise RuntimeError(f"vLLM could not load adapter {name} from {path}: HTTP {r.status_code} {r.text[:300]}")
+        status, text = await self._call("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+        if status >= 400:
+            raise RuntimeError(f"vLLM could not load adapter {name} from {path}: HTTP {status} {text[:300]}")
 
     async def unload_lora(self, name: str) -> None:
-        r = await self.http.post("/v1/unload_lora_adapter", json={"lora_name": name})
-        if r.status_code >= 400:  # the adapter stays loaded, unused: worth a log line, not a failure
-            log.warning("vLLM could not unload adapter %s: HTTP %s %s", name, r.status_code, r.text[:300])
+        status, text = await self._call("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+        if status >= 400:  # the adapter stays loaded, unused: worth a log line, not a failure
+            log.warning("vLLM could not unload adapter %s: HTTP %s %s", name, status, text[:300])
+
+    async def _call(self, method: str, path: str, **kw) -> tuple[int, str]:
+        async with self.http.request(method, path, **kw) as r:
+            return r.status, await r.text(errors="replace")
+
+
+async def lines(r: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The lines of a streamed response, without their line ends, however long they are
+    (aiohttp's own line reader refuses lines over 128 KiB)."""
+    rest = b""
+    async for data in r.content.iter_any():
+        parts = (rest + data).split(b"\n")
+        rest = parts.pop()
+        for part in parts:
+            yield part.rstrip(b"\r")
+    if rest:
+        yield rest.rstrip(b"\r")

@@ -9,7 +9,9 @@ does a hot swap cost, in each swap mode?
    direct / gateway `--rounds` times so drift on a shared machine hits both alike.
    Fixed-length answers (ignore_eos) so both sides decode the same number of tokens.
    Reported: requests/s ratio (gateway / direct) and the latency the gateway adds at p50
-   and p99.
+   and p99. Whole runs drift by several percent on a shared machine, which at 64 clients is
+   hundreds of ms of p50; so the latency is also measured under the same load: each client
+   alternates direct and gateway request by request ("same load" columns).
 2. Swaps under load, per mode: 16 clients (half streaming) while the model is swapped
    three times; failed requests and the time from publish to live.
 3. The price of lora mode on the base path: vLLM started with --enable-lora (which on CPU
@@ -38,13 +40,19 @@ def say(msg: str) -> None:
     print(f"[serving {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def load(url: str, model: str, concurrency: int, n_requests: int, max_tokens: int, key: str | None) -> dict:
-    headers = {"authorization": f"Bearer {key}"} if key else {}
-    latencies: list[float] = []
+def load(url: str, model: str, concurrency: int, n_requests: int, max_tokens: int, key: str | None,
+         also: tuple[str, str, str | None] | None = None) -> dict:
+    """`also` (url, model, key): every other request goes there instead, under the same load;
+    its latencies are returned as `also_p50`, `also_p99`."""
+    targets = [(url, model, key)] + ([also] if also else [])
+    latencies: list[list[float]] = [[] for _ in targets]
     failed = 0
 
     def one(i: int):
         nonlocal failed
+        side = i % len(targets)
+        url, model, key = targets[side]
+        headers = {"authorization": f"Bearer {key}"} if key else {}
         body = {"model": model, "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
                 "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
         t0 = time.perf_counter()
@@ -52,7 +60,7 @@ def load(url: str, model: str, concurrency: int, n_requests: int, max_tokens: in
         if r.status_code != 200:
             failed += 1
             return
-        latencies.append(time.perf_counter() - t0)
+        latencies[side].append(time.perf_counter() - t0)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(timeout=600, limits=limits) as client:
@@ -60,8 +68,11 @@ def load(url: str, model: str, concurrency: int, n_requests: int, max_tokens: in
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(one, range(n_requests)))
         wall = time.perf_counter() - t0
-    qs = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else latencies * 99
-    return {"requests": n_requests, "failed": failed, "rps": len(latencies) / wall, "p50": qs[49], "p99": qs[98]}
+    result = {"requests": n_requests, "failed": failed, "rps": sum(map(len, latencies)) / wall}
+    for prefix, lat in zip(("", "also_"), latencies):
+        qs = statistics.quantiles(lat, n=100) if len(lat) >= 2 else lat * 99
+        result |= {prefix + "p50": qs[49], prefix + "p99": qs[98]}
+    return result
 
 
 def overhead(gw, concurrencies: list[int], rounds: int, max_tokens: int) -> list[dict]:
@@ -76,12 +87,18 @@ def overhead(gw, concurrencies: list[int], rounds: int, max_tokens: int) -> list
             runs["gateway"].append(load(gw.url, "tao", c, n, max_tokens, gw.key))
         agg = {side: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")}
                | {"failed": sum(r["failed"] for r in rs)} for side, rs in runs.items()}
+        # Same load: half of each client's requests direct, half through the gateway.
+        mixed = load(direct_url, "tao-served", c, 2 * n, max_tokens, None, also=(gw.url, "tao", gw.key))
         row = {"concurrency": c, "requests": n * rounds, **{f"{s}_{k}": v for s, d in agg.items() for k, v in d.items()},
                "throughput_ratio": agg["gateway"]["rps"] / agg["direct"]["rps"],
                "added_p50_ms": 1000 * (agg["gateway"]["p50"] - agg["direct"]["p50"]),
-               "added_p99_ms": 1000 * (agg["gateway"]["p99"] - agg["direct"]["p99"])}
+               "added_p99_ms": 1000 * (agg["gateway"]["p99"] - agg["direct"]["p99"]),
+               "same_load_requests": 2 * n, "same_load_failed": mixed["failed"],
+               "same_load_added_p50_ms": 1000 * (mixed["also_p50"] - mixed["p50"]),
+               "same_load_added_p99_ms": 1000 * (mixed["also_p99"] - mixed["p99"])}
         say(f"{c} clients: ratio {row['throughput_ratio']:.3f}, added p50 {row['added_p50_ms']:.1f} ms, "
-            f"p99 {row['added_p99_ms']:.1f} ms")
+            f"p99 {row['added_p99_ms']:.1f} ms; same load: added p50 {row['same_load_added_p50_ms']:.1f} ms, "
+            f"p99 {row['same_load_added_p99_ms']:.1f} ms")
         rows.append(row)
     return rows
 
@@ -127,12 +144,15 @@ def write_results(result: dict, command: str, out: Path) -> None:
              "greedy; direct vLLM and the gateway alternate in each round; medians over rounds.", "",
              "## Gateway overhead (weights mode)", "",
              "| clients | requests | direct req/s | gateway req/s | ratio | direct p50 ms | added p50 ms | "
-             "direct p99 ms | added p99 ms | failed |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "direct p99 ms | added p99 ms | same load: added p50 ms | same load: added p99 ms | failed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["overhead"]:
         lines.append(f"| {r['concurrency']} | {r['requests']} | {r['direct_rps']:.2f} | {r['gateway_rps']:.2f} | "
                      f"{r['throughput_ratio']:.3f} | {1000 * r['direct_p50']:.0f} | {r['added_p50_ms']:.1f} | "
                      f"{1000 * r['direct_p99']:.0f} | {r['added_p99_ms']:.1f} | "
-                     f"{r['direct_failed'] + r['gateway_failed']} |")
+                     f"{r.get('same_load_added_p50_ms', float('nan')):.1f} | "
+                     f"{r.get('same_load_added_p99_ms', float('nan')):.1f} | "
+                     f"{r['direct_failed'] + r['gateway_failed'] + r.get('same_load_failed', 0)} |")
     lines += ["", "## Swaps under load (16 clients, half streaming, 3 swaps)", "",
               "| mode | requests | failed | publish-to-live s (each swap) |", "|---|---|---|---|"]
     for mode, s in result["swaps"].items():
