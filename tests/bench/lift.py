@@ -276,9 +276,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.reuse_ensemble:
         # A long benchmark in parts: the ensemble's record (and base measurement) from an
         # earlier run's JSON, then only the ablations. Same seed and suite, or it means nothing.
-        runs = [r for r in json.loads(args.reuse_ensemble.read_text()) if r["name"] == "ensemble"][:1]
+        # Ablations measured earlier and not run again now are carried over too.
+        earlier = json.loads(args.reuse_ensemble.read_text())
+        runs = [r for r in earlier if r["name"] == "ensemble"][:1]
         if not runs:
             p.error(f"no ensemble run in {args.reuse_ensemble}")
+        runs += [r for r in earlier if r["name"] not in names and r["name"] != "ensemble"]
     else:
         runs = [run_config("ensemble", {}, slices, evals, args)]
     write_results(runs, command, args.out)
