@@ -44,10 +44,10 @@ def start_tansu(port: int, log_path: str | None = None, host: str = "127.0.0.1")
 
 
 def create_topics(bootstrap: str, topics: dict[str, int] | None = None, timeout: float = 30,
-                  retention_ms: int | None = None) -> None:
+                  retention_days: float | None = None) -> None:
     """Create the tao topics if missing. Retries while the broker finishes starting.
 
-    `retention_ms` (TAO_EVENT_RETENTION_DAYS) is how long Kafka keeps the raw events, and so
+    `retention_days` (TAO_EVENT_RETENTION_DAYS) is how long Kafka keeps the raw events, and so
     how far back `tao collect --rebuild` can go; None leaves the broker's default. Topics
     that exist keep their settings (change them with Kafka's own tools). Tansu, memory
     only, accepts the setting and keeps everything until it stops.
@@ -67,7 +67,7 @@ def create_topics(bootstrap: str, topics: dict[str, int] | None = None, timeout:
             time.sleep(0.5)
     try:
         existing = set(admin.list_topics())
-        configs = {"retention.ms": str(retention_ms)} if retention_ms else {}
+        configs = {"retention.ms": str(int(retention_days * 86_400_000))} if retention_days else {}
         new = [NewTopic(t, num_partitions=n, replication_factor=1, topic_configs=configs)
                for t, n in topics.items() if t not in existing]
         if new:

@@ -57,7 +57,7 @@ class Stack:
             self.procs["broker"] = start_tansu(port, log_path=str(self.logs / "broker.log"))
             self.bootstrap = f"127.0.0.1:{port}"
             console.print(f"broker   Tansu on {self.bootstrap} (memory storage)")
-        create_topics(self.bootstrap, retention_ms=int(s.event_retention_days * 86_400_000))
+        create_topics(self.bootstrap, retention_days=s.event_retention_days)
         common = {"TAO_KAFKA_BOOTSTRAP": self.bootstrap, "TAO_DATA_DIR": str(s.data_dir.resolve()),
                   "TAO_BASE_MODEL": str(s.base_model), "PYTHONUNBUFFERED": "1"}
         self.procs["gateway"] = spawn([sys.executable, "-m", "serving.main"], log_path=str(self.logs / "gateway.log"),

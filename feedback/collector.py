@@ -60,28 +60,38 @@ class CollectorCounters:
     recent: deque = field(default_factory=lambda: deque(maxlen=256), repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, **deltas: int) -> None:
-        with self.lock:
-            for name, n in deltas.items():
-                setattr(self, name, getattr(self, name) + n)
-
     def as_dict(self) -> dict[str, int]:
         with self.lock:
             return {k: getattr(self, k) for k in ("consumed", "stored", "duplicates", "deadlettered")}
 
-    def record_batch(self, stored: int, positions: dict[tuple[str, int], int],
-                     ends: dict[tuple[str, int], int | None], reasons: list[str]) -> None:
+    def record_batch(self, consumed: int, stored: int, duplicates: int, reasons: list[str],
+                     positions: dict[tuple[str, int], int], ends: dict[tuple[str, int], int | None]) -> None:
+        """One poll: its counts, the dead-letter reasons, the positions committed with it
+        (empty when nothing was read, so no transaction ran) and each partition's end."""
         now = time.monotonic()
         with self.lock:
-            self.last_commit = time.time()
-            self.recent.append((now, stored))
+            self.consumed += consumed
+            self.stored += stored
+            self.duplicates += duplicates
+            self.deadlettered += len(reasons)
             for r in reasons:
                 self.deadlettered_by_reason[r] = self.deadlettered_by_reason.get(r, 0) + 1
-            for key, pos in positions.items():
-                self.partitions.setdefault(key, PartitionState(pos)).position = pos
+            if consumed:
+                self.last_commit = time.time()
+                self.recent.append((now, stored))
+            self._set_positions(positions)
             for key, end in ends.items():
                 if end is not None and key in self.partitions:
                     self.partitions[key].end = end
+
+    def resumed_at(self, positions: dict[tuple[str, int], int]) -> None:
+        """The positions read from DuckDB when the collector (re)connects."""
+        with self.lock:
+            self._set_positions(positions)
+
+    def _set_positions(self, positions: dict[tuple[str, int], int]) -> None:
+        for key, pos in positions.items():
+            self.partitions.setdefault(key, PartitionState(pos)).position = pos
 
     def rows_per_second(self, window_s: float = 10.0) -> float:
         """Rows stored per second over the last `window_s` seconds."""
@@ -222,12 +232,10 @@ class Collector:
             for fut in deadletters:
                 fut.get(timeout=0)  # raises if the broker refused it
         inserted = self.store.write_batch(good, positions, fingerprints) if n else 0
-        self.counters.add(consumed=n, stored=inserted, duplicates=len(good) - inserted,
-                          deadlettered=len(deadletters))
-        self.counters.record_batch(inserted, positions,
-                                   {(tp.topic, tp.partition): consumer.highwater(tp) for tp in consumer.assignment()},
-                                   reasons)
-        self._reset_positions_past_end()
+        ends = {tp: consumer.highwater(tp) for tp in consumer.assignment()}
+        self.counters.record_batch(n, inserted, len(good) - inserted, reasons, positions,
+                                   {(tp.topic, tp.partition): end for tp, end in ends.items()})
+        self._reset_positions_past_end(ends)
         return n
 
     def _verified(self, tp, records: list) -> list:
@@ -297,13 +305,10 @@ class Collector:
                     # retention deleted the start, the fetch gets OffsetOutOfRange and
                     # auto_offset_reset="earliest" moves on to the first record left.
                     consumer.seek(tp, 0)
-                elif fp is not None and pos > 0:
-                    consumer.seek(tp, pos - 1)  # read the last stored record again: _verified
-                    self._verify[key] = (pos - 1, fp)
-                    resumed += 1
-                    resumed_records += pos
                 else:
-                    consumer.seek(tp, pos)
+                    if fp is not None and pos > 0:  # read the last stored record again: _verified
+                        self._verify[key] = (pos - 1, fp)
+                    consumer.seek(tp, pos - 1 if key in self._verify else pos)
                     resumed += 1
                     resumed_records += pos
             # A stored position beyond the partition's end (Tansu restarted empty) is
@@ -319,13 +324,13 @@ class Collector:
         self._consumer, self._producer = consumer, producer
         self._rewind.clear()
         self._connected_at = time.monotonic()
-        self.counters.record_batch(0, {(tp.topic, tp.partition): stored.get((tp.topic, tp.partition), (0,))[0]
-                                       for tp in tps}, {}, [])
+        self.counters.resumed_at({(tp.topic, tp.partition): stored.get((tp.topic, tp.partition), (0,))[0]
+                                  for tp in tps})
         log.info("collector reading %d partitions of %s from %s (%d resumed from DuckDB at %d records, "
                  "%d from the beginning)", len(tps), ", ".join(self.topics), self.bootstrap, resumed,
                  resumed_records, len(tps) - resumed)
 
-    def _reset_positions_past_end(self) -> None:
+    def _reset_positions_past_end(self, ends: dict) -> None:
         """Re-read from the beginning any partition whose end is behind our position.
 
         Tansu keeps data in memory, so a restarted broker starts every partition at 0 again
@@ -340,8 +345,7 @@ class Collector:
         is caught by `_verified` instead.
         """
         consumer = self._consumer
-        for tp in consumer.assignment():
-            end = consumer.highwater(tp)
+        for tp, end in ends.items():
             if end is None:
                 continue  # no fetch response for it yet
             pos = consumer.position(tp, timeout_ms=1000)

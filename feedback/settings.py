@@ -30,7 +30,3 @@ class CollectorSettings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "tao.duckdb"
-
-    @property
-    def retention_ms(self) -> int:
-        return int(self.event_retention_days * 86_400_000)
