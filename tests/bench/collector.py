@@ -131,6 +131,50 @@ def collector_consume(bootstrap: str, n: int, db: Path, max_poll_records: int) -
         store.close()
 
 
+def step_costs(bootstrap: str, n: int, db: Path, max_poll_records: int) -> dict[str, float]:
+    """Microseconds per event of each step of the collector, from timers put around them
+    for one more collector run (so slightly slower than the timed rounds)."""
+    from contextlib import ExitStack
+    from unittest import mock
+
+    import feedback.collector as collector_mod
+    import feedback.store as store_mod
+
+    spent: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+        return wrapper
+
+    steps = {"validate (pydantic parse_event)": (collector_mod, "parse_event"),
+             "columns for Arrow": (store_mod, "_columns_by_table"),
+             "DuckDB transaction": (store_mod.Store, "_write")}
+    with ExitStack() as patches:
+        for name, (owner, attr) in steps.items():
+            patches.enter_context(mock.patch.object(owner, attr, timed(name, getattr(owner, attr))))
+        store = store_mod.Store(db)
+        try:
+            c = collector_mod.Collector(bootstrap, store, max_poll_records=max_poll_records)
+            c.poll_once(0)
+            c._consumer.poll = timed("Kafka fetch and decode (poll)", c._consumer.poll)
+            t0 = time.perf_counter()
+            while c.counters.as_dict()["consumed"] < n:
+                c.poll_once(500)
+            total = time.perf_counter() - t0
+            c.close()
+        finally:
+            store.close()
+    costs = {name: spent.get(name, 0.0) / n * 1e6 for name in ("Kafka fetch and decode (poll)", *steps)}
+    costs["the rest (loop, dead letters, counters)"] = (total - sum(spent.values())) / n * 1e6
+    costs["total"] = total / n * 1e6
+    return costs
+
+
 def steady_emit(bootstrap: str, rate: float, seconds: float, spill_dir: str) -> None:
     """Child process: emit `rate` completions per second through the gateway's EventProducer."""
     from feedback.producer import EventProducer
@@ -254,6 +298,13 @@ def report(result: dict, argv: list[str]) -> str:
         f"{result['events']} events (70% completions of ~1 KB, 30% feedback), "
         f"TAO_COLLECTOR_MAX_POLL_RECORDS={result['max_poll_records']}.",
         "",
+        "Where a collector's time goes (one more run with timers around each step; the raw "
+        f"consumer takes {1e6 / t['raw_eps']:.1f} us an event):",
+        "",
+        "| step | us / event |",
+        "|---|---|",
+        *[f"| {name} | {us:.1f} |" for name, us in result["step_costs_us"].items()],
+        "",
         f"## Freshness at a steady {f['rate']:.0f} events/s for {f['seconds']:.0f} s",
         "",
         "| events seen | p50 | p99 | max | mean |",
@@ -309,6 +360,7 @@ def main(argv: list[str] | None = None) -> dict:
             say(f"round {r + 1}: raw {args.events / raw_s:,.0f}/s, collector {args.events / col_s:,.0f}/s, "
                 f"ratio {raw_s / col_s:.2f}")
             db.unlink()
+        result["step_costs_us"] = step_costs(bootstrap, args.events, Path(tmp) / "steps.duckdb", mpr)
         result["throughput"] = {
             "rounds": rounds, "raw_eps": statistics.median(x["raw_eps"] for x in rounds),
             "collector_eps": statistics.median(x["collector_eps"] for x in rounds),
