@@ -44,7 +44,7 @@ def explore_all(prompts: list[Prompt], settings: WorkerSettings,
 
     def run(jobs, label):
         got = run_jobs(jobs, settings.explore_url, model, settings.samples_per_strategy, settings.explore_max_tokens,
-                       settings.explore_concurrency,
+                       settings.explore_concurrency, seed=settings.seed,
                        progress=lambda d, n: (d % max(1, n // 5) == 0 or d == n) and say(f"explore {label}: {d}/{n}"))
         for pid, cands in got.items():
             pool[pid].extend(cands)
@@ -194,14 +194,15 @@ def run_cycle(settings: WorkerSettings, job: dict, cycle_dir: Path) -> dict:
     if len(pairs) < settings.min_pairs:
         return {**result, "reason": f"only {len(pairs)} pairs (TAO_MIN_PAIRS={settings.min_pairs}): nothing to train"}
 
-    # 4. Optimize: DPO (default) with a LoRA, merged into a servable directory.
+    # 4. Optimize: DPO plus NLL on the chosen answer (default) with a LoRA, merged into a servable directory.
     from trainer.optimize import train  # torch/trl load only when there is something to train
 
     t = time.monotonic()
     version_dir = settings.data_dir / "models" / job["version"]
     version_dir.mkdir(parents=True, exist_ok=True)
     weights = version_dir / "weights"
-    options = {"epochs": settings.epochs, "lr": settings.learning_rate, "lora_r": settings.lora_r, "log": say}
+    options = {"epochs": settings.epochs, "lr": settings.learning_rate, "lora_r": settings.lora_r,
+               "seed": settings.seed, "log": say}
     if settings.optimizer in ("dpo", "dpo_nll"):
         options["beta"] = settings.beta
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -119,8 +120,12 @@ def round_one_jobs(prompts: list[Prompt], strategies: list[str]) -> list[tuple[P
 
 
 def run_jobs(jobs: list[tuple[Prompt, str, list[dict], dict]], vllm_url: str, model: str, n: int, max_tokens: int,
-             concurrency: int, progress: Callable[[int, int], None] | None = None) -> dict[str, list[Candidate]]:
-    """Send every request; candidates per prompt_id (failed requests are logged and skipped)."""
+             concurrency: int, progress: Callable[[int, int], None] | None = None,
+             seed: int | None = None) -> dict[str, list[Candidate]]:
+    """Send every request; candidates per prompt_id (failed requests are logged and skipped).
+    With `seed`, each request carries a sampling seed derived from it and the request itself, so
+    the same model on the same prompts explores the same candidates (vLLM gives the n samples
+    seed, seed+1, ...)."""
     out: dict[str, list[Candidate]] = {}
     done = 0
     with httpx.Client(base_url=vllm_url, timeout=300) as client:
@@ -130,6 +135,8 @@ def run_jobs(jobs: list[tuple[Prompt, str, list[dict], dict]], vllm_url: str, mo
             # Step-by-step needs room to think before it answers.
             budget = max_tokens * 2 if name == "stepwise" else max_tokens
             body = {"model": model, "messages": messages, "n": n, "max_tokens": budget, **params}
+            if seed is not None:
+                body["seed"] = request_seed(seed, name, messages)
             r = client.post("/v1/chat/completions", json=body)
             r.raise_for_status()
             return [Candidate(final_answer(name, c["message"]["content"] or ""), name) for c in r.json()["choices"]]
@@ -144,6 +151,12 @@ def run_jobs(jobs: list[tuple[Prompt, str, list[dict], dict]], vllm_url: str, mo
                 if progress:
                     progress(done, len(jobs))
     return out
+
+
+def request_seed(seed: int, strategy: str, messages: list[dict]) -> int:
+    """A stable 31-bit seed for one exploration request: crc32, not hash() (salted per process)."""
+    text = json.dumps([seed, strategy, messages], sort_keys=True)
+    return zlib.crc32(text.encode()) & 0x7FFF_FFFF
 
 
 def served_model_name(vllm_url: str) -> str:

@@ -1,8 +1,9 @@
 """TAO optimize stage: fine-tune a LoRA with TRL, merge it and write a servable model.
 
 `train(method, base_model, pairs, out_dir)` picks the objective:
-- "dpo" (default in the cycle): DPOTrainer on best-vs-worst pairs on the bare prompt;
-- "dpo_nll": the same plus an NLL term on the chosen answer (RPO; TRL's loss_type "sft");
+- "dpo": DPOTrainer on best-vs-worst pairs on the bare prompt;
+- "dpo_nll" (default in the cycle): the same plus an NLL term on the chosen answer (RPO; TRL's
+  loss_type "sft"), which keeps the chosen answer likely instead of only pushing the pair apart;
 - "sft": SFTTrainer on prompt + best answer (rejection sampling), loss on the answer only;
 - "grpo": GRPOTrainer on the pairs' prompts, sampling online and scored by `reward_fn`.
 Every method trains the same LoRA, merges it into the base weights and writes a bf16
@@ -72,6 +73,7 @@ def train_dpo(
     batch_size: int = 4,
     max_length: int = 512,
     nll_weight: float = 0.0,
+    seed: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """DPO on `pairs`; `nll_weight` > 0 adds that much NLL on the chosen answer (RPO)."""
@@ -81,7 +83,7 @@ def train_dpo(
     if not pairs:
         raise ValueError("train_dpo needs at least one preference pair")
     _check_new(out_dir)
-    tokenizer, model = _load(base_model)
+    tokenizer, model = _load(base_model, seed)
     # TRL treats a pair as conversational only when chosen/rejected are message lists too:
     # it renders prompt + chosen through the chat template, so the model learns the answer
     # exactly where it will produce it at serving time.
@@ -100,7 +102,7 @@ def train_dpo(
     with tempfile.TemporaryDirectory(prefix=f"tao-{name}-") as scratch:
         trainer = DPOTrainer(
             model=model,
-            args=DPOConfig(**_args(scratch, epochs, batch_size, lr, steps), beta=beta, max_length=max_length, **losses),
+            args=DPOConfig(**_args(scratch, epochs, batch_size, lr, steps, seed), beta=beta, max_length=max_length, **losses),
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             peft_config=_lora(lora_r),
@@ -128,6 +130,7 @@ def train_sft(
     lora_r: int = 16,
     batch_size: int = 4,
     max_length: int = 512,
+    seed: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """SFT on each pair's prompt + chosen answer (rejection sampling); "rejected" is unused."""
@@ -137,7 +140,7 @@ def train_sft(
     if not pairs:
         raise ValueError("train_sft needs at least one example")
     _check_new(out_dir)
-    tokenizer, model = _load(base_model)
+    tokenizer, model = _load(base_model, seed)
     # Conversational prompt-completion rows: TRL renders them through the chat template and,
     # by default for this shape, computes the loss on the completion tokens only.
     rows = [{"prompt": p["prompt"], "completion": [{"role": "assistant", "content": p["chosen"]}]} for p in pairs]
@@ -145,7 +148,7 @@ def train_sft(
     with tempfile.TemporaryDirectory(prefix="tao-sft-") as scratch:
         trainer = SFTTrainer(
             model=model,
-            args=SFTConfig(**_args(scratch, epochs, batch_size, lr, steps), max_length=max_length),
+            args=SFTConfig(**_args(scratch, epochs, batch_size, lr, steps, seed), max_length=max_length),
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             peft_config=_lora(lora_r),
@@ -171,6 +174,7 @@ def train_grpo(
     generations: int = 4,
     max_completion_length: int = 64,
     temperature: float = 1.0,
+    seed: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """GRPO: sample `generations` answers per prompt with the policy, score each group with
@@ -182,7 +186,7 @@ def train_grpo(
     if not prompts:
         raise ValueError("train_grpo needs at least one prompt")
     _check_new(out_dir)
-    tokenizer, model = _load(base_model)
+    tokenizer, model = _load(base_model, seed)
 
     def reward(prompts, completions, **kwargs):
         # TRL passes every (prompt, completion) flat, each prompt repeated per generation;
@@ -201,7 +205,7 @@ def train_grpo(
     steps = epochs * len(prompts)
     with tempfile.TemporaryDirectory(prefix="tao-grpo-") as scratch:
         config = GRPOConfig(
-            **_args(scratch, epochs, generations, lr, steps),
+            **_args(scratch, epochs, generations, lr, steps, seed),
             num_generations=generations,
             max_completion_length=max_completion_length,
             temperature=temperature,
@@ -228,9 +232,14 @@ def _check_new(out_dir: Path) -> None:
         raise FileExistsError(f"{out_dir} exists; a model version directory is written once")
 
 
-def _load(base_model: Path):
+def _load(base_model: Path, seed: int | None = None):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+    if seed is not None:
+        # Before the model and the LoRA exist: TRL wraps the model in its LoRA before the
+        # Trainer seeds anything, so without this the LoRA's initial weights differ every run.
+        set_seed(seed)
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     return tokenizer, AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
@@ -242,9 +251,10 @@ def _lora(r: int):
     return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def _args(scratch: str, epochs: int, batch_size: int, lr: float, steps: int) -> dict:
+def _args(scratch: str, epochs: int, batch_size: int, lr: float, steps: int, seed: int | None = None) -> dict:
     """TrainingArguments shared by the TRL configs."""
     return dict(
+        **({"seed": seed, "data_seed": seed} if seed is not None else {}),
         output_dir=scratch,
         num_train_epochs=epochs,
         per_device_train_batch_size=batch_size,

@@ -24,6 +24,7 @@ import shlex
 import sys
 import tempfile
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,7 +51,8 @@ ABLATIONS: dict[str, dict[str, str]] = {
                          "TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "1"},
     "no_scaffolds": {"TAO_EXPLORE_STRATEGIES": "plain,plain_hot"},
     "sft": {"TAO_OPTIMIZER": "sft"},
-    "dpo_nll": {"TAO_OPTIMIZER": "dpo_nll"},
+    "dpo": {"TAO_OPTIMIZER": "dpo"},  # plain DPO: the default optimizer (dpo_nll) without its NLL term
+    "dpo_nll": {"TAO_OPTIMIZER": "dpo_nll"},  # the default, set explicitly: a repeat of the ensemble
 }
 
 
@@ -90,8 +92,9 @@ def send_traffic(stack: Stack, cases: list[dict], feedback_rate: float, noise: f
     def one(item):
         case, give_feedback, flip = item
         req = strip_gold(case)  # the only view of a case the service ever gets
+        # Seeded like a client that asks for reproducible samples: runs then get the same answers.
         r = client.chat.completions.create(model="tao", messages=req["messages"], max_tokens=160, temperature=0.7,
-                                           metadata={"task": req["task"]})
+                                           metadata={"task": req["task"]}, seed=stable_seed(seed, req["messages"]))
         answer = r.choices[0].message.content or ""
         if give_feedback:
             good = score_case(case, answer) >= 0.75
@@ -102,6 +105,10 @@ def send_traffic(stack: Stack, cases: list[dict], feedback_rate: float, noise: f
     with ThreadPoolExecutor(8) as pool:
         given = sum(pool.map(one, plan))
     return {"prompts": len(cases), "feedback": given}
+
+
+def stable_seed(seed: int, messages: list[dict]) -> int:
+    return zlib.crc32(json.dumps([seed, messages], sort_keys=True).encode()) & 0x7FFF_FFFF
 
 
 # -- measuring the served model -----------------------------------------------------------

@@ -1,6 +1,7 @@
 import pytest
 
-from trainer.explore import fewshot_jobs, final_answer, pick_exemplars, round_one_jobs, scaffold, stepwise
+from trainer.explore import (fewshot_jobs, final_answer, pick_exemplars, request_seed, round_one_jobs, scaffold,
+                             stepwise)
 from trainer.rewards import Prompt
 
 EXTRACT = "Extract the fields name, city from the text below. Reply with only a JSON object.\nText: Ann lives in Oslo."
@@ -45,3 +46,11 @@ def test_round_one_strategies_are_checked():
                                                       ("b", "scaffold")]
     with pytest.raises(ValueError, match="unknown exploration strategies"):
         round_one_jobs([p("a")], ["telepathy"])
+
+
+def test_request_seeds_are_stable_and_differ_by_request():
+    msgs = p("a").messages
+    assert request_seed(0, "plain", msgs) == request_seed(0, "plain", [dict(m) for m in msgs])
+    seeds = {request_seed(0, "plain", msgs), request_seed(1, "plain", msgs), request_seed(0, "scaffold", msgs),
+             request_seed(0, "plain", p("b", "What is 2+2?").messages)}
+    assert len(seeds) == 4 and all(0 <= s < 2**31 for s in seeds)

@@ -150,3 +150,15 @@ def test_unknown_method_and_grpo_without_reward_are_refused(tmp_path):
         train("ppo", BASE_MODEL, _pairs(), tmp_path / "v1")
     with pytest.raises(ValueError, match="reward_fn"):
         train("grpo", BASE_MODEL, _pairs(), tmp_path / "v1")
+
+
+def test_a_seed_makes_training_repeatable(tmp_path):
+    from safetensors.torch import load_file
+
+    def weights(name, seed):
+        train_dpo(BASE_MODEL, _pairs(), tmp_path / name / "w", batch_size=3, max_length=256, seed=seed, log=print)
+        return load_file(tmp_path / name / "w" / "model.safetensors")
+
+    a, b, c = weights("a", 7), weights("b", 7), weights("c", 8)
+    assert all((a[k] == b[k]).all() for k in a)
+    assert any(not (a[k] == c[k]).all() for k in a)
