@@ -23,7 +23,7 @@ from trainer.explore import fewshot_jobs, pick_exemplars, round_one_jobs, run_jo
 from trainer.gate import run_gate
 from trainer.pairs import ScoredCandidate, build_pairs
 from trainer.registry import publish_promoted, write_metadata
-from trainer.judge import DEFAULT_RUBRIC, make_relative_judge
+from trainer.judge import make_relative_judge
 from trainer.rewards import (
     Candidate, Prompt, agreement, constraint_verifier, ensemble, json_verifier, sql_verifier, user_feedback,
 )
@@ -86,8 +86,9 @@ def reward_sources(settings: WorkerSettings, reward_model=None) -> dict[str, tup
     if settings.judge_url:
         model = settings.judge_model or served_model_name(settings.judge_url.rstrip("/").removesuffix("/v1"))
         sources["judge"] = (settings.weight_judge, make_relative_judge(
-            settings.judge_url, model, DEFAULT_RUBRIC, api_key=settings.judge_api_key,
-            timeout_s=settings.judge_timeout_s))
+            settings.judge_url, model, settings.judge_rubric, api_key=settings.judge_api_key,
+            timeout_s=settings.judge_timeout_s, structured=settings.judge_structured_output,
+            group_chars=settings.judge_max_chars))
     if reward_model is not None:
         sources["reward_model"] = (settings.weight_reward_model, reward_model)
     return sources

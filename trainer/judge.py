@@ -10,6 +10,12 @@ judge compares better than it grades, and a group costs one request. Any server 
 The judge is a reward source like any other: it never raises. A failed call (HTTP error,
 timeout, a reply that is not {"scores": [n numbers]}) gives None for every candidate, and
 says why in a warning; one unusable score gives None for that candidate only.
+
+By default the request carries a JSON schema (`response_format` json_schema: exactly n scores
+from 0 to 10), so an endpoint with structured output (vLLM, OpenAI) can only reply in shape:
+without it SmolLM2-135M as its own judge gave 0 usable replies in 59 groups (lift benchmark).
+An endpoint that refuses response_format with a 400 is asked again without it, once, and
+from then on never with it.
 """
 from __future__ import annotations
 
@@ -41,20 +47,31 @@ _SYSTEM = "You are a strict, impartial judge of answers written by AI assistants
 
 
 def make_relative_judge(base_url: str, model: str, rubric: str, *, api_key: str | None = None,
-                        timeout_s: float = 60, max_tokens: int = 256) -> RewardSource:
+                        timeout_s: float = 60, max_tokens: int = 256, structured: bool = True,
+                        group_chars: int = GROUP_BUDGET_CHARS) -> RewardSource:
     """A reward source that asks `model` at `base_url` (with or without a trailing /v1) to score
-    all candidates of a prompt in one request, 0-10 each per `rubric`, mapped to [0, 1]."""
+    all candidates of a prompt in one request, 0-10 each per `rubric`, mapped to [0, 1].
+    `structured`: send the reply's JSON schema; `group_chars`: characters all candidates of a
+    group share in the request (fit it to the judge's context)."""
     url = base_url.rstrip("/").removesuffix("/v1") + "/v1/chat/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    use_schema = structured
 
     def judge(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:
+        nonlocal use_schema
         n = len(candidates)
         if n == 0:
             return []
-        body = {"model": model, "messages": judge_messages(prompt, candidates, rubric),
+        body = {"model": model, "messages": judge_messages(prompt, candidates, rubric, group_chars),
                 "temperature": 0, "max_tokens": max_tokens}
         try:
-            resp = httpx.post(url, json=body, headers=headers, timeout=timeout_s)
+            resp = httpx.post(url, json=body | ({"response_format": scores_format(n)} if use_schema else {}),
+                              headers=headers, timeout=timeout_s)
+            if use_schema and resp.status_code == 400 and "response_format" in resp.text:
+                log.warning("judge %s refuses response_format (%s); asking without a schema from now on",
+                            url, resp.text[:200])
+                use_schema = False
+                resp = httpx.post(url, json=body, headers=headers, timeout=timeout_s)
             resp.raise_for_status()
             content = resp.json()["choices"][0]["message"]["content"]
         except httpx.TimeoutException:
@@ -75,10 +92,18 @@ def make_relative_judge(base_url: str, model: str, rubric: str, *, api_key: str 
     return judge
 
 
-def judge_messages(prompt: Prompt, candidates: list[Candidate], rubric: str) -> list[dict]:
+def scores_format(n: int) -> dict:
+    """OpenAI `response_format` for {"scores": [n numbers from 0 to 10]}."""
+    scores = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 10}, "minItems": n, "maxItems": n}
+    return {"type": "json_schema", "json_schema": {"name": "scores", "strict": True, "schema": {
+        "type": "object", "properties": {"scores": scores}, "required": ["scores"], "additionalProperties": False}}}
+
+
+def judge_messages(prompt: Prompt, candidates: list[Candidate], rubric: str,
+                   group_chars: int = GROUP_BUDGET_CHARS) -> list[dict]:
     """The chat messages asking for {"scores": [...]} over candidates labelled [1]..[n]."""
     n = len(candidates)
-    per = max(MIN_CANDIDATE_CHARS, min(MAX_CANDIDATE_CHARS, GROUP_BUDGET_CHARS // n))
+    per = max(MIN_CANDIDATE_CHARS, min(MAX_CANDIDATE_CHARS, group_chars // n))
     answers = "\n\n".join(f"[{i}]\n{_truncate(c.text, per)}" for i, c in enumerate(candidates, 1))
     user = (
         f"Rubric:\n{rubric}\n\n"

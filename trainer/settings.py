@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from feedback.settings import CollectorSettings
+from trainer.judge import DEFAULT_RUBRIC
 
 
 class WorkerSettings(CollectorSettings):
@@ -58,6 +59,11 @@ class WorkerSettings(CollectorSettings):
     judge_model: str | None = Field(None, description="judge model name (unset: the endpoint's first model)")
     judge_api_key: str | None = None
     judge_timeout_s: float = Field(60, gt=0)
+    judge_rubric: str = Field(DEFAULT_RUBRIC, min_length=1, description="what the judge scores answers on (0-10)")
+    judge_structured_output: bool = Field(True, description="send the judge the reply's JSON schema "
+                                          "(response_format); refused with a 400, it is dropped by itself")
+    judge_max_chars: int = Field(24_000, ge=1000, description="characters a group's candidates share in one judge "
+                                 "request: fit it to the judge's context (about 4 characters a token)")
     # Pairs
     min_margin: float = Field(0.3, ge=0, le=1, description="best-worst reward gap needed for a DPO pair")
     min_best: float = Field(0.5, ge=0, le=1, description="the chosen answer must score at least this")
@@ -114,10 +120,13 @@ class WorkerSettings(CollectorSettings):
 
     @model_validator(mode="after")
     def _check(self) -> "WorkerSettings":
+        # The reward model counts: alone it is a legitimate (if often idle) configuration; a
+        # cycle where it is not usable yet skips and says so.
         weights = [self.weight_verifier, self.weight_constraints, self.weight_agreement, self.weight_feedback,
-                   self.weight_judge if self.judge_url else 0]
+                   self.weight_judge if self.judge_url else 0, self.weight_reward_model]
         if not any(weights):
             raise ValueError("at least one reward weight (TAO_WEIGHT_VERIFIER, TAO_WEIGHT_CONSTRAINTS, "
-                             "TAO_WEIGHT_AGREEMENT, TAO_WEIGHT_FEEDBACK, TAO_WEIGHT_JUDGE) must be > 0")
+                             "TAO_WEIGHT_AGREEMENT, TAO_WEIGHT_FEEDBACK, TAO_WEIGHT_JUDGE with TAO_JUDGE_URL, "
+                             "TAO_WEIGHT_REWARD_MODEL) must be > 0")
         return self
 

@@ -46,7 +46,8 @@ ABLATIONS: dict[str, dict[str, str]] = {
     "verifier_only": {"TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_FEEDBACK": "0",
                       "TAO_WEIGHT_REWARD_MODEL": "0"},
     "judge_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0",
-                   "TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "0", "TAO_JUDGE_URL": "self"},
+                   "TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "0", "TAO_JUDGE_URL": "self",
+                   "TAO_JUDGE_MAX_CHARS": "4000"},  # the served model judges: its context is 2048 tokens
     "feedback_rm_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0",
                          "TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "1"},
     "no_scaffolds": {"TAO_EXPLORE_STRATEGIES": "plain,plain_hot"},

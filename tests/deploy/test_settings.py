@@ -31,10 +31,13 @@ def test_gateway_port_and_url_checked(monkeypatch):
 
 
 def test_worker_needs_some_reward(monkeypatch):
-    for name in ("VERIFIER", "CONSTRAINTS", "AGREEMENT", "FEEDBACK"):
+    for name in ("VERIFIER", "CONSTRAINTS", "AGREEMENT", "FEEDBACK", "REWARD_MODEL"):
         monkeypatch.setenv(f"TAO_WEIGHT_{name}", "0")
     with pytest.raises(ValidationError, match="at least one reward weight"):
         WorkerSettings()
+    monkeypatch.setenv("TAO_WEIGHT_REWARD_MODEL", "1")  # the feedback reward model alone is enough
+    assert WorkerSettings().weight_reward_model == 1.0
+    monkeypatch.setenv("TAO_WEIGHT_REWARD_MODEL", "0")
     monkeypatch.setenv("TAO_JUDGE_URL", "http://127.0.0.1:9/v1")  # a judge alone is enough
     assert WorkerSettings().weight_judge == 1.0
 

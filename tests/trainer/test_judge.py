@@ -34,6 +34,7 @@ class ScriptedJudge:
         self.content = '{"scores": [9, 1, 8]}'
         self.delay_s = 0.0
         self.raw: bytes | None = None  # a body sent as is, instead of a chat completion
+        self.refuse_schema = False  # answer a request with response_format as an endpoint without it does
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.stop = threading.Event()  # cuts a scripted delay short at teardown
@@ -50,6 +51,13 @@ def scripted_judge_endpoint():
             script.requests.append({"path": self.path, "body": body})
             script.headers.append(dict(self.headers))
             script.stop.wait(script.delay_s)
+            if script.refuse_schema and "response_format" in body:
+                data = b'{"error": {"message": "Unrecognized request argument supplied: response_format"}}'
+                self.send_response(400)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             if script.status != 200:
                 payload = {"error": {"message": "scripted failure", "type": "server_error", "code": script.status}}
             else:
@@ -101,6 +109,31 @@ def test_good_reply_scores_every_candidate_and_the_request_holds_all_of_them(scr
     for i, c in enumerate(CANDS, 1):
         assert f"[{i}]\n{c.text}" in sent
     assert '{"scores": [s1, ..., s3]}' in sent
+    # The reply's shape goes along as a JSON schema: exactly 3 scores from 0 to 10.
+    schema = req["body"]["response_format"]["json_schema"]["schema"]["properties"]["scores"]
+    assert req["body"]["response_format"]["type"] == "json_schema"
+    assert schema["minItems"] == schema["maxItems"] == 3 and schema["items"]["maximum"] == 10
+
+
+def test_an_endpoint_without_structured_output_is_asked_again_without_the_schema(scripted_judge_endpoint, caplog):
+    s = scripted_judge_endpoint
+    s.refuse_schema = True
+    judge = judge_for(s)
+    assert judge(PROMPT, CANDS) == [0.9, 0.1, 0.8]
+    assert judge(PROMPT, CANDS) == [0.9, 0.1, 0.8]
+    # One refusal, then never with the schema again.
+    assert ["response_format" in r["body"] for r in s.requests] == [True, False, False]
+    assert "refuses response_format" in caplog.text
+
+
+def test_structured_output_off_and_a_smaller_group_budget(scripted_judge_endpoint):
+    s = scripted_judge_endpoint
+    s.content = json.dumps({"scores": [5] * 4})
+    cands = [Candidate("y" * 3000, "plain") for _ in range(4)]
+    assert judge_for(s, structured=False, group_chars=2000)(PROMPT, cands) == [0.5] * 4
+    body = s.requests[0]["body"]
+    assert "response_format" not in body
+    assert len(body["messages"][1]["content"]) < 4 * 600 + 2000  # 500 characters a candidate, not 3000
 
 
 def test_base_url_with_v1_and_reply_with_words_around_the_object(scripted_judge_endpoint):
