@@ -2,7 +2,7 @@
 does a hot swap cost, in each swap mode?
 
     make bench-serving
-    .venv/bin/python -m tests.bench.serving --concurrency 1,16,64 --rounds 2
+    .venv/bin/python -m tests.bench.serving --concurrency 1,16,64 --rounds 3
 
 1. Overhead. One gateway (weights mode) and its own vLLM child; the same prompts sent to
    vLLM directly and through the gateway, at 1, 16 and 64 concurrent clients, alternating
@@ -214,7 +214,7 @@ def chart_png(result: dict, out: Path) -> Path | None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--concurrency", default="1,16,64", help="comma list of concurrent clients")
-    p.add_argument("--rounds", type=int, default=2, help="direct/gateway alternations per concurrency")
+    p.add_argument("--rounds", type=int, default=3, help="direct/gateway alternations per concurrency")
     p.add_argument("--max-tokens", type=int, default=32, help="answer length (ignore_eos)")
     p.add_argument("--modes", default="weights,lora", help="swap modes to measure (lora also prices --enable-lora)")
     p.add_argument("--vllm-bind", default="auto",
