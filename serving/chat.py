@@ -174,6 +174,11 @@ class ChatService:
 
 
 def _passthrough_error(status: int, content: bytes):
+    if status == 500 and b"EngineCore encountered an issue" in content:
+        # vLLM's engine died under this request (EngineDeadError); its server exits and the
+        # supervisor restarts it, so this is "unavailable, retry", not a fault of the request.
+        raise OpenAIError(503, "the model server failed under this request and is restarting; retry shortly",
+                          "model_unavailable", headers={"Retry-After": "5"})
     # vLLM's errors are already OpenAI-shaped; keep its message, fix the shape if not.
     try:
         data = json.loads(content)

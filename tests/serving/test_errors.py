@@ -65,6 +65,20 @@ def test_dead_model_server_answers_503_at_once(client):
     no_events(client)
 
 
+def test_an_engine_that_died_under_the_request_is_503_retry():
+    from serving.chat import _passthrough_error
+    from serving.errors import OpenAIError
+
+    dead = (b'{"error":{"message":"EngineCore encountered an issue. See stack trace (above) for the root cause.",'
+            b'"type":"InternalServerError","param":null,"code":500}}')
+    with pytest.raises(OpenAIError) as e:
+        _passthrough_error(500, dead)
+    assert e.value.status == 503 and "retry" in e.value.message and e.value.headers["Retry-After"]
+    other = _passthrough_error(400, b'{"error":{"message":"bad temperature","type":"BadRequestError","param":null,'
+                                    b'"code":400}}')
+    assert other.status_code == 400, "vLLM's own request errors pass through"
+
+
 def test_models_lists_one_stable_name_with_version(client):
     r = client.get("/v1/models")
     assert r.status_code == 200
