@@ -88,7 +88,7 @@ def reward_sources(settings: WorkerSettings, reward_model=None) -> dict[str, tup
         sources["judge"] = (settings.weight_judge, make_relative_judge(
             settings.judge_url, model, settings.judge_rubric, api_key=settings.judge_api_key,
             timeout_s=settings.judge_timeout_s, structured=settings.judge_structured_output,
-            group_chars=settings.judge_max_chars))
+            group_chars=settings.judge_max_chars, shuffle=settings.judge_shuffle))
     if reward_model is not None:
         sources["reward_model"] = (settings.weight_reward_model, reward_model)
     return sources

@@ -16,12 +16,21 @@ from 0 to 10), so an endpoint with structured output (vLLM, OpenAI) can only rep
 without it SmolLM2-135M as its own judge gave 0 usable replies in 59 groups (lift benchmark).
 An endpoint that refuses response_format with a 400 is asked again without it, once, and
 from then on never with it.
+
+The candidates are shown to the judge in a shuffled order (a permutation seeded by the
+group's own text, so the same group is always shown the same way) and the scores are mapped
+back. Explore lists a group's candidates by strategy, always in the same order, and a weak
+judge scores by position: SmolLM2-135M judging its own candidates replied "1, 2, 3, ..., 10,
+10, ..." and so rewarded whichever strategy came later in the list. Shuffled, position bias
+becomes noise spread over every strategy instead of a preference for one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import random
 
 import httpx
 
@@ -48,11 +57,12 @@ _SYSTEM = "You are a strict, impartial judge of answers written by AI assistants
 
 def make_relative_judge(base_url: str, model: str, rubric: str, *, api_key: str | None = None,
                         timeout_s: float = 60, max_tokens: int = 256, structured: bool = True,
-                        group_chars: int = GROUP_BUDGET_CHARS) -> RewardSource:
+                        group_chars: int = GROUP_BUDGET_CHARS, shuffle: bool = True) -> RewardSource:
     """A reward source that asks `model` at `base_url` (with or without a trailing /v1) to score
     all candidates of a prompt in one request, 0-10 each per `rubric`, mapped to [0, 1].
     `structured`: send the reply's JSON schema; `group_chars`: characters all candidates of a
-    group share in the request (fit it to the judge's context)."""
+    group share in the request (fit it to the judge's context); `shuffle`: show the candidates
+    in an order of their own (see the module docstring), scores still come back in input order."""
     url = base_url.rstrip("/").removesuffix("/v1") + "/v1/chat/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     use_schema = structured
@@ -62,7 +72,9 @@ def make_relative_judge(base_url: str, model: str, rubric: str, *, api_key: str 
         n = len(candidates)
         if n == 0:
             return []
-        body = {"model": model, "messages": judge_messages(prompt, candidates, rubric, group_chars),
+        order = presentation_order(prompt, candidates) if shuffle else list(range(n))
+        shown = [candidates[i] for i in order]
+        body = {"model": model, "messages": judge_messages(prompt, shown, rubric, group_chars),
                 "temperature": 0, "max_tokens": max_tokens}
         try:
             resp = httpx.post(url, json=body | ({"response_format": scores_format(n)} if use_schema else {}),
@@ -84,12 +96,26 @@ def make_relative_judge(base_url: str, model: str, rubric: str, *, api_key: str 
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
             log.warning("judge %s: request failed (%s: %s); no opinion on %d candidates", url, type(e).__name__, e, n)
             return [None] * n
-        scores, reason = parse_scores(content if isinstance(content, str) else "", n)
+        shown_scores, reason = parse_scores(content if isinstance(content, str) else "", n)
         if reason:
             log.warning("judge %s: %s; reply was %r", url, reason, (content or "")[:300])
+        scores: list[float | None] = [None] * n
+        for label, i in enumerate(order):
+            scores[i] = shown_scores[label]
         return scores
 
     return judge
+
+
+def presentation_order(prompt: Prompt, candidates: list[Candidate]) -> list[int]:
+    """The order in which the judge sees the candidates: order[k] is the index of the candidate
+    labelled [k+1]. Seeded by the group's text (not Python's salted hash()), so a group is
+    shown the same way in every process and a re-run judges the same request."""
+    digest = hashlib.sha256(json.dumps([prompt.messages, [c.text for c in candidates]],
+                                       sort_keys=True, default=str).encode()).digest()
+    order = list(range(len(candidates)))
+    random.Random(int.from_bytes(digest[:8], "big")).shuffle(order)
+    return order
 
 
 def scores_format(n: int) -> dict:

@@ -67,6 +67,8 @@ class WorkerSettings(CollectorSettings):
     judge_rubric: str = Field(DEFAULT_RUBRIC, min_length=1, description="what the judge scores answers on (0-10)")
     judge_structured_output: bool = Field(True, description="send the judge the reply's JSON schema "
                                           "(response_format); refused with a 400, it is dropped by itself")
+    judge_shuffle: bool = Field(True, description="show the judge each group's candidates in a shuffled (seeded) "
+                                "order, so a judge that scores by position favours no strategy")
     judge_max_chars: int = Field(24_000, ge=1000, description="characters a group's candidates share in one judge "
                                  "request: fit it to the judge's context (about 4 characters a token)")
     # Pairs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from trainer.judge import DEFAULT_RUBRIC, MAX_CANDIDATE_CHARS, make_relative_judge, parse_scores
+from trainer.judge import DEFAULT_RUBRIC, MAX_CANDIDATE_CHARS, make_relative_judge, parse_scores, presentation_order
 from trainer.rewards import Candidate, Prompt, ensemble, json_verifier
 
 RUBRIC = "RUBRIC-7f3a: prefer the answer that names the capital city correctly."
@@ -31,7 +32,7 @@ class ScriptedJudge:
 
     def __init__(self) -> None:
         self.status = 200
-        self.content = '{"scores": [9, 1, 8]}'
+        self.content = '{"scores": [9, 1, 8]}'  # or a function of the request body
         self.delay_s = 0.0
         self.raw: bytes | None = None  # a body sent as is, instead of a chat completion
         self.refuse_schema = False  # answer a request with response_format as an endpoint without it does
@@ -61,9 +62,10 @@ def scripted_judge_endpoint():
             if script.status != 200:
                 payload = {"error": {"message": "scripted failure", "type": "server_error", "code": script.status}}
             else:
+                content = script.content(body) if callable(script.content) else script.content
                 payload = {"id": "cmpl-1", "object": "chat.completion", "model": body.get("model"),
                            "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": script.content}}]}
+                                        "message": {"role": "assistant", "content": content}}]}
             data = script.raw if script.raw is not None else json.dumps(payload).encode()
             try:
                 self.send_response(script.status)
@@ -92,7 +94,15 @@ def scripted_judge_endpoint():
 
 
 def judge_for(script: ScriptedJudge, **kw):
-    return make_relative_judge(script.url, "judge-model", RUBRIC, **kw)
+    # Unshuffled unless a test asks: scripted replies then read in the candidates' own order.
+    return make_relative_judge(script.url, "judge-model", RUBRIC, **{"shuffle": False, **kw})
+
+
+def shown_texts(body: dict) -> list[str]:
+    """The candidate texts in the order the judge was shown them (labels [1]..[n])."""
+    user = body["messages"][1]["content"]
+    answers = user.split("labelled [1] to [", 1)[1].split("]:\n\n", 1)[1].split("\n\nScore every answer", 1)[0]
+    return re.split(r"\n\n\[\d+\]\n", "\n\n" + answers)[1:]
 
 
 def test_good_reply_scores_every_candidate_and_the_request_holds_all_of_them(scripted_judge_endpoint):
@@ -140,7 +150,7 @@ def test_base_url_with_v1_and_reply_with_words_around_the_object(scripted_judge_
     s = scripted_judge_endpoint
     s.content = 'Comparing them: [1] is right.\n```json\n{"scores": [10, 0, 7.5]}\n```'
     assert judge_for(s, api_key=None)(PROMPT, CANDS) == [1.0, 0.0, 0.75]
-    assert make_relative_judge(s.url + "/v1/", "m", RUBRIC)(PROMPT, CANDS) == [1.0, 0.0, 0.75]
+    assert make_relative_judge(s.url + "/v1/", "m", RUBRIC, shuffle=False)(PROMPT, CANDS) == [1.0, 0.0, 0.75]
     assert [r["path"] for r in s.requests] == ["/v1/chat/completions"] * 2
     assert "Authorization" not in s.headers[0]
 
@@ -229,6 +239,53 @@ def test_judge_is_a_reward_source_for_the_ensemble(scripted_judge_endpoint):
                               PROMPT, CANDS)
     assert scores == [1.0, 0.0, 0.6]
     assert detail[2] == {"judge": 0.6}
+
+
+def test_shuffled_candidates_get_their_own_scores_back(scripted_judge_endpoint):
+    s = scripted_judge_endpoint
+    # A judge that reads the answers: 9 for an answer naming Paris, 1 otherwise, by label.
+    s.content = lambda body: json.dumps({"scores": [9 if "Paris" in t else 1 for t in shown_texts(body)]})
+    cands = [Candidate(f"{city} (answer {i})", "plain") for i, city in
+             enumerate(["Paris", "Lyon", "Lyon", "Paris", "Nice", "Paris", "Lyon", "Paris"])]
+    assert judge_for(s, shuffle=True)(PROMPT, cands) == [0.9 if "Paris" in c.text else 0.1 for c in cands]
+    shown = shown_texts(s.requests[0]["body"])
+    assert sorted(shown) == sorted(c.text for c in cands)  # every candidate, once
+    assert shown != [c.text for c in cands]  # in an order of its own
+    # The same group is shown the same way every time (seeded by its text, not by chance).
+    judge_for(s, shuffle=True)(PROMPT, cands)
+    assert shown_texts(s.requests[1]["body"]) == shown
+    assert presentation_order(PROMPT, cands) == presentation_order(PROMPT, list(cands))
+
+
+def test_a_judge_that_scores_by_position_favours_no_strategy_when_shuffled(scripted_judge_endpoint):
+    """SmolLM2-135M judging its own candidates replied 1, 2, 3, ... whatever the answers were.
+    Explore lists a group by strategy in a fixed order, so unshuffled the last strategy always won."""
+    s = scripted_judge_endpoint
+    s.content = lambda body: json.dumps({"scores": list(range(1, len(shown_texts(body)) + 1))})
+    strategies = ["plain", "scaffold", "fewshot", "stepwise"]
+
+    def winners(shuffle: bool) -> list[str]:
+        judge = judge_for(s, shuffle=shuffle)
+        out = []
+        for g in range(40):
+            prompt = Prompt(f"p{g}", [{"role": "user", "content": f"Question {g}?"}])
+            cands = [Candidate(f"{st} answer to {g}", st) for st in strategies]
+            scores = judge(prompt, cands)
+            out.append(cands[scores.index(max(scores))].strategy)
+        return out
+
+    assert set(winners(shuffle=False)) == {"stepwise"}
+    shuffled = winners(shuffle=True)
+    assert all(shuffled.count(st) >= 4 for st in strategies), shuffled  # ~10 each of 40
+
+
+def test_failures_stay_no_opinion_when_shuffled(scripted_judge_endpoint):
+    s = scripted_judge_endpoint
+    s.content = '{"scores": [9, "high", 8]}'
+    scores = judge_for(s, shuffle=True)(PROMPT, CANDS)
+    assert sorted(scores, key=lambda x: (x is None, x)) == [0.8, 0.9, None]
+    s.content = '{"scores": [9, 1]}'
+    assert judge_for(s, shuffle=True)(PROMPT, CANDS) == [None, None, None]
 
 
 @pytest.mark.parametrize("content,expected", [
