@@ -1,6 +1,11 @@
-"""The scrubber: what must go (secrets, emails, phones, cards) and what must stay (numbers)."""
+"""The scrubber: what must go (secrets, emails, phones, cards, SSNs, IBANs) and what must stay
+(numbers, ids, the benchmark's prompts)."""
+import json
+
 import pytest
 
+from serving.auth import hash_key, new_key
+from tests.trainer.scrub_corpus import MUST_GO, MUST_STAY
 from trainer.scrub import luhn_ok, scrub, scrub_value
 
 
@@ -76,3 +81,73 @@ def test_scrub_value_walks_messages_and_counts():
     assert n == 3
     assert out[0]["content"][0]["text"] == "mail <EMAIL> or <EMAIL>"
     assert "<SECRET>" in out[1]["tool_calls"][0]["function"]["arguments"] and out[1]["content"] is None
+
+
+# -- the corpus (tests/trainer/scrub_corpus.py) --------------------------------------------------
+TAGS = ("<SECRET>", "<EMAIL>", "<CARD>", "<PHONE>", "<SSN>", "<IBAN>")
+
+
+def _tags(text):
+    return sum(text.count(t) for t in TAGS)
+
+
+@pytest.mark.parametrize("text, expected", MUST_GO, ids=[f"go{i}" for i in range(len(MUST_GO))])
+def test_corpus_secrets_and_pii_are_replaced_names_kept(text, expected):
+    assert scrub(text) == (expected, _tags(expected) - _tags(text))
+
+
+@pytest.mark.parametrize("text", MUST_STAY, ids=[f"stay{i}" for i in range(len(MUST_STAY))])
+def test_corpus_look_alikes_survive(text):
+    assert scrub(text) == (text, 0)
+
+
+def test_corpus_is_big_enough_and_covers_every_tag():
+    assert len(MUST_GO) >= 50 and len(MUST_STAY) >= 50
+    assert all(any(tag in e for _, e in MUST_GO) for tag in TAGS)
+
+
+def test_scrubbing_twice_changes_nothing_more():
+    # Replayed prompts come back from the store already scrubbed: no placeholder is a secret.
+    for _, expected in MUST_GO:
+        assert scrub(expected) == (expected, 0), expected
+
+
+def test_every_value_detect_secrets_finds_is_gone():
+    # Our spans come from the detectors' own patterns; what their analyze_string yields (the
+    # secret's value) must be gone from the scrubbed text. Values under 6 characters are left
+    # out: GitHubTokenDetector yields only its "(ghp|gho|...)" group, which is ordinary text.
+    from detect_secrets.plugins.keyword import KeywordDetector
+    from trainer.scrub import _DETECTORS
+    plugins = [d() for d in _DETECTORS] + [KeywordDetector()]
+    checked = 0
+    for text, _ in MUST_GO:
+        out, _ = scrub(text)
+        for line in text.splitlines():
+            for plugin in plugins:
+                for value in plugin.analyze_string(line):
+                    if len(value) >= 6:
+                        assert value not in out, (type(plugin).__name__, value, out)
+                        checked += 1
+    assert checked >= 20
+
+
+def test_project_keys_and_key_hashes_from_the_real_generator():
+    # token_urlsafe may put "-" or "_" anywhere, first and last characters included.
+    for _ in range(300):
+        key = new_key()
+        assert scrub(f"use {key}.") == ("use <SECRET>.", 1), key
+        assert scrub(f"{hash_key(key)} bob") == ("<SECRET> bob", 1)
+
+
+def test_benchmark_prompts_and_gold_answers_scrub_to_themselves():
+    # The select stage scrubs prompts and served answers; a gold value mangled there could never
+    # be learned. Every field set (seen and unseen) and the math and regression prompts.
+    from tests.bench.tasks import FIELD_SETS, extraction_cases, make_suite
+    suite = make_suite(seed=7, n_traffic=200, n_eval=50, n_math_traffic=100, n_math_eval=50)
+    cases = [c for split in suite.values() for c in split] + extraction_cases(list(FIELD_SETS), 160, "scrub")
+    assert len(cases) >= 500
+    for case in cases:
+        for m in case["messages"]:
+            assert scrub(m["content"]) == (m["content"], 0), m["content"]
+        answer = json.dumps(case["gold"]) if isinstance(case["gold"], dict) else case["gold"]
+        assert scrub(answer) == (answer, 0), answer
