@@ -48,7 +48,8 @@ def create_topics(bootstrap: str, topics: dict[str, int] | None = None, timeout:
     """Create the tao topics if missing. Retries while the broker finishes starting.
 
     `retention_days` (TAO_EVENT_RETENTION_DAYS) is how long Kafka keeps the raw events, and so
-    how far back `tao collect --rebuild` can go; None leaves the broker's default. Topics
+    how far back `tao collect --rebuild` can go; None leaves the broker's default (tao.control
+    is kept forever either way: it says which version is live). Topics
     that exist keep their settings (change them with Kafka's own tools). Tansu, memory
     only, accepts the setting and keeps everything until it stops.
     """
@@ -68,7 +69,7 @@ def create_topics(bootstrap: str, topics: dict[str, int] | None = None, timeout:
     try:
         existing = set(admin.list_topics())
         configs = {"retention.ms": str(int(retention_days * 86_400_000))} if retention_days else {}
-        new = [NewTopic(t, num_partitions=n, replication_factor=1, topic_configs=configs)
+        new = [NewTopic(t, num_partitions=n, replication_factor=1, topic_configs=_topic_configs(t, configs))
                for t, n in topics.items() if t not in existing]
         if new:
             try:
@@ -78,6 +79,14 @@ def create_topics(bootstrap: str, topics: dict[str, int] | None = None, timeout:
             log.info("created topics %s", [t.name for t in new])
     finally:
         admin.close()
+
+
+def _topic_configs(topic: str, events: dict[str, str]) -> dict[str, str]:
+    # tao.control is how a gateway learns the live version: its history never expires with the
+    # events' retention (a replica started a month later must still find the last promotion).
+    if topic == "tao.control" or topic.startswith("tao.control."):  # the tests' copies: tao.control.SUFFIX
+        return {"retention.ms": "-1"}
+    return events
 
 
 @contextmanager

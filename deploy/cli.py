@@ -238,7 +238,7 @@ def models_promote(version: str) -> None:
 
     settings = _settings(WorkerSettings)
     try:
-        promote(settings.kafka_bootstrap, settings.data_dir, version)
+        promote(settings.kafka_bootstrap, settings.data_dir, version, key=settings.signing_key_bytes())
     except LookupError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1)
@@ -258,7 +258,8 @@ def models_rollback(
     settings = _settings(WorkerSettings)
     live = _live(worker_url)
     try:
-        ev = rollback(settings.kafka_bootstrap, settings.data_dir, live, to, settings.base_model, reason)
+        ev = rollback(settings.kafka_bootstrap, settings.data_dir, live, to, settings.base_model, reason,
+                      key=settings.signing_key_bytes())
     except LookupError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1)
@@ -274,7 +275,8 @@ app.add_typer(keys_app, name="keys")
 def keys_add(name: str = typer.Argument(..., help="who the key is for (letters, digits, _.@-)"),
              admin: bool = typer.Option(False, "--admin", help="may use the /admin routes")) -> None:
     """Create a key, store its hash in TAO_API_KEYS_FILE (default DATA_DIR/api_keys) and print the
-    key once. Running gateways pick it up within a second; the first key turns auth on."""
+    key once. Running gateways pick it up within a second; the first key also turns keys on in a
+    gateway running open (TAO_AUTH=open, as `tao up` does)."""
     from serving.auth import add_key
     from serving.settings import GatewaySettings
 
@@ -303,10 +305,12 @@ def keys_list() -> None:
     from serving.settings import GatewaySettings
 
     path = _settings(GatewaySettings).keys_path()
-    if not path.exists():
-        typer.echo(f"no key file at {path}: the gateway is open (`tao keys add NAME` creates one)")
+    keys = read_keys_file(path) if path.exists() else {}
+    if not keys:
+        typer.echo(f"no key in {path}: a gateway with TAO_AUTH=keys (the default) refuses every request; only "
+                   "one with TAO_AUTH=open on loopback (as `tao up` runs it) is open. `tao keys add NAME` creates one")
         return
-    for h, p in read_keys_file(path).items():
+    for h, p in keys.items():
         typer.echo(f"{p.name}\t{'admin' if p.admin else 'user'}\t{h[:15]}...")
 
 

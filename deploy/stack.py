@@ -8,6 +8,7 @@ stops every child, and their children, with nothing left running.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -52,6 +53,12 @@ class Stack:
         if not (s.base_model / "config.json").exists():
             raise SystemExit(f"no model at {s.base_model}: run `make setup` (or set TAO_BASE_MODEL)")
         self.logs.mkdir(parents=True, exist_ok=True)
+        from serving.settings import GatewaySettings
+
+        # Said before anything starts: the dtype decides vLLM's speed by 2-4x either way.
+        choice = GatewaySettings(base_model=s.base_model).dtype_choice()
+        console.print(f"dtype    {choice.dtype} for vLLM, training and the gate ({choice.reason}; "
+                      "TAO_DTYPE overrides)")
         if self.bootstrap is None:
             port = free_port()
             self.procs["broker"] = start_tansu(port, log_path=str(self.logs / "broker.log"))
@@ -61,7 +68,10 @@ class Stack:
         common = {"TAO_KAFKA_BOOTSTRAP": self.bootstrap, "TAO_DATA_DIR": str(s.data_dir.resolve()),
                   "TAO_BASE_MODEL": str(s.base_model), "PYTHONUNBUFFERED": "1"}
         self.procs["gateway"] = spawn([sys.executable, "-m", "serving.main"], log_path=str(self.logs / "gateway.log"),
-                                      env={**common, "TAO_PORT": str(s.port), "TAO_VLLM_PORT": str(self.vllm_port)})
+                                      env={**common, "TAO_PORT": str(s.port), "TAO_VLLM_PORT": str(self.vllm_port),
+                                           # A laptop stack works with no key: open, on loopback only (the
+                                           # gateway refuses it elsewhere); the first `tao keys add` turns keys on.
+                                           "TAO_AUTH": os.environ.get("TAO_AUTH", "open")})
         self.procs["worker"] = spawn([sys.executable, "-m", "trainer.worker"], log_path=str(self.logs / "worker.log"),
                                      env={**common, "TAO_WORKER_PORT": str(s.worker_port),
                                           "TAO_EXPLORE_URL": f"http://127.0.0.1:{self.vllm_port}"})

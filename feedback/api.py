@@ -26,7 +26,9 @@ class FeedbackRequest(BaseModel):
     completion_id: str
     kind: FeedbackKind
     value: Union[StrictStr, StrictInt, StrictFloat] = Field(description='"up"/"down", 1-5, text, or a choice index')
-    choice_index: int = Field(0, ge=0)
+    # Bounds (0 <= choice_index < MAX_CHOICES, text lengths, finite numbers) are the event
+    # schema's, checked in submit(): one rule for what is accepted and what can be stored.
+    choice_index: int = 0
     feedback_id: str | None = Field(None, max_length=128, description="client id making retries idempotent")
 
 
@@ -42,7 +44,11 @@ class FeedbackService:
 
     def submit(self, req: FeedbackRequest, api_key: str | None) -> FeedbackSubmitted:
         tenant = tenant_of(api_key)
-        if not verify_completion_id(self.signing_key, tenant, req.completion_id):
+        try:
+            known = verify_completion_id(self.signing_key, tenant, req.completion_id)
+        except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in the JSON): no id of ours
+            known = False
+        if not known:
             raise FeedbackError(404, f"no completion {req.completion_id!r} for this API key", "completion_not_found",
                                 "completion_id")
         feedback_id = req.feedback_id or str(uuid.uuid4())
@@ -53,7 +59,12 @@ class FeedbackService:
             )
         except ValidationError as e:
             err = e.errors()[0]
-            raise FeedbackError(422, err["msg"].removeprefix("Value error, "), "invalid_value", "value") from e
+            # A field's own bound names the field; the kind/value check (a model validator,
+            # no location) says "value: ..." itself.
+            param = str(err["loc"][0]) if err.get("loc") else "value"
+            msg = err["msg"].removeprefix("Value error, ")
+            raise FeedbackError(422, msg if msg.startswith(f"{param}:") else f"{param}: {msg}", "invalid_value",
+                                param) from e
         # Same feedback id from the same tenant -> same event id: a replay is a no-op in DuckDB.
         event = FeedbackSubmitted(
             event_id=str(uuid.uuid5(_NS, f"{tenant}:{feedback_id}")), tenant=tenant, payload=payload

@@ -8,7 +8,9 @@ anywhere loses nothing and duplicates nothing; it re-reads the last stored recor
 partition to check the broker still has the same log (a restarted Tansu does not), and
 events are also deduplicated by `event_id` (the producer's spill replay may resend some).
 Records it cannot parse go to the dead-letter topic with a `reason` header; the position
-moves past them.
+moves past them. So do valid ones that DuckDB cannot hold (reason "unstorable": a value
+validation let through but a column refuses): the rest of their batch is stored, and one
+such record never stalls the collector.
 
 It runs as a thread of the worker process (`Collector(...).start()`), next to the scheduler.
 """
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from feedback.kafka import KAFKA_API_VERSION
-from feedback.store import RawEvent, Store
+from feedback.store import DATA_ERRORS, RawEvent, Store
 from schemas.events import TOPICS, UnknownSchemaVersion, parse_event
 
 log = logging.getLogger(__name__)
@@ -206,6 +208,7 @@ class Collector:
         consumer = self._consumer
         batches = consumer.poll(timeout_ms=timeout_ms, max_records=self.max_poll_records)
         good: list[RawEvent] = []
+        good_records = []  # the Kafka record of each good event, to dead-letter it if unstorable
         positions: dict[tuple[str, int], int] = {}
         fingerprints: dict[tuple[str, int], str] = {}
         deadletters = []
@@ -220,6 +223,7 @@ class Collector:
                         raise ValueError("record has no value")
                     raw = rec.value.decode("utf-8")
                     good.append((parse_event(raw), raw))
+                    good_records.append(rec)
                 except (ValidationError, UnknownSchemaVersion, ValueError) as e:
                     reasons.append(_reason(e))
                     deadletters.append(self._deadletter(rec, e, reasons[-1]))
@@ -231,12 +235,36 @@ class Collector:
             self._producer.flush(timeout=10)
             for fut in deadletters:
                 fut.get(timeout=0)  # raises if the broker refused it
-        inserted = self.store.write_batch(good, positions, fingerprints) if n else 0
+        inserted, kept = self._store(good, good_records, positions, fingerprints, reasons) if n else (0, 0)
         ends = {tp: consumer.highwater(tp) for tp in consumer.assignment()}
-        self.counters.record_batch(n, inserted, len(good) - inserted, reasons, positions,
+        self.counters.record_batch(n, inserted, kept - inserted, reasons, positions,
                                    {(tp.topic, tp.partition): end for tp, end in ends.items()})
         self._reset_positions_past_end(ends)
         return n
+
+    def _store(self, good: list[RawEvent], records: list, positions: dict, fingerprints: dict,
+               reasons: list[str]) -> tuple[int, int]:
+        """Write the batch; if a row of it cannot be stored, dead-letter that row and write the
+        rest with the same positions. Returns (rows inserted, events written or deduplicated).
+
+        Without this, a row that fails the batch fails it on every retry: the collector
+        reconnected, re-read it and failed again, and stored nothing after it (issue 13)."""
+        try:
+            return self.store.write_batch(good, positions, fingerprints), len(good)
+        except DATA_ERRORS:
+            bad = self.store.unstorable(good)
+            if not bad:
+                raise  # no row fails alone: not the data's fault; reconnect and retry as usual
+        futures = []
+        for i, error in bad:
+            reasons.append("unstorable")
+            futures.append(self._deadletter(records[i], error, "unstorable"))
+        self._producer.flush(timeout=10)
+        for fut in futures:  # acknowledged before the position moves past them, as above
+            fut.get(timeout=0)
+        dropped = {i for i, _ in bad}
+        rest = [ev for i, ev in enumerate(good) if i not in dropped]
+        return self.store.write_batch(rest, positions, fingerprints), len(rest)
 
     def _verified(self, tp, records: list) -> list:
         """The records of a partition, less the already stored one read back after a connect.

@@ -3,7 +3,11 @@
 `emit()` puts the event on a bounded in-memory queue and returns at once. One thread drains
 the queue into Kafka (acks=all). When the broker is away, or the queue is full, events are
 appended to a spill journal on local disk (fsync'd) and replayed once the broker answers.
-Counters say how many were queued, sent, spilled, replayed and dropped.
+An event too large for a Kafka record (a ChatCompleted of a 1 MB prompt and its answer can
+be) is never sent: it would fail every retry and, as a failed send, stall the producer. It
+is set aside in `oversized.jsonl` next to the journal, logged and counted instead.
+Counters say how many were queued, sent, spilled, replayed, set aside (oversized), dropped,
+and how many torn journal lines (a crash mid-write) were skipped.
 """
 from __future__ import annotations
 
@@ -23,6 +27,12 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 
+# The largest record (key + value) sent: Kafka's default limits (the client's
+# max_request_size, the broker's message.max.bytes) are ~1 MiB for a whole batch of one
+# record, so this leaves room for the batch and record headers.
+MAX_RECORD_BYTES = 1_000_000
+COUNTERS = ("queued", "sent", "spilled", "replayed", "oversized", "dropped", "torn")
+
 
 @dataclass
 class ProducerCounters:
@@ -30,7 +40,9 @@ class ProducerCounters:
     sent: int = 0
     spilled: int = 0
     replayed: int = 0
+    oversized: int = 0   # too large for Kafka: set aside in oversized.jsonl, not sent
     dropped: int = 0
+    torn: int = 0        # torn journal lines (a crash mid-write) skipped on replay
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, n: int = 1) -> None:
@@ -39,7 +51,7 @@ class ProducerCounters:
 
     def as_dict(self) -> dict[str, int]:
         with self.lock:
-            return {k: getattr(self, k) for k in ("queued", "sent", "spilled", "replayed", "dropped")}
+            return {k: getattr(self, k) for k in COUNTERS}
 
 
 class SpillJournal:
@@ -48,13 +60,26 @@ class SpillJournal:
     def __init__(self, directory: Path):
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "spill.jsonl"
+        self.oversized_path = directory / "oversized.jsonl"
+        self.torn = 0  # torn lines skipped by take(), all time
         self._lock = threading.Lock()
 
     def append(self, records: list[tuple[str, bytes, bytes]]) -> None:
-        lines = "".join(
-            json.dumps({"topic": t, "key": k.decode(), "value": v.decode()}) + "\n" for t, k, v in records
-        )
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+        self._append(self.path, records)
+
+    def set_aside(self, records: list[tuple[str, bytes, bytes]]) -> None:
+        """Keep records Kafka cannot take (too large) where an operator finds them."""
+        self._append(self.oversized_path, records)
+
+    def _append(self, path: Path, records: list[tuple[str, bytes, bytes]]) -> None:
+        lines = "".join(_line(t, k, v) for t, k, v in records).encode()
+        with self._lock, open(path, "ab+") as f:
+            # A crash mid-write leaves a torn last line: without a newline first, this append
+            # would continue it, and the two (the torn one and the first new one) be lost.
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    lines = b"\n" + lines
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())  # the request already succeeded: the event must survive a crash
@@ -71,14 +96,17 @@ class SpillJournal:
                 pending = [target]
         path = pending[0]
         records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():  # a torn last line (crash mid-write) cannot be a whole event
-                try:
-                    d = json.loads(line)
-                except json.JSONDecodeError:
-                    log.error("skipping torn line in %s", path)
-                    continue
+        # Split on b"\n" only (lines are ASCII JSON): a torn line is any prefix of one.
+        for n, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:  # a torn line (crash mid-write) cannot be a whole event
+                d = json.loads(line)
                 records.append((d["topic"], d["key"].encode(), d["value"].encode()))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                self.torn += 1
+                log.error("skipping torn line %d of %s (%d bytes: a crash while it was written): %r", n, path,
+                          len(line), line[:120])
         return path, records
 
     @staticmethod
@@ -89,6 +117,10 @@ class SpillJournal:
         return (self.path.exists() and self.path.stat().st_size > 0) or any(
             self.path.parent.glob("spill.replaying.*.jsonl")
         )
+
+
+def _line(topic: str, key: bytes, value: bytes) -> str:
+    return json.dumps({"topic": topic, "key": key.decode(), "value": value.decode()}) + "\n"
 
 
 class EventProducer:
@@ -110,7 +142,12 @@ class EventProducer:
 
     def emit(self, topic: str, event: EventEnvelope) -> None:
         """Never blocks: queue it, or spill it to disk if the queue is full."""
-        rec = (topic, event.key, event.to_bytes())
+        try:
+            rec = (topic, event.key, event.to_bytes())
+        except Exception:  # never the request's failure: e.g. a lone surrogate in a message
+            log.exception("event %s cannot be serialised: dropped", event.event_id)
+            self.counters.add("dropped")
+            return
         try:
             self._q.put_nowait(rec)
             self.counters.add("queued")
@@ -182,15 +219,23 @@ class EventProducer:
             self._next_connect = time.monotonic() + 2.0
             return False
 
-    def _send(self, batch: list[tuple[str, bytes, bytes]]) -> list[tuple[str, bytes, bytes]]:
-        """Send a batch; return the records that did not make it."""
+    def _send(self, batch: list[tuple[str, bytes, bytes]]) -> tuple[list[tuple[str, bytes, bytes]], int]:
+        """Send a batch; return the records that did not make it, and how many were set aside
+        as too large (those are neither sent nor to be retried)."""
+        big = [rec for rec in batch if len(rec[1]) + len(rec[2]) > MAX_RECORD_BYTES]
+        if big:
+            batch = [rec for rec in batch if len(rec[1]) + len(rec[2]) <= MAX_RECORD_BYTES]
         if not self._ensure_producer():
-            return batch
+            return batch, self._set_aside(big)
+        from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+
         futures = []
         failed = []
         for rec in batch:
             try:
                 futures.append((rec, self._producer.send(rec[0], key=rec[1], value=rec[2])))
+            except MessageSizeTooLargeError:
+                big.append(rec)
             except Exception:
                 failed.append(rec)
         try:
@@ -198,8 +243,12 @@ class EventProducer:
         except Exception:
             pass
         for rec, fut in futures:
-            if not fut.is_done or fut.failed():
+            if fut.is_done and fut.failed() and isinstance(fut.exception, (MessageSizeTooLargeError,
+                                                                           RecordListTooLargeError)):
+                big.append(rec)  # the broker's limit is lower than ours: retrying cannot help
+            elif not fut.is_done or fut.failed():
                 failed.append(rec)
+        aside = self._set_aside(big)
         if failed:
             # Treat the connection as broken: reconnect later rather than pile up retries.
             log.warning("%d events not acknowledged by Kafka; spilling them", len(failed))
@@ -209,11 +258,25 @@ class EventProducer:
                 pass
             self._producer = None
             self._next_connect = time.monotonic() + 2.0
-        return failed
+        return failed, aside
+
+    def _set_aside(self, records: list[tuple[str, bytes, bytes]]) -> int:
+        if not records:
+            return 0
+        for t, _, v in records:
+            log.error("an event of %d bytes for %s is larger than a Kafka record may be (%d bytes): not sent, "
+                      "kept in %s", len(v), t, MAX_RECORD_BYTES, self.journal.oversized_path)
+        try:
+            self.journal.set_aside(records)
+            self.counters.add("oversized", len(records))
+        except OSError:
+            log.exception("%s unwritable: %d oversized events dropped", self.journal.oversized_path, len(records))
+            self.counters.add("dropped", len(records))
+        return len(records)
 
     def _send_or_spill(self, batch: list[tuple[str, bytes, bytes]]) -> None:
-        failed = self._send(batch)
-        self.counters.add("sent", len(batch) - len(failed))
+        failed, aside = self._send(batch)
+        self.counters.add("sent", len(batch) - len(failed) - aside)
         if failed:
             try:
                 self.journal.append(failed)
@@ -227,9 +290,11 @@ class EventProducer:
         if taken is None:
             return
         path, records = taken
+        torn, self.journal.torn = self.journal.torn, 0
+        self.counters.add("torn", torn)
         for i in range(0, len(records), 500):
             chunk = records[i : i + 500]
-            failed = self._send(chunk)
+            failed, aside = self._send(chunk)
             if failed:
                 # Keep the file: the rest is replayed next time. Sent ones may be sent again;
                 # the collector deduplicates by event_id.
@@ -237,12 +302,12 @@ class EventProducer:
                 tmp = path.with_suffix(".tmp")
                 with open(tmp, "w", encoding="utf-8") as f:
                     for t, k, v in rest:
-                        f.write(json.dumps({"topic": t, "key": k.decode(), "value": v.decode()}) + "\n")
+                        f.write(_line(t, k, v))
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, path)
-                self.counters.add("replayed", len(chunk) - len(failed))
+                self.counters.add("replayed", len(chunk) - len(failed) - aside)
                 return
-            self.counters.add("replayed", len(chunk))
+            self.counters.add("replayed", len(chunk) - aside)
         self.journal.done(path)
         log.info("replayed %d spilled events", len(records))

@@ -34,6 +34,12 @@ SNAPSHOT_TABLES = ("completions", "feedback", "model_events", "cycles", "consume
 # (event, the record value exactly as consumed from Kafka, decoded as UTF-8)
 RawEvent = tuple[EventEnvelope, str]
 
+# What write_batch raises when a row itself cannot be stored (a value the Arrow column or
+# the DuckDB table refuses), as opposed to DuckDB failing (disk, lock, memory: retry later).
+# `unstorable` then finds the rows; everything else in the batch can still go in.
+DATA_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, duckdb.ConversionException,
+               duckdb.OutOfRangeException, duckdb.InvalidInputException, duckdb.ConstraintException)
+
 
 class Store:
     def __init__(self, path: Path, read_only: bool = False):
@@ -50,6 +56,7 @@ class Store:
             raise
         if not read_only:
             self._con.execute(ddl())
+            _migrate_feedback_key(self._con)
         # Each thread gets its own DuckDB connection (a cursor of the one database): with
         # MVCC a long read (a snapshot export) never waits for a write and never blocks
         # one. Writers still take turns, so two never conflict on a row.
@@ -82,8 +89,7 @@ class Store:
         `fingerprints` to a fingerprint of that last consumed record (see the DDL).
         Events whose event_id is already stored are skipped. Returns the rows inserted.
         """
-        tables = {t: pa.Table.from_pydict(cols, schema=_ARROW[t]) for t, cols in _columns_by_table(events).items()
-                  if cols["event_id"]}
+        tables = _tables(events)
         now = datetime.now(timezone.utc)
         offsets = [(t, p, off, now, (fingerprints or {}).get((t, p))) for (t, p), off in positions.items()]
         with self._write_lock:
@@ -94,7 +100,33 @@ class Store:
                 # producer replayed it. Rare, so the costly conflict check runs only then.
                 return self._write(tables, offsets, plain=False)
 
-    def _write(self, tables: dict[str, pa.Table], offsets: list[tuple], plain: bool) -> int:
+    def unstorable(self, events: Sequence[RawEvent]) -> list[tuple[int, Exception]]:
+        """The rows of a batch that cannot be stored, as (index in `events`, error).
+
+        Bisects the batch with trial transactions that are always rolled back, so it writes
+        nothing: k bad rows among n cost about 2 k log2(n) trials. Run only after
+        write_batch failed with one of DATA_ERRORS (rare: validation lets through only
+        values that fit), so its cost is not the collector's steady rate."""
+        bad: list[tuple[int, Exception]] = []
+
+        def check(lo: int, hi: int) -> None:
+            try:
+                with self._write_lock:
+                    self._write(_tables(events[lo:hi]), [], plain=False, commit=False)
+                return
+            except DATA_ERRORS as e:
+                if hi - lo == 1:
+                    bad.append((lo, e))
+                    return
+            mid = (lo + hi) // 2
+            check(lo, mid)
+            check(mid, hi)
+
+        if events:
+            check(0, len(events))
+        return bad
+
+    def _write(self, tables: dict[str, pa.Table], offsets: list[tuple], plain: bool, commit: bool = True) -> int:
         con = self._cur()
         for table, batch in tables.items():
             con.register(f"_batch_{table}", batch)
@@ -116,7 +148,10 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (topic, partition) DO UPDATE SET "
                     "next_offset = excluded.next_offset, updated_at = excluded.updated_at, "
                     "last_record = excluded.last_record", offsets)
-            con.commit()
+            if commit:
+                con.commit()
+            else:
+                con.rollback()
         except BaseException:
             con.rollback()
             raise
@@ -186,13 +221,44 @@ def _copy_table(con: duckdb.DuckDBPyConnection, table: str, target: Path) -> Non
     con.execute(f"COPY (SELECT * FROM {table}) TO '{path}' (FORMAT parquet)")
 
 
+def _migrate_feedback_key(con: duckdb.DuckDBPyConnection) -> None:
+    """Files made before feedback ids were per tenant have feedback_id UNIQUE on its own (and
+    DuckDB cannot drop a constraint): rebuild that table under the current DDL, in one
+    transaction, keeping every row (all of them satisfy the looser key)."""
+    # fetchall, not fetchone: a result left open keeps its transaction open (a CHECKPOINT
+    # on this file then fails: "other write transactions active").
+    [(old,)] = con.execute("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'feedback' AND "
+                           "constraint_type = 'UNIQUE' AND constraint_column_names = ['feedback_id']").fetchall()
+    if not old:
+        return
+    log.info("migrating the feedback table: feedback ids become unique per tenant")
+    con.begin()
+    try:
+        con.execute("ALTER TABLE feedback RENAME TO _feedback_before_tenant_key")
+        con.execute(ddl())  # creates feedback anew; the rest of the DDL is idempotent
+        con.execute("INSERT INTO feedback BY NAME SELECT * FROM _feedback_before_tenant_key")
+        con.execute("DROP TABLE _feedback_before_tenant_key")
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def _tables(events: Sequence[RawEvent]) -> dict[str, pa.Table]:
+    """Arrow tables of the events, per DuckDB table (raises one of DATA_ERRORS for a value a
+    column cannot hold)."""
+    return {t: pa.Table.from_pydict(cols, schema=_ARROW[t]) for t, cols in _columns_by_table(events).items()
+            if cols["event_id"]}
+
+
 def _columns_by_table(events: Sequence[RawEvent]) -> dict[str, dict[str, list]]:
     """The events as columns per table (Arrow is built from columns ~2x faster than rows)."""
     cols = {t: {name: [] for name in schema.names} for t, schema in _ARROW.items()}
     # Unique keys per table, first occurrence wins (a replayed event repeats its event_id).
-    seen: dict[str, set[str]] = {"event_id": set(), "completion_id": set(), "feedback_id": set()}
+    # A feedback id is the client's: unique per tenant only.
+    seen: dict[str, set] = {"event_id": set(), "completion_id": set(), "feedback_id": set()}
 
-    def first(key: str, value: str) -> bool:
+    def first(key: str, value) -> bool:
         if value in seen[key]:
             return False
         seen[key].add(value)
@@ -216,7 +282,7 @@ def _columns_by_table(events: Sequence[RawEvent]) -> dict[str, dict[str, list]]:
                 latency_ms=p.latency_ms, stream=p.stream)
         elif isinstance(ev, FeedbackSubmitted):
             p = ev.payload
-            if not first("feedback_id", p.feedback_id):
+            if not first("feedback_id", (ev.tenant, p.feedback_id)):
                 continue
             add("feedback", **common, feedback_id=p.feedback_id, completion_id=p.completion_id, tenant=ev.tenant,
                 kind=p.kind.value, choice_index=p.choice_index)

@@ -20,16 +20,20 @@ CREATE TABLE IF NOT EXISTS completions (
     raw            VARCHAR NOT NULL
 );
 
+-- A feedback_id is the client's, so it is unique per tenant only: another tenant reusing
+-- one must not drop yours. (Files made before had feedback_id UNIQUE alone: CREATE TABLE IF
+-- NOT EXISTS leaves them as they are, and feedback.store migrates them when it opens one.)
 CREATE TABLE IF NOT EXISTS feedback (
     event_id       VARCHAR PRIMARY KEY,
-    feedback_id    VARCHAR NOT NULL UNIQUE,
+    feedback_id    VARCHAR NOT NULL,
     completion_id  VARCHAR NOT NULL,
     occurred_at    TIMESTAMPTZ NOT NULL,
     tenant         VARCHAR NOT NULL,
     kind           VARCHAR NOT NULL,
     value          JSON NOT NULL,
     choice_index   INTEGER NOT NULL,
-    raw            VARCHAR NOT NULL
+    raw            VARCHAR NOT NULL,
+    UNIQUE (tenant, feedback_id)
 );
 
 -- Model registry, written from ModelPromoted / ModelRolledBack events on tao.control.

@@ -25,6 +25,19 @@ from pydantic import (
 # Readers accept every version up to their own.
 SCHEMA_VERSION = 2
 
+# Bounds on what an event may carry, so that whatever passes validation can also be stored
+# (INTEGER columns are int32; DOUBLE takes no NaN/inf through JSON: pydantic writes them as
+# null, which then fails validation on the collector) and sent (Kafka's default record limit
+# is ~1 MB). They came after version 2 without a bump: a stricter bound on an existing field
+# changes no meaning, it refuses values no reader could have stored (an old event outside
+# them went to the dead-letter topic, or stalled the collector, anyway).
+INT32_MAX = 2**31 - 1
+MAX_CHOICES = 128          # choices per completion; the gateway's TAO_MAX_N must not exceed it
+MAX_ID_CHARS = 256         # ids, tenant hashes, tags
+MAX_TEXT_CHARS = 100_000   # feedback text: at 6 bytes a character (JSON \uXXXX) still ~600 kB
+Count = Annotated[int, Field(ge=0, le=INT32_MAX)]  # token counts: INTEGER columns
+ChoiceIndex = Annotated[int, Field(ge=0, lt=MAX_CHOICES)]
+
 # One topic per kind of traffic; the collector reads the first two, every gateway the third.
 TOPICS = {
     "completions": "tao.completions",
@@ -57,28 +70,38 @@ class ChatMessage(BaseModel):
     content: Any = None
 
 
+def _encodable(v: str) -> str:
+    # A lone surrogate (JSON "\\ud800" parses into one) cannot be written as UTF-8: the
+    # event could not even be serialised for Kafka.
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (it contains a lone surrogate)") from None
+    return v
+
+
 class Choice(_Strict):
-    index: int
+    index: ChoiceIndex
     text: str
     finish_reason: str | None = None
 
 
 class Usage(_Strict):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
+    prompt_tokens: Count = 0
+    completion_tokens: Count = 0
+    total_tokens: Count = 0
 
 
 class ChatCompletedPayload(_Strict):
-    completion_id: str
+    completion_id: str = Field(max_length=MAX_ID_CHARS)
     model_version: str
     messages: list[ChatMessage]
     params: dict[str, Any] = Field(default_factory=dict, description="sampling parameters as requested")
     choices: list[Choice]
     usage: Usage = Field(default_factory=Usage)
-    latency_ms: float
+    latency_ms: float = Field(ge=0, allow_inf_nan=False)
     stream: bool = False
-    task: str | None = Field(default=None, description="task tag from request metadata, if any")
+    task: str | None = Field(default=None, max_length=512, description="task tag from request metadata, if any")
 
 
 class FeedbackKind(str, Enum):
@@ -90,12 +113,18 @@ class FeedbackKind(str, Enum):
 
 
 class FeedbackSubmittedPayload(_Strict):
-    feedback_id: str
-    completion_id: str
+    feedback_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    completion_id: str = Field(max_length=MAX_ID_CHARS)
     kind: FeedbackKind
-    # Strict: JSON true must not become rating 1.
-    value: Union[StrictStr, StrictInt, StrictFloat]
-    choice_index: int = 0
+    # Strict: JSON true must not become rating 1. A float is taken by rating alone, whose
+    # 1..5 check refuses NaN and inf too (and says so in the words of its kind).
+    value: Union[Annotated[StrictStr, Field(max_length=MAX_TEXT_CHARS)], StrictInt, StrictFloat]
+    choice_index: ChoiceIndex = 0
+
+    @field_validator("feedback_id", "value")
+    @classmethod
+    def _text_encodable(cls, v):
+        return _encodable(v) if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _value_fits_kind(self) -> "FeedbackSubmittedPayload":
@@ -107,8 +136,9 @@ class FeedbackSubmittedPayload(_Strict):
                 raise ValueError("value: rating feedback takes a number from 1 to 5")
         if k in (FeedbackKind.correction, FeedbackKind.comment) and (not isinstance(v, str) or not v.strip()):
             raise ValueError(f"value: {k.value} feedback takes non-empty text")
-        if k is FeedbackKind.preferred and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-            raise ValueError("value: preferred feedback takes the index of a choice (integer >= 0)")
+        if k is FeedbackKind.preferred and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < MAX_CHOICES):
+            raise ValueError(f"value: preferred feedback takes the index of a choice (integer from 0 to "
+                             f"{MAX_CHOICES - 1})")
         return self
 
 
@@ -140,7 +170,7 @@ class EventEnvelope(_Strict):
                           description="a UUID, unique per event: the collector's deduplication key")
     schema_version: int = SCHEMA_VERSION
     occurred_at: datetime = Field(default_factory=_now)
-    tenant: str = Field(default="anonymous", description="hash of the API key, never the key")
+    tenant: str = Field(default="anonymous", max_length=MAX_ID_CHARS, description="hash of the API key, never the key")
 
     @field_validator("schema_version")
     @classmethod

@@ -7,20 +7,36 @@ so every gateway replica swaps, this one included; the route then waits (up to
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serving.errors import OpenAIError
 
 router = APIRouter(prefix="/admin")
+# The names the registry gives (trainer/registry.py next_version: v1, v2, ...) and "base".
+# Checked before any path is built from one: "/tmp/x" or "../v1" would name a directory
+# outside DATA_DIR/models and publish whatever metadata.json it holds.
+VERSION_NAME = re.compile(r"base|v[0-9]{1,9}")
+
+
+def version_error(param: str, value: str) -> str:
+    return f'{param} must be a version name: "base" or v1, v2, ... (GET /admin/models lists them), got {value!r}'
 
 
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     to: str | None = Field(None, description='version to go back to; default the live version\'s parent; "base"')
     reason: str = Field("rollback by an admin", max_length=500)
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, v: str | None) -> str | None:
+        if v is not None and not VERSION_NAME.fullmatch(v):
+            raise ValueError(version_error("to", v))  # answered 400 naming the field (serving/errors.py)
+        return v
 
 
 @router.get("/models")
@@ -45,9 +61,11 @@ async def _wait_live(request: Request, version: str, wait_s: float) -> dict:
 async def promote(version: str, request: Request, wait_s: float = 120) -> dict:
     from trainer.registry import promote as publish
 
+    if not VERSION_NAME.fullmatch(version):
+        raise OpenAIError(400, version_error("version", version), "invalid_value", "version")
     s = request.app.state.settings
     try:
-        await asyncio.to_thread(publish, s.kafka_bootstrap, s.data_dir, version)
+        await asyncio.to_thread(publish, s.kafka_bootstrap, s.data_dir, version, key=s.signing_key_bytes())
     except LookupError as e:
         raise OpenAIError(404, str(e), "version_not_found", "version") from e
     return await _wait_live(request, version, wait_s)
@@ -61,7 +79,7 @@ async def rollback(body: RollbackRequest, request: Request, wait_s: float = 120)
     s = st.settings
     try:
         event = await asyncio.to_thread(publish, s.kafka_bootstrap, s.data_dir, st.gate.version, body.to,
-                                        s.base_model, body.reason)
+                                        s.base_model, body.reason, key=s.signing_key_bytes())
     except LookupError as e:  # an unknown target, or nothing to roll back to
         raise OpenAIError(404, str(e), "version_not_found", "to") from e
     return await _wait_live(request, event.payload.version, wait_s)

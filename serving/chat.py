@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import aiohttp
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -36,7 +36,10 @@ class ChatRequest(BaseModel):
     model: str
     messages: list[dict[str, Any]] = Field(min_length=1)
     stream: bool = False
-    metadata: dict[str, str] | None = Field(None, description='request tags; "task" becomes the task tag')
+    # OpenAI's bounds (16 pairs, keys 64 characters, values 512): the task tag must fit the
+    # event schema (ChatCompletedPayload.task), or the answer's event could not be made.
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = Field(
+        None, max_length=16, description='request tags; "task" becomes the task tag')
 
 
 class ChatService:
@@ -57,7 +60,7 @@ class ChatService:
                               "model_not_found", "model")
         body = req.model_dump(exclude_none=True)
         body.pop("metadata", None)
-        self.limits.check(body)
+        await self.limits.check(body, tenant_of(api_key))
         if not self.is_ready():
             raise OpenAIError(503, "the model server is not ready yet; retry shortly", "model_not_ready",
                               headers={"Retry-After": "5"})
@@ -72,12 +75,19 @@ class ChatService:
         lease = await self.gate.acquire()
         version, body["model"] = lease.version, lease.served
         t0 = time.monotonic()
+        call = asyncio.ensure_future(self.vllm.chat(body))
+        lease.on_revoke(call.cancel)  # a swap that waited the drain bound for this request ends it
         try:
-            status, content = await self.vllm.chat(body)
+            status, content = await call
         except UPSTREAM_DOWN as e:
             self.metrics.latency.labels("false", "503").observe(time.monotonic() - t0)
             raise OpenAIError(503, f"the model server is unavailable ({type(e).__name__}); retry shortly",
                               "model_unavailable", headers={"Retry-After": "2"}) from e
+        except asyncio.CancelledError:
+            if not lease.revoked.is_set() or asyncio.current_task().cancelling():
+                raise  # the client went away: not ours to answer
+            self.metrics.latency.labels("false", "503").observe(time.monotonic() - t0)
+            raise OpenAIError(503, SWAPPED_MESSAGE, "model_swapped", headers={"Retry-After": "1"}) from None
         finally:
             await self.gate.release(lease)
         self.metrics.latency.labels("false", str(status)).observe(time.monotonic() - t0)
@@ -112,6 +122,9 @@ class ChatService:
                 await self.gate.release(lease)
             self.metrics.latency.labels("true", str(r.status)).observe(time.monotonic() - t0)
             return _passthrough_error(r.status, content)
+        # Past the swap's drain bound (a client that stopped reading holds this lease) the swap
+        # revokes it: closing vLLM's stream stops the generation and ends the loop below.
+        lease.on_revoke(r.close)
 
         async def events():
             texts: dict[int, list[str]] = {}
@@ -119,7 +132,7 @@ class ChatService:
             usage = None
             done = False
             try:
-                async for line in lines(r):
+                async for line in _until_revoked(lines(r), lease):
                     if not line.startswith(b"data:"):
                         continue
                     payload = line[5:].strip()
@@ -144,13 +157,18 @@ class ChatService:
                         if not client_wants_usage:
                             chunk.pop("usage")
                     yield f"data: {json.dumps(chunk)}\n\n"
+                if lease.revoked.is_set() and not done:
+                    # OpenAI's way of failing a stream midway: clients (the openai SDK too) raise on it.
+                    err = {"message": SWAPPED_MESSAGE, "type": "server_error", "code": "model_swapped", "param": None}
+                    yield f"data: {json.dumps({'error': err})}\n\n"
             finally:
                 if done:
                     r.release()
                 else:  # closing (not pooling) a stream cut short tells vLLM to stop generating it
                     r.close()
                 await self.gate.release(lease)
-                self.metrics.latency.labels("true", "200" if done else "499").observe(time.monotonic() - t0)
+                status = "200" if done else "503" if lease.revoked.is_set() else "499"
+                self.metrics.latency.labels("true", status).observe(time.monotonic() - t0)
                 self.metrics.observe_usage(usage)
                 if done:  # a client that hung up mid-stream got no answer to log
                     idx = sorted(set(texts) | set(finish))
@@ -171,6 +189,23 @@ class ChatService:
             ),
         )
         self.producer.emit(TOPICS["completions"], event)
+
+
+SWAPPED_MESSAGE = ("a new model version went live while this request was still running past the swap's drain "
+                   "bound (TAO_SWAP_DRAIN_TIMEOUT_S); it was ended: retry the request")
+
+
+async def _until_revoked(chunks, lease):
+    """The stream's lines until it ends or a swap revokes its lease (then vLLM's response
+    is closed under it, which aiohttp reports as an error, or as an early end)."""
+    try:
+        async for line in chunks:
+            if lease.revoked.is_set():
+                return
+            yield line
+    except UPSTREAM_DOWN:
+        if not lease.revoked.is_set():
+            raise
 
 
 def _passthrough_error(status: int, content: bytes):

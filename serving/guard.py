@@ -1,48 +1,31 @@
 """The gateway's front door, before any route runs: body size, API key, rate limit.
 
 A plain ASGI middleware (no BaseHTTPMiddleware: it would add a task and a copy per request
-on the hot path). Only /v1/* and /admin/* are guarded; health, readiness and metrics are
-not. Order: 413 (body too large) -> 401 (no valid key) -> 403 (admin route, not an admin
+on the hot path). /v1/*, /admin/* and the API docs (/docs, /redoc, /openapi.json) are
+guarded; health, readiness and metrics are not. Whether a key is needed at all is the key
+ring's `mode` (serving/auth.py): it never turns open because keys went missing. Order: 413 (body too large) -> 401 (no valid key) -> 403 (admin route, not an admin
 key) -> 429 (rate limit, with Retry-After). A refused request never reaches vLLM and never
 logs an event.
 """
 from __future__ import annotations
 
 import math
-import time
 from typing import Callable
 
 from feedback.api import bearer_value
 from feedback.ids import tenant_of
 from serving.auth import KeyRing, Principal
 from serving.errors import error_response
+from serving.limits import RateLimiter
 
-GUARDED = ("/v1/", "/admin/")
+# The API docs too: they follow the API's rule (a key in mode keys), not an open side door.
+GUARDED = ("/v1/", "/admin/", "/docs", "/redoc", "/openapi.json")
 
 
 def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
     """The bearer key from raw ASGI headers (parsed like the routes parse it)."""
     value = next((v.decode("latin-1") for k, v in headers if k == b"authorization"), None)
     return bearer_value(value)
-
-
-class RateLimiter:
-    """Moving-window limit per key, in memory (one gateway process; see README for replicas)."""
-
-    def __init__(self, rate: str | None):
-        self.item = None
-        if rate:
-            from limits import parse, storage, strategies
-
-            self.item = parse(rate)
-            self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
-
-    def hit(self, who: str) -> float | None:
-        """None if allowed; else seconds until a request would be."""
-        if self.item is None or self._limiter.hit(self.item, who):
-            return None
-        reset = self._limiter.get_window_stats(self.item, who).reset_time
-        return max(0.0, reset - time.time())
 
 
 class Guard:
@@ -71,7 +54,11 @@ class Guard:
         if self.keys.enabled:
             principal = self.keys.lookup(key)
             if principal is None:
-                msg = ("invalid API key" if key else "no API key") + ": send the header 'Authorization: Bearer KEY'"
+                if not self.keys.configured:
+                    msg = ("this gateway has no API key configured, so it refuses every request: an operator "
+                           "adds one with `tao keys add NAME`")
+                else:
+                    msg = ("invalid API key" if key else "no API key") + ": send the header 'Authorization: Bearer KEY'"
                 return "unauthorized", error_response(401, msg, "invalid_api_key",
                                                       headers={"WWW-Authenticate": "Bearer"})
         else:

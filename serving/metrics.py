@@ -54,6 +54,8 @@ class GatewayMetrics:
         self.tokens = Counter("tao_tokens", "tokens in prompts (in) and answers (out)", ["direction"], registry=r)
         self.rejected = Counter("tao_requests_rejected", "requests refused before the model", ["reason"],
                                 registry=r)
+        self.control_refused = Counter("tao_control_refused", "tao.control events not applied (unsigned, "
+                                       "bad_signature, path_outside, unreadable)", ["reason"], registry=r)
         self.swap_seconds = Histogram("tao_swap_duration_seconds", "model swap, gate closed to open",
                                       ["mode"], buckets=SWAP_BUCKETS, registry=r)
 

@@ -1,15 +1,28 @@
 """Gateway settings: environment variables with the prefix TAO_ (e.g. TAO_PORT=8000)."""
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from feedback.hardware import DtypeChoice, DtypeSetting, choose_dtype
 from feedback.kafka import Bootstrap
+
+
+def _arg_value(args: str, name: str) -> str:
+    """The value of `name` in a command line (`--x v` or `--x=v`)."""
+    import shlex
+
+    words = shlex.split(args)
+    for i, w in enumerate(words):
+        if w.startswith(name + "="):
+            return w.split("=", 1)[1]
+        if w == name and i + 1 < len(words):
+            return words[i + 1]
+    return "auto"
 
 
 class GatewaySettings(BaseSettings):
@@ -25,7 +38,11 @@ class GatewaySettings(BaseSettings):
     base_model: Path = Field(Path("~/.cache/tao-loop/models/SmolLM2-135M-Instruct").expanduser(),
                              description="model directory the child vLLM starts with")
     vllm_port: int = Field(0, ge=0, le=65535, description="child vLLM port on 127.0.0.1 (0 = any free port)")
-    vllm_args: str = Field("--max-model-len 2048 --dtype bfloat16", description="extra vLLM server arguments")
+    vllm_args: str = Field("--max-model-len 2048", description="extra vLLM server arguments (a --dtype here "
+                           "wins over TAO_DTYPE)")
+    dtype: DtypeSetting = Field(
+        "auto", description="dtype vLLM computes in (TAO_DTYPE, shared with the worker): auto = bfloat16 on a GPU "
+        "or a CPU with AVX512_BF16/AMX_BF16, else float32 (bf16 is emulated, 4.4x slower, on AVX2-only CPUs)")
     vllm_start_timeout_s: float = Field(600, gt=0)
     vllm_whole_prefill: Literal["auto", "on", "off"] = Field(
         "auto", description="start the child vLLM with chunked prefill off and a step budget of the whole context, "
@@ -39,9 +56,17 @@ class GatewaySettings(BaseSettings):
     lora_max_rank: int = Field(64, description="largest adapter rank vLLM accepts in lora mode (TAO_LORA_MAX_RANK; "
                                "the worker exports adapters of this rank)")
     request_timeout_s: float = Field(600, gt=0)
-    signing_key: str | None = Field(None, description="HMAC key for completion ids; shared by all replicas. "
-                                                      "Unset: kept in DATA_DIR/signing.key")
-    # Auth: with no key configured the gateway is open (local development) and says so.
+    swap_drain_timeout_s: float = Field(
+        5, gt=0, description="longest a swap waits for requests in flight (new ones wait meanwhile in weights mode); "
+        "those still running then are ended (a stream gets a final error chunk, a plain request a 503 to retry)")
+    signing_key: str | None = Field(None, description="HMAC key for completion ids and tao.control events; "
+                                    "shared by all replicas and the worker. Unset: kept in DATA_DIR/signing.key")
+    # Auth never fails open: see serving/auth.py.
+    auth: Literal["keys", "open"] = Field(
+        "keys", description="keys (default): /v1/*, /admin/* and the API docs need an API key; with none configured "
+        "(no key file, or one emptied or deleted while running) every request gets 401, never an open door. open: "
+        "no key needed while none is configured, for local development (`tao up` sets it); allowed only when "
+        "TAO_HOST is a loopback address, and the first key added turns keys on until a restart")
     api_keys_file: Path | None = Field(None, description="file of hashed API keys written by `tao keys add` "
                                        "(unset: DATA_DIR/api_keys, if it exists)")
     api_key_hashes: Annotated[list[str], NoDecode] = Field(
@@ -51,9 +76,13 @@ class GatewaySettings(BaseSettings):
     # Limits
     rate_limit: str | None = Field("600/minute", description='requests per API key, e.g. "600/minute" '
                                    '(unset: no limit); answered 429 with Retry-After')
+    token_rate_limit: str | None = Field(None, description='tokens per API key, e.g. "200000/minute": each request '
+                                         "costs its prompt tokens plus n x max_tokens (unset: no limit); answered "
+                                         "429 with Retry-After, code token_rate_limit_exceeded")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body (413 above)")
     max_prompt_tokens: int = Field(1536, ge=1, description="longest prompt, in the model's tokens (400 above)")
-    max_n: int = Field(8, ge=1, description="most choices (n) one request may ask for")
+    max_n: int = Field(8, ge=1, le=128, description="most choices (n) one request may ask for (at most "
+                       "schemas.events.MAX_CHOICES, 128: a choice index beyond it is not stored)")
     max_tokens_limit: int = Field(1024, ge=1, description="largest max_tokens / max_completion_tokens, "
                                   "and the max_tokens of a request that sets neither")
 
@@ -79,9 +108,25 @@ class GatewaySettings(BaseSettings):
 
         return parse_hash(v, "TAO_ADMIN_KEY_HASH") if v else v
 
-    @field_validator("rate_limit")
+    @field_validator("auth")
     @classmethod
-    def _rate_limit(cls, v: str | None) -> str | None:
+    def _auth(cls, v: str, info: ValidationInfo) -> str:
+        import ipaddress
+
+        host = info.data.get("host", "127.0.0.1")
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if v == "open" and not loopback:
+            raise ValueError(f"TAO_AUTH=open lets anyone in without a key, so it is allowed only on a loopback "
+                             f"TAO_HOST (127.0.0.1, ::1, localhost), not {host!r}: create a key with `tao keys add "
+                             "NAME` and unset TAO_AUTH (keys is the default)")
+        return v
+
+    @field_validator("rate_limit", "token_rate_limit")
+    @classmethod
+    def _rate_limit(cls, v: str | None, info: ValidationInfo) -> str | None:
         if not v:
             return None
         from limits import parse
@@ -89,13 +134,16 @@ class GatewaySettings(BaseSettings):
         try:
             parse(v)
         except ValueError as e:
-            raise ValueError(f'TAO_RATE_LIMIT {v!r} is not a rate like "600/minute" or "10/second"') from e
+            raise ValueError(f'TAO_{info.field_name.upper()} {v!r} is not a rate like "600/minute" or '
+                             '"10/second"') from e
         return v
 
     def vllm_server_args(self) -> str:
         from serving.vllm import is_vllm_cpu, whole_prefill_args
 
         args = self.vllm_args
+        if "--dtype" not in args:
+            args += f" --dtype {self.dtype_choice().dtype}"
         if self.vllm_whole_prefill == "on" or (self.vllm_whole_prefill == "auto" and is_vllm_cpu()):
             args = whole_prefill_args(args, self.base_model)
         if self.swap_mode == "lora":
@@ -103,15 +151,18 @@ class GatewaySettings(BaseSettings):
             args += f" --enable-lora --max-loras 2 --max-lora-rank {self.lora_max_rank}"
         return args
 
+    def dtype_choice(self) -> DtypeChoice:
+        """What vLLM computes in and why (the CUDA build of vLLM means a GPU)."""
+        from serving.vllm import is_vllm_cpu
+
+        if "--dtype" in self.vllm_args:
+            return DtypeChoice(_arg_value(self.vllm_args, "--dtype"), "set in TAO_VLLM_ARGS")
+        return choose_dtype(self.dtype, cuda=not is_vllm_cpu())
+
     def keys_path(self) -> Path:
         return self.api_keys_file or self.data_dir / "api_keys"
 
     def signing_key_bytes(self) -> bytes:
-        if self.signing_key:
-            return self.signing_key.encode()
-        path = self.data_dir / "signing.key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
-        return path.read_text().strip().encode()
+        from feedback.ids import shared_key
+
+        return shared_key(self.signing_key, self.data_dir)

@@ -1,4 +1,4 @@
-"""Hot swap without a failed request, in two modes.
+"""Hot swap without a hung request, in two modes.
 
 `SwapGate` hands each request a `Lease`: the version that will answer it and the name to
 ask vLLM for. Requests in flight are counted per vLLM model name.
@@ -9,6 +9,15 @@ ask vLLM for. Requests in flight are counted per vLLM model name.
   keep flowing, flip the alias so new requests use it, then unload the old adapter once
   the requests still using it have finished. No pause at all.
 
+Waiting for in-flight requests is bounded (TAO_SWAP_DRAIN_TIMEOUT_S). A client that opens
+a stream and stops reading holds its lease for as long as it likes, and in weights mode
+every new request waits behind the closed gate meanwhile. Past the bound the swap revokes
+the leases still held instead of giving up and retrying: a retry loop would let one stalled
+client postpone a promotion forever (each try closes the gate for the bound again), while a
+revoked request ends cleanly (a stream gets a final error chunk, a plain request a 503 to
+retry, see serving/chat.py) and the swap goes ahead. So a new request waits at most the bound
+plus the reload itself.
+
 Either way the version a response is stamped with is exactly the version that produced it.
 """
 from __future__ import annotations
@@ -16,46 +25,87 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)  # compared by identity: two requests on one version are two leases
 class Lease:
     version: str
     served: str  # the model name vLLM is asked for
+    revoked: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _on_revoke: list[Callable[[], object]] = field(default_factory=list, repr=False)
+
+    def on_revoke(self, fn: Callable[[], object]) -> None:
+        """Call `fn` (plain, not async: it runs inside the swap) when a swap revokes this
+        lease; at once if it already has. The holder uses it to cut its vLLM request short."""
+        if self.revoked.is_set():
+            fn()
+        else:
+            self._on_revoke.append(fn)
+
+    def _revoke(self) -> None:
+        self.revoked.set()
+        for fn in self._on_revoke:
+            try:
+                fn()
+            except Exception:  # one holder's cleanup must not stop the swap
+                log.exception("revoking a lease on %s", self.version)
 
 
 class SwapGate:
-    def __init__(self, version: str, artifact_path: str, served: str):
+    def __init__(self, version: str, artifact_path: str, served: str, drain_timeout_s: float = 5.0):
         self.version = version
         self.artifact_path = artifact_path
         self.served = served
+        self.drain_timeout_s = drain_timeout_s
         self.swaps = 0
+        self.revoked = 0  # leases a swap ended because they outlived the drain bound
         self.last_swap_s: float | None = None
         self._cond = asyncio.Condition()
-        self._inflight: Counter[str] = Counter()
+        self._held: set[Lease] = set()
         self._swapping = False
         self._swap_lock = asyncio.Lock()
 
     @property
     def inflight(self) -> int:
-        return sum(self._inflight.values())
+        return len(self._held)
+
+    def _holding(self, served: str | None) -> list[Lease]:
+        return [lease for lease in self._held if served is None or lease.served == served]
 
     async def acquire(self) -> Lease:
         """Enter as a request; the lease says who answers it. Pair with release(lease)."""
         async with self._cond:
             await self._cond.wait_for(lambda: not self._swapping)
-            self._inflight[self.served] += 1
-            return Lease(self.version, self.served)
+            lease = Lease(self.version, self.served)
+            self._held.add(lease)
+            return lease
 
     async def release(self, lease: Lease) -> None:
+        """Idempotent: a revoked lease is already released."""
         async with self._cond:
-            self._inflight[lease.served] -= 1
+            self._held.discard(lease)
             self._cond.notify_all()
+
+    async def _drain(self, served: str | None) -> None:
+        """Wait (at most drain_timeout_s) until no lease on `served` (None: any) is held;
+        revoke those still held then. Called with self._cond held."""
+        try:
+            async with asyncio.timeout(self.drain_timeout_s):
+                await self._cond.wait_for(lambda: not self._holding(served))
+            return
+        except TimeoutError:
+            pass  # the condition's lock is held again here: wait() re-acquires it when cancelled
+        stalled = self._holding(served)
+        log.warning("%d request(s) still in flight on %s after %.1fs (TAO_SWAP_DRAIN_TIMEOUT_S): ending them so "
+                    "the swap can go ahead", len(stalled), served or self.served, self.drain_timeout_s)
+        for lease in stalled:
+            self._held.discard(lease)
+            lease._revoke()
+        self.revoked += len(stalled)
 
     def _done(self, t0: float, version: str, artifact_path: str, mode: str) -> None:
         self.swaps += 1
@@ -68,10 +118,10 @@ class SwapGate:
             if version == self.version and artifact_path == self.artifact_path:
                 return False
             t0 = time.monotonic()
-            async with self._cond:
-                self._swapping = True
-                await self._cond.wait_for(lambda: self.inflight == 0)
             try:
+                async with self._cond:
+                    self._swapping = True
+                    await self._drain(None)
                 await do_swap(artifact_path)
                 self.version, self.artifact_path = version, artifact_path
                 self._done(t0, version, artifact_path, "weights")
@@ -97,7 +147,9 @@ class SwapGate:
                 self._cond.notify_all()
             self._done(t0, version, adapter_path, "lora")
             if old != name:
-                async with self._cond:  # the old adapter goes once nobody is using it
-                    await self._cond.wait_for(lambda: self._inflight[old] == 0)
+                # The old adapter goes once nobody is using it, or once the bound has passed:
+                # a stalled stream must not hold the swap lock (and so the next swap) forever.
+                async with self._cond:
+                    await self._drain(old)
                 await unload(old)
             return True

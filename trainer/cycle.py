@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from schemas.events import ModelPromotedPayload
-from trainer.explore import fewshot_jobs, pick_exemplars, round_one_jobs, run_jobs, served_model_name
+from trainer.explore import Pace, fewshot_jobs, pick_exemplars, round_one_jobs, run_jobs, served_model_name
 from trainer.gate import run_gate
 from trainer.pairs import ScoredCandidate, build_pairs
 from trainer.registry import publish_promoted, write_metadata
@@ -41,11 +41,17 @@ def explore_all(prompts: list[Prompt], settings: WorkerSettings,
     """Round one (sampling and scaffolds), then few-shot from round one's best answers."""
     model = served_model_name(settings.explore_url)
     pool: dict[str, list[Candidate]] = {p.prompt_id: [] for p in prompts}
+    pace = Pace(settings.explore_concurrency)  # one measure of the engine's speed for both rounds
+
+    def progress(label, d, n):
+        if d % max(1, n // 5) == 0 or d == n:
+            tps = pace.tokens_per_s()
+            say(f"explore {label}: {d}/{n} requests" + (f", {tps:.0f} tok/s" if tps else ""))
 
     def run(jobs, label):
         got = run_jobs(jobs, settings.explore_url, model, settings.samples_per_strategy, settings.explore_max_tokens,
-                       settings.explore_concurrency, seed=settings.seed,
-                       progress=lambda d, n: (d % max(1, n // 5) == 0 or d == n) and say(f"explore {label}: {d}/{n}"))
+                       settings.explore_concurrency, seed=settings.seed, pace=pace,
+                       progress=lambda d, n: progress(label, d, n))
         for pid, cands in got.items():
             pool[pid].extend(cands)
 
@@ -219,11 +225,14 @@ def run_cycle(settings: WorkerSettings, job: dict, cycle_dir: Path) -> dict:
     # 5. Gate: the candidate must beat the live model on held-out prompts and the canary set.
     t = time.monotonic()
     if settings.gate_enabled:
+        choice = settings.dtype_choice()
+        say(f"gate: generating in {choice.dtype} ({choice.reason})")
         # At most N held-out prompts: generating on the CPU is what the gate costs.
         gate = run_gate(Path(job["parent_path"]), weights, sel.heldout[: settings.gate_max_prompts],
                         gate_sources(sources), VERIFIERS,
                         threshold=settings.gate_threshold, canary_tolerance=settings.canary_tolerance,
-                        max_new_tokens=settings.gate_max_tokens, log=say).as_dict()
+                        max_new_tokens=settings.gate_max_tokens, dtype=settings.dtype_choice().dtype,
+                        log=say).as_dict()
     else:
         gate = {"promote": True, "reasons": ["gate disabled (TAO_GATE_ENABLED=false)"]}
     stage_done("gate", t)
@@ -254,7 +263,8 @@ def run_cycle(settings: WorkerSettings, job: dict, cycle_dir: Path) -> dict:
                                  "timings": timings})
     if gate["promote"]:
         t = time.monotonic()
-        publish_promoted(settings.kafka_bootstrap, payload)
+        publish_promoted(settings.kafka_bootstrap, payload, key=settings.signing_key_bytes(),
+                         data_dir=settings.data_dir)
         stage_done("publish", t)
     timings["total"] = round(time.monotonic() - t0, 2)
     say(f"{status} {job['version']} (parent {job['parent']}) in {timings['total']:.0f}s")
@@ -262,8 +272,22 @@ def run_cycle(settings: WorkerSettings, job: dict, cycle_dir: Path) -> dict:
             "reason": None if gate["promote"] else "; ".join(gate["reasons"])}
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the worker dies. The cycle runs in a session of its
+    own (so the worker can kill its whole group on a budget), which keeps it out of reach
+    of a kill aimed at the worker's group: a worker killed hard must not leave it training."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker's own stop path still kills it
+        pass
+
+
 def main(cycle_dir: Path) -> int:
     """Child-process entry: CYCLE_DIR holds job.json and settings.json written by the worker."""
+    _die_with_parent()
     job = json.loads((cycle_dir / "job.json").read_text())
     settings = WorkerSettings.model_validate_json((cycle_dir / "settings.json").read_text())
     try:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -119,16 +121,57 @@ def round_one_jobs(prompts: list[Prompt], strategies: list[str]) -> list[tuple[P
     return [(p, name, *ROUND_ONE[name](p)) for p in prompts for name in strategies if name in ROUND_ONE]
 
 
+class Pace:
+    """The exploration engine's measured decoding speed, and request timeouts that follow it.
+
+    A fixed timeout cannot fit every machine: 300 s was measured too short for step-by-step
+    requests (n=4, 320 tokens, 8 at once) on a 2-core AVX2 CPU decoding 24 tok/s in all,
+    and is far too long where vLLM decodes 300 tok/s. So the timeout of a request is `slack`
+    times the time its tokens take at the speed measured so far, with `concurrency` requests
+    sharing the engine; until the first answer there is no measure, and `first_s` holds.
+    """
+
+    def __init__(self, concurrency: int, first_s: float = 1800.0, floor_s: float = 60.0, slack: float = 3.0):
+        self.concurrency, self.first_s, self.floor_s, self.slack = concurrency, first_s, floor_s, slack
+        self._t0: float | None = None
+        self._tokens = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._t0 is None:
+                self._t0 = time.monotonic()
+
+    def answered(self, completion_tokens: int) -> None:
+        with self._lock:
+            self._tokens += completion_tokens
+
+    def tokens_per_s(self) -> float | None:
+        """Tokens decoded per second by all requests together, since the first was sent."""
+        with self._lock:
+            if self._t0 is None or not self._tokens:
+                return None
+            return self._tokens / max(time.monotonic() - self._t0, 1e-3)
+
+    def timeout_s(self, tokens: int) -> float:
+        """How long a request of up to `tokens` completion tokens may take."""
+        tps = self.tokens_per_s()
+        if tps is None:
+            return self.first_s
+        return max(self.floor_s, self.slack * tokens * self.concurrency / tps)
+
+
 def run_jobs(jobs: list[tuple[Prompt, str, list[dict], dict]], vllm_url: str, model: str, n: int, max_tokens: int,
              concurrency: int, progress: Callable[[int, int], None] | None = None,
-             seed: int | None = None) -> dict[str, list[Candidate]]:
+             seed: int | None = None, pace: Pace | None = None) -> dict[str, list[Candidate]]:
     """Send every request; candidates per prompt_id (failed requests are logged and skipped).
     With `seed`, each request carries a sampling seed derived from it and the request itself, so
     the same model on the same prompts explores the same candidates (vLLM gives the n samples
     seed, seed+1, ...)."""
     out: dict[str, list[Candidate]] = {}
     done = 0
-    with httpx.Client(base_url=vllm_url, timeout=300) as client:
+    pace = pace or Pace(concurrency)
+    with httpx.Client(base_url=vllm_url) as client:
 
         def run(job):
             p, name, messages, params = job
@@ -137,9 +180,13 @@ def run_jobs(jobs: list[tuple[Prompt, str, list[dict], dict]], vllm_url: str, mo
             body = {"model": model, "messages": messages, "n": n, "max_tokens": budget, **params}
             if seed is not None:
                 body["seed"] = request_seed(seed, name, messages)
-            r = client.post("/v1/chat/completions", json=body)
+            pace.start()
+            timeout = pace.timeout_s(n * budget)
+            r = client.post("/v1/chat/completions", json=body, timeout=httpx.Timeout(timeout, connect=10))
             r.raise_for_status()
-            return [Candidate(final_answer(name, c["message"]["content"] or ""), name) for c in r.json()["choices"]]
+            data = r.json()
+            pace.answered(int((data.get("usage") or {}).get("completion_tokens") or 0))
+            return [Candidate(final_answer(name, c["message"]["content"] or ""), name) for c in data["choices"]]
 
         with ThreadPoolExecutor(concurrency) as pool:
             for job, fut in [(j, pool.submit(run, j)) for j in jobs]:

@@ -114,14 +114,14 @@ def decide(heldout: list[Prompt], current: list[str], candidate: list[str],
 
 def run_gate(current_dir: Path, candidate_dir: Path, heldout: list[Prompt],
              sources: dict[str, tuple[float, Callable]], verifiers: dict[str, Callable], *,
-             threshold: float, canary_tolerance: float, max_new_tokens: int,
+             threshold: float, canary_tolerance: float, max_new_tokens: int, dtype: str = "float32",
              log: Callable[[str], None] = print) -> GateResult:
     from trainer.generate import generate
 
     canary = load_canary()
     convs = [p.messages for p in heldout] + [c["messages"] for c in canary]
-    cur = generate(current_dir, convs, max_new_tokens=max_new_tokens, log=log)
-    cand = generate(candidate_dir, convs, max_new_tokens=max_new_tokens, log=log)
+    cur = generate(current_dir, convs, max_new_tokens=max_new_tokens, dtype=dtype, log=log)
+    cand = generate(candidate_dir, convs, max_new_tokens=max_new_tokens, dtype=dtype, log=log)
     k = len(heldout)
     return decide(heldout, cur[:k], cand[:k], canary, cur[k:], cand[k:], sources, verifiers,
                   threshold=threshold, canary_tolerance=canary_tolerance)

@@ -11,13 +11,15 @@ from typing import Callable
 
 
 def generate(model_dir: Path, conversations: list[list[dict]], *, max_new_tokens: int = 128,
-             batch_size: int = 16, log: Callable[[str], None] = print) -> list[str]:
+             batch_size: int = 16, dtype: str = "float32", log: Callable[[str], None] = print) -> list[str]:
+    """Greedy answers, in `dtype` (the machine's: feedback.hardware.choose_dtype; greedy
+    output differs a little between dtypes, so both models of a comparison use the same)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = "left"  # decoder-only: pad on the left so every row ends at its prompt
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
     model.eval()
     out: list[str] = []
     with torch.inference_mode():

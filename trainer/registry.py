@@ -4,7 +4,9 @@ A version is a directory DATA_DIR/models/VERSION with `weights/` (merged, servab
 `metadata.json` (parent, cycle id, data counts, reward and gate figures), written last: a
 directory without metadata.json is not a version. Which version is live is decided by the
 last ModelPromoted / ModelRolledBack event on tao.control (stored by the collector in
-DuckDB's model_events). Promote and rollback publish such an event; every gateway swaps.
+DuckDB's model_events). Promote and rollback publish such an event, signed with the key
+the gateways share (feedback/registry.py: gateways refuse unsigned ones), and record it as
+the live one in DATA_DIR/models/live.json; every gateway swaps.
 """
 from __future__ import annotations
 
@@ -13,11 +15,8 @@ import os
 import re
 from pathlib import Path
 
+from feedback.registry import CONTROL_SIG_HEADER, control_signature, models_dir, write_live
 from schemas.events import TOPICS, ModelPromoted, ModelPromotedPayload, ModelRolledBack, ModelRolledBackPayload
-
-
-def models_dir(data_dir: Path) -> Path:
-    return data_dir / "models"
 
 
 def list_versions(data_dir: Path) -> list[dict]:
@@ -58,36 +57,44 @@ def write_metadata(version_dir: Path, metadata: dict) -> None:
     tmp.rename(version_dir / "metadata.json")
 
 
-def _send(bootstrap: str, event) -> None:
+def _send(bootstrap: str, event, key: bytes, data_dir: Path) -> None:
     from kafka import KafkaProducer
 
     from feedback.kafka import KAFKA_API_VERSION
 
+    value = event.to_bytes()
+    signature = control_signature(key, value)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id="tao-registry",
                              api_version=KAFKA_API_VERSION, max_block_ms=15000, request_timeout_ms=15000)
     try:
-        producer.send(TOPICS["control"], key=event.key, value=event.to_bytes()).get(timeout=30)
+        producer.send(TOPICS["control"], key=event.key, value=value,
+                      headers=[(CONTROL_SIG_HEADER, signature)]).get(timeout=30)
     finally:
         producer.close(timeout=5)
+    # After the acknowledgement: the file says what the topic says (a gateway that finds the
+    # topic empty serves this).
+    write_live(data_dir, value, signature)
 
 
-def publish_promoted(bootstrap: str, payload: ModelPromotedPayload) -> ModelPromoted:
-    """Send ModelPromoted on tao.control and wait for the broker's acknowledgement."""
+def publish_promoted(bootstrap: str, payload: ModelPromotedPayload, *, key: bytes, data_dir: Path) -> ModelPromoted:
+    """Send ModelPromoted on tao.control, signed with `key` (the gateways' TAO_SIGNING_KEY or
+    DATA_DIR/signing.key), and wait for the broker's acknowledgement."""
     event = ModelPromoted(payload=payload)
-    _send(bootstrap, event)
+    _send(bootstrap, event, key, data_dir)
     return event
 
 
-def promote(bootstrap: str, data_dir: Path, version: str) -> ModelPromoted:
+def promote(bootstrap: str, data_dir: Path, version: str, *, key: bytes) -> ModelPromoted:
     """Make an existing version live (for example one the gate rejected, on a human's word)."""
     meta = get_version(data_dir, version)
     return publish_promoted(bootstrap, ModelPromotedPayload(
         version=version, artifact_path=meta["artifact_path"], swap_mode=meta.get("swap_mode", "weights"),
-        adapter_path=meta.get("adapter_path"), parent=meta.get("parent"), cycle_id=meta.get("cycle_id"), metrics={}))
+        adapter_path=meta.get("adapter_path"), parent=meta.get("parent"), cycle_id=meta.get("cycle_id"), metrics={}),
+        key=key, data_dir=data_dir)
 
 
 def rollback(bootstrap: str, data_dir: Path, live: str, to: str | None, base_model: Path,
-             reason: str) -> ModelRolledBack:
+             reason: str, *, key: bytes) -> ModelRolledBack:
     """Go back from `live` to `to` (default: live's parent). "base" is the base model."""
     if to is None:
         if live == "base":
@@ -97,5 +104,5 @@ def rollback(bootstrap: str, data_dir: Path, live: str, to: str | None, base_mod
     event = ModelRolledBack(payload=ModelRolledBackPayload(
         version=to, artifact_path=meta["artifact_path"], swap_mode=meta.get("swap_mode", "weights"),
         adapter_path=meta.get("adapter_path"), rolled_back_from=live, reason=reason))
-    _send(bootstrap, event)
+    _send(bootstrap, event, key, data_dir)
     return event

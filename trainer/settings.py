@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from feedback.hardware import DtypeChoice, DtypeSetting, choose_dtype
 from feedback.settings import CollectorSettings
 from trainer.judge import DEFAULT_RUBRIC
 
@@ -25,6 +26,10 @@ class WorkerSettings(CollectorSettings):
     worker_port: int = Field(8001, ge=0, le=65535, description="worker status/trigger HTTP port")
     # Scheduling
     cycle_interval_s: float = Field(3600, gt=0, description="seconds between scheduled TAO cycles")
+    cycle_timeout_s: float = Field(3 * 3600, gt=0, description="wall-clock budget of one cycle: past it the cycle "
+                                   "process (and all it started) is killed and the cycle recorded as failed. "
+                                   "3 h fits a default cycle of a 135M model on a 2-core CPU; raise it for "
+                                   "bigger models or TAO_MAX_PROMPTS")
     cycle_cron: str | None = Field(None, description='crontab schedule instead of the interval, e.g. "0 3 * * *"')
     min_new_prompts: int = Field(16, ge=1, description="a scheduled cycle runs only with this many new prompts")
     max_prompts: int = Field(256, ge=1, description="prompts explored per cycle at most")
@@ -62,7 +67,9 @@ class WorkerSettings(CollectorSettings):
                                        "(used only when it beats its majority baseline on held-out feedback)")
     judge_url: str | None = Field(None, description="OpenAI-compatible endpoint of a judge model (unset: no judge)")
     judge_model: str | None = Field(None, description="judge model name (unset: the endpoint's first model)")
-    judge_api_key: str | None = None
+    # A secret: excluded from the settings.json a cycle's child reads (the worker hands it over
+    # in the child's environment, trainer.worker.child_env), and from repr so logs miss it too.
+    judge_api_key: str | None = Field(None, exclude=True, repr=False, description="API key of TAO_JUDGE_URL")
     judge_timeout_s: float = Field(60, gt=0)
     judge_rubric: str = Field(DEFAULT_RUBRIC, min_length=1, description="what the judge scores answers on (0-10)")
     judge_structured_output: bool = Field(True, description="send the judge the reply's JSON schema "
@@ -82,6 +89,10 @@ class WorkerSettings(CollectorSettings):
     gate_max_tokens: int = Field(128, ge=8, description="answer length when the gate compares models")
     gate_max_prompts: int = Field(32, ge=1, description="held-out prompts the gate compares on at most "
                                   "(generation on CPU is the gate's cost)")
+    dtype: DtypeSetting = Field(
+        "auto", description="dtype the gate generates in (TAO_DTYPE, as the gateway's vLLM): auto = bfloat16 on a "
+        "GPU or a CPU with AVX512_BF16/AMX_BF16, else float32. Training keeps float32 weights on a CPU regardless "
+        "(bf16 autocast saved ~15% on a bf16 CPU, not worth bf16 rounding in summed log-probs)")
     # Optimize
     # dpo_nll by default: in the lift benchmark it beat plain DPO after 3 cycles (seen field sets
     # 77% vs 63%, unseen 57% vs 49%, regression 57.5% vs 55%; tests/bench/results/tao_lift.md).
@@ -97,6 +108,20 @@ class WorkerSettings(CollectorSettings):
         "weights", description="as the gateways' TAO_SWAP_MODE: lora also exports each version as an adapter "
                                "against the base model (a truncated SVD of merged - base, a few seconds)")
     lora_max_rank: int = Field(64, ge=1, description="rank of exported adapters (the gateways' vLLM limit)")
+    # Excluded from the settings.json a cycle's child reads: a secret stays out of files; the
+    # child inherits the worker's environment, and validating settings.json reads it again.
+    signing_key: str | None = Field(None, exclude=True, description="the gateways' TAO_SIGNING_KEY: tao.control "
+                                    "events are signed with it (unset: DATA_DIR/signing.key, as the gateways)")
+
+    def signing_key_bytes(self) -> bytes:
+        from feedback.ids import shared_key
+
+        return shared_key(self.signing_key, self.data_dir)
+
+    def dtype_choice(self) -> DtypeChoice:
+        """The gate's dtype and why. The gate generates on the CPU (trainer/generate.py), also on
+        a GPU host, so the CPU's flags decide."""
+        return choose_dtype(self.dtype)
 
     @field_validator("cycle_cron")
     @classmethod

@@ -6,13 +6,17 @@ The worker is the only process that opens the DuckDB file. Each cycle runs in a 
 process (`python -m trainer.cycle`) over a Parquet snapshot, so training never holds the
 database and a crashed cycle cannot take the collector down. HTTP on TAO_WORKER_PORT:
 GET /healthz, GET /status, GET /metrics (Prometheus), POST /cycles (run one cycle now and return its result).
+A cycle has a wall-clock budget (TAO_CYCLE_TIMEOUT_S): past it, the child and everything it
+started are killed and the cycle is recorded as failed, so the worker is never stuck "busy".
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +33,50 @@ from trainer.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
+# SIGTERM first, so the child may end cleanly; SIGKILL for whatever is left after this.
+KILL_GRACE_S = 5.0
+
+
+def child_env(settings: WorkerSettings) -> dict[str, str]:
+    """The cycle child's environment: the worker's own, plus the secrets that settings.json
+    leaves out (fields with exclude=True, e.g. TAO_JUDGE_API_KEY). The child's WorkerSettings
+    reads them back from TAO_*, so a key reaches it however the worker got it (environment
+    or constructor) without ever landing in a file of the cycle directory."""
+    env = dict(os.environ)
+    prefix = settings.model_config.get("env_prefix", "")
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if field.exclude and value is not None:
+            env[f"{prefix}{name}".upper()] = str(value)
+    return env
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Stop the child's whole process group: the cycle's own children (loaders, compilers)
+    must not outlive it."""
+    for sig, wait_s in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return  # nothing of the group is left
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _copy_output(stream, out) -> None:
+    # Progress goes to the worker's log and the cycle's own log. In a thread, so that the
+    # budget holds also for a child that hangs printing nothing.
+    try:
+        for line in stream:
+            out.write(line)
+            out.flush()  # so `tail -f cycle.log` shows progress as it happens
+            if line.startswith("[cycle"):
+                log.info(line.rstrip())
+    except ValueError:  # cycle.log closed under us: the child was killed and we moved on
+        pass
+
 
 class CycleRunner:
     """Runs cycles one at a time (a second request while one runs is answered 'busy')."""
@@ -37,6 +85,20 @@ class CycleRunner:
         self.settings = settings
         self.store = store
         self._lock = threading.Lock()
+        # The child process's command, the cycle directory appended; tests point it at a stand-in.
+        self.child_cmd: list[str] = [sys.executable, "-m", "trainer.cycle"]
+        self._proc: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+
+    def stop(self, timeout: float = 3 * KILL_GRACE_S) -> None:
+        """The worker is shutting down: kill a running cycle's processes, and give the run a
+        moment to record the cycle as interrupted (else the next start-up does)."""
+        self._stopping.set()
+        proc = self._proc
+        if proc is not None:
+            _kill_group(proc)
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
 
     def mark_interrupted(self) -> None:
         """A cycle still 'running' at start-up was cut off by a restart: say so."""
@@ -61,6 +123,9 @@ class CycleRunner:
     def run(self, force: bool = False) -> dict:
         if not self._lock.acquire(blocking=False):
             return {"status": "busy", "reason": "a cycle is already running"}
+        if self._stopping.is_set():
+            self._lock.release()
+            return {"status": "skipped", "reason": "the worker is stopping"}
         try:
             return self._run(force)
         finally:
@@ -83,32 +148,58 @@ class CycleRunner:
         cycle_dir.mkdir(parents=True, exist_ok=True)
         log.info("cycle %s: %d new prompts, training on top of %s", cycle_id, new, parent)
         snapshot = self.store.export_snapshot(s.data_dir / "snapshots")
-        job["snapshot"] = str(snapshot)
-        (cycle_dir / "job.json").write_text(json.dumps(job, indent=2))
-        (cycle_dir / "settings.json").write_text(s.model_dump_json(indent=2))
-        result = self._run_child(cycle_dir)
-        self._record(cycle_id, cycle_dir, result)
-        write_report(cycle_dir, result)
-        shutil.rmtree(snapshot, ignore_errors=True)
+        try:
+            job["snapshot"] = str(snapshot)
+            (cycle_dir / "job.json").write_text(json.dumps(job, indent=2))
+            # Secrets are excluded from the dump; the child gets them in its environment.
+            (cycle_dir / "settings.json").write_text(s.model_dump_json(indent=2))
+            result = self._run_child(cycle_dir)
+            self._record(cycle_id, cycle_dir, result)
+            write_report(cycle_dir, result)
+        finally:
+            shutil.rmtree(snapshot, ignore_errors=True)
         log.info("cycle %s %s: %s (report: %s)", cycle_id, result["status"],
                  result.get("reason") or result.get("version"), cycle_dir / "report.md")
         return result
 
     def _run_child(self, cycle_dir: Path) -> dict:
-        with open(cycle_dir / "cycle.log", "w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "trainer.cycle", str(cycle_dir)], stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
-            for line in proc.stdout:  # progress goes to the worker's log and the cycle's own log
-                out.write(line)
-                out.flush()  # so `tail -f cycle.log` shows progress as it happens
-                if line.startswith("[cycle"):
-                    log.info(line.rstrip())
-            proc.wait()
+        budget = self.settings.cycle_timeout_s
+        log_path = cycle_dir / "cycle.log"
+        with open(log_path, "w") as out:
+            # Its own session, i.e. process group: killing the group also takes what the cycle started.
+            proc = subprocess.Popen([*self.child_cmd, str(cycle_dir)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, env=child_env(self.settings),
+                                    start_new_session=True)
+            self._proc = proc
+            reader = threading.Thread(target=_copy_output, args=(proc.stdout, out), name="cycle-log", daemon=True)
+            reader.start()
+            timed_out = False
+            try:
+                if self._stopping.is_set():  # stop() came before _proc was set
+                    _kill_group(proc)
+                proc.wait(timeout=budget)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                log.warning("cycle %s ran past TAO_CYCLE_TIMEOUT_S=%.0fs: killing it", cycle_dir.name, budget)
+                _kill_group(proc)
+            except BaseException:  # Ctrl-C in `tao cycle --once`: its own session does not get the SIGINT
+                _kill_group(proc)
+                raise
+            finally:
+                self._proc = None
+                reader.join(KILL_GRACE_S)  # a grandchild that left the group may hold the pipe
+        if timed_out:
+            return {"cycle_id": cycle_dir.name, "status": "failed",
+                    "reason": f"the cycle ran past its budget of {budget:.0f}s (TAO_CYCLE_TIMEOUT_S) and was "
+                              f"killed: raise TAO_CYCLE_TIMEOUT_S or lower TAO_MAX_PROMPTS; see {log_path}"}
         result_path = cycle_dir / "result.json"
-        if not result_path.exists():
-            return {"status": "failed", "reason": f"cycle process exited {proc.returncode} without a result; "
-                                                  f"see {cycle_dir / 'cycle.log'}"}
-        return json.loads(result_path.read_text())
+        if result_path.exists():
+            return json.loads(result_path.read_text())
+        if self._stopping.is_set():
+            return {"cycle_id": cycle_dir.name, "status": "interrupted",
+                    "reason": "the worker stopped during this cycle"}
+        return {"cycle_id": cycle_dir.name, "status": "failed",
+                "reason": f"cycle process exited {proc.returncode} without a result; see {log_path}"}
 
     def _record(self, cycle_id: str, cycle_dir: Path, result: dict) -> None:
         self.store.execute(
@@ -150,6 +241,7 @@ def create_app(settings: WorkerSettings):
             yield
         finally:
             scheduler.shutdown(wait=False)
+            runner.stop()  # the cycle's processes are in their own session: nothing else stops them
             collector.stop()
             store.close()
 
@@ -197,7 +289,10 @@ def main(settings: WorkerSettings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "kafka"):  # per-request and per-connection INFO lines drown ours
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    uvicorn.run(create_app(settings), host=settings.worker_host, port=settings.worker_port, log_level="warning")
+    # A POST /cycles in flight would hold uvicorn's shutdown (and so runner.stop()) until its
+    # cycle ends: give requests a few seconds, then run the lifespan's shutdown anyway.
+    uvicorn.run(create_app(settings), host=settings.worker_host, port=settings.worker_port, log_level="warning",
+                timeout_graceful_shutdown=5)
 
 
 if __name__ == "__main__":

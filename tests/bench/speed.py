@@ -80,7 +80,11 @@ def main(argv: list[str] | None = None) -> None:
                 for c in suite[split]][::7][:32]
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="tao-speed-")) / "vllm.log"
-    proc = spawn(vllm_command(args.base, port, "--max-model-len 2048 --dtype bfloat16"),
+    from serving.settings import GatewaySettings
+
+    # The dtype the gateway would choose on this machine (bf16 only where the CPU has it).
+    dtype = GatewaySettings().dtype_choice().dtype
+    proc = spawn(vllm_command(args.base, port, f"--max-model-len 2048 --dtype {dtype}"),
                  env={**os.environ, **vllm_env()}, log_path=str(log))
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/health", timeout=900, proc=proc, what="vLLM")

@@ -324,3 +324,86 @@ def test_snapshot_and_trainer_read_while_collector_writes(kafka_bootstrap, kafka
              if md.offset < offsets.get((md.topic, md.partition), 0)}
     assert ids == below
     assert len(stored_raw(store)) == 800
+
+
+def dead_reasons(bootstrap: str, topic: str, expect: int) -> dict[tuple[str, int, int], tuple[str, bytes]]:
+    """The dead-letter topic as {source position: (reason, record value)}."""
+    out = {}
+    for r in read_all(bootstrap, topic, expect):
+        h = dict(r.headers)
+        assert h["error"]
+        out[(h["source_topic"].decode(), int(h["source_partition"]), int(h["source_offset"]))] = (
+            h["reason"].decode(), r.value)
+    return out
+
+
+def caught_up(c: Collector) -> bool:
+    stats = c.counters.stats()
+    return stats["lag"] == 0 and all(p["end"] is not None for p in stats["partitions"])
+
+
+def test_choice_index_beyond_int32_is_deadlettered_and_the_rest_stored(kafka_bootstrap, kafka_topics, store):
+    """Issue 13: a feedback event with choice_index 3,000,000,000 used to pass validation and
+    fail the INTEGER column in every retry of its batch, and the collector stored nothing
+    after it. Now the schema refuses it: dead-lettered with its reason, the rest stored."""
+    before, after = traffic(kafka_topics, 20, 10), traffic(kafka_topics, 21, 0)
+    bad = json.loads(thumbs("cmpl-x").to_bytes())
+    bad["payload"]["choice_index"] = 3_000_000_000
+    # One partition for all feedback: the bad record sits between good ones of the same batch.
+    feedback = [(t, b"k", v) for t, _, v in before if t == kafka_topics["feedback"]]
+    records = ([r for r in before if r[0] != kafka_topics["feedback"]] + feedback[:5]
+               + [(kafka_topics["feedback"], b"k", json.dumps(bad).encode())] + feedback[5:] + after)
+    sent = produce(kafka_bootstrap, records)
+    good = [r for r in records if b"3000000000" not in r[2]]
+
+    c = collector_for(kafka_bootstrap, store, kafka_topics).start()
+    try:
+        wait_for(lambda: c.counters.as_dict()["consumed"] >= len(records) and caught_up(c), timeout=60,
+                 what="every record and lag 0")
+        assert c._thread is not None and c._thread.is_alive()
+    finally:
+        c.stop()
+    assert stored_raw(store) == {json.loads(v)["event_id"]: v.decode() for _, _, v in good}  # all 51 good ones
+    md = sent[records.index((kafka_topics["feedback"], b"k", json.dumps(bad).encode()))]
+    assert dead_reasons(kafka_bootstrap, kafka_topics["deadletter"], 1) == {
+        (md.topic, md.partition, md.offset): ("invalid_event", json.dumps(bad).encode())}
+    assert sum(store.positions().values()) == len(records)
+
+
+def test_a_valid_record_duckdb_cannot_hold_is_deadlettered_narrowed_column_stand_in(
+        kafka_bootstrap, kafka_topics, store, monkeypatch):
+    """A record that passes validation but that its column refuses (the gap issue 13 found;
+    the schema's bounds close the known ones, so a narrowed Arrow column stands in for the
+    next one): dead-lettered as "unstorable", the rest of its batch stored, positions exact."""
+    import pyarrow as pa
+
+    import feedback.store as store_mod
+
+    narrow = store_mod._ARROW["completions"]
+    narrow = narrow.set(narrow.get_field_index("prompt_tokens"), pa.field("prompt_tokens", pa.int8()))
+    monkeypatch.setitem(store_mod._ARROW, "completions", narrow)
+
+    records = traffic(kafka_topics, 30, 10)
+    bad = []
+    for i in (3, 17):  # valid events whose prompt_tokens (200) an int8 cannot hold
+        ev = json.loads(chat(100 + i).to_bytes())
+        ev["payload"]["usage"]["prompt_tokens"] = 200
+        bad.append((kafka_topics["completions"], b"same-partition", json.dumps(ev).encode()))
+        records.insert(i, bad[-1])
+    sent = produce(kafka_bootstrap, records)
+
+    c = collector_for(kafka_bootstrap, store, kafka_topics).start()
+    try:
+        wait_for(lambda: c.counters.as_dict()["consumed"] >= len(records) and caught_up(c), timeout=60,
+                 what="every record and lag 0")
+        assert c._thread is not None and c._thread.is_alive()
+        stats = c.counters.stats()
+    finally:
+        c.stop()
+    assert stats["deadlettered_by_reason"] == {"unstorable": 2}
+    assert c.counters.as_dict() == {"consumed": 42, "stored": 40, "duplicates": 0, "deadlettered": 2}
+    assert stored_raw(store) == {json.loads(r[2])["event_id"]: r[2].decode() for r in records if r not in bad}
+    expected = {(md.topic, md.partition, md.offset): ("unstorable", r[2])
+                for md, r in zip(sent, records) if r in bad}
+    assert dead_reasons(kafka_bootstrap, kafka_topics["deadletter"], 2) == expected
+    assert sum(store.positions().values()) == len(records)

@@ -173,3 +173,98 @@ def test_feedback_before_its_completion_is_kept_and_joined(store, tmp_path):
     [prompt] = sel.train
     assert prompt.prompt_id == c.payload.completion_id
     assert prompt.feedback == [{"kind": "thumbs", "value": "up", "choice_index": 0}]
+
+
+def feedback_as(tenant: str, feedback_id: str, completion_id: str = "cmpl-1") -> FeedbackSubmitted:
+    return FeedbackSubmitted(tenant=tenant, payload=FeedbackSubmittedPayload(
+        feedback_id=feedback_id, completion_id=completion_id, kind="thumbs", value="up"))
+
+
+def test_feedback_ids_are_unique_per_tenant(store):
+    # Another tenant reusing your feedback_id used to drop yours (UNIQUE feedback_id, and the
+    # same key in the batch's dedup), though the API had answered 202.
+    mine, theirs = feedback_as("tenant-a", "fb-1"), feedback_as("tenant-b", "fb-1")
+    assert store.write_batch([raw(mine), raw(theirs)], {("f", 0): 2}) == 2        # one batch
+    assert store.write_batch([raw(feedback_as("tenant-c", "fb-1"))], {("f", 0): 3}) == 1  # across batches
+    # The same tenant twice (another event, same feedback_id): stored once, in a batch or across.
+    assert store.write_batch([raw(feedback_as("tenant-a", "fb-2")), raw(feedback_as("tenant-a", "fb-2"))],
+                             {("f", 0): 5}) == 1
+    assert store.write_batch([raw(feedback_as("tenant-a", "fb-1"))], {("f", 0): 6}) == 0
+    assert sorted(store.query("SELECT tenant, feedback_id FROM feedback")) == [
+        ("tenant-a", "fb-1"), ("tenant-a", "fb-2"), ("tenant-b", "fb-1"), ("tenant-c", "fb-1")]
+
+
+# The feedback table as the DDL before per-tenant feedback ids made it.
+OLD_FEEDBACK_DDL = """
+CREATE TABLE feedback (
+    event_id       VARCHAR PRIMARY KEY,
+    feedback_id    VARCHAR NOT NULL UNIQUE,
+    completion_id  VARCHAR NOT NULL,
+    occurred_at    TIMESTAMPTZ NOT NULL,
+    tenant         VARCHAR NOT NULL,
+    kind           VARCHAR NOT NULL,
+    value          JSON NOT NULL,
+    choice_index   INTEGER NOT NULL,
+    raw            VARCHAR NOT NULL
+);
+"""
+
+
+def test_a_file_made_by_the_old_ddl_is_migrated(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(OLD_FEEDBACK_DDL)
+    con.close()
+    s = Store(path)  # the rest of the DDL applies around the old table
+    try:
+        old = feedback_as("tenant-a", "fb-1")
+        assert s.write_batch([raw(old)], {("f", 0): 1}) == 1
+    finally:
+        s.close()
+    # Simulate a file written entirely before: the old table with a row in it.
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE feedback")
+    con.execute(OLD_FEEDBACK_DDL)
+    con.execute("INSERT INTO feedback VALUES (?, 'fb-1', 'cmpl-1', now(), 'tenant-a', 'thumbs', '\"up\"', 0, ?)",
+                [old.event_id, old.to_bytes().decode()])
+    con.close()
+
+    for _ in range(2):  # migrated on the first open; the second finds nothing to do
+        s = Store(path)
+        try:
+            assert s.query("SELECT event_id, tenant, feedback_id FROM feedback") == [(old.event_id, "tenant-a", "fb-1")]
+        finally:
+            s.close()
+    s = Store(path)
+    try:
+        assert s.write_batch([raw(feedback_as("tenant-b", "fb-1")), raw(feedback_as("tenant-a", "fb-1"))],
+                             {("f", 0): 3}) == 1
+        assert sorted(s.query("SELECT tenant FROM feedback")) == [("tenant-a",), ("tenant-b",)]
+        assert s.query("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE '%before%'")[0][0] == 0
+    finally:
+        s.close()
+
+
+def test_unstorable_rows_are_found_and_the_rest_can_be_written(store):
+    """A value that got past validation but not into its column (choice_index 3e9 was one,
+    before the schema bounded it): `unstorable` names exactly those rows and writes nothing."""
+    from feedback.store import DATA_ERRORS
+
+    def unbounded() -> tuple:
+        ev = thumbs("cmpl-x")
+        # model_copy does not validate: an event as an older, looser schema let through.
+        bad = ev.model_copy(update={"payload": ev.payload.model_copy(update={"choice_index": 3_000_000_000})})
+        return bad, ev.to_bytes().decode()
+
+    good = [raw(chat(i)) for i in range(9)]
+    batch = good[:4] + [unbounded()] + good[4:7] + [unbounded()] + good[7:]
+
+    with pytest.raises(DATA_ERRORS):
+        store.write_batch(batch, {("t", 0): len(batch)})
+    found = store.unstorable(batch)
+    assert [i for i, _ in found] == [4, 8]
+    assert all("3000000000" in str(e) or "too large" in str(e) for _, e in found)
+    assert count(store, "completions") == 0 and store.positions() == {}  # the search wrote nothing
+    rest = [b for i, b in enumerate(batch) if i not in (4, 8)]
+    assert store.write_batch(rest, {("t", 0): len(batch)}) == 9
+    assert store.unstorable(rest) == []

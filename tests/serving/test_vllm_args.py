@@ -34,12 +34,14 @@ def test_arguments_the_operator_set_win(model, explicit):
 
 def test_settings_switch(model, monkeypatch):
     def args(**kw):
-        return GatewaySettings(base_model=model, vllm_args="--max-model-len 2048", **kw).vllm_server_args()
+        # The dtype given, so only the prefill switch is under test (dtype: tests/feedback/test_hardware.py).
+        return GatewaySettings(base_model=model, vllm_args="--max-model-len 2048 --dtype float32",
+                               **kw).vllm_server_args()
 
-    assert args(vllm_whole_prefill="off") == "--max-model-len 2048"
+    assert args(vllm_whole_prefill="off") == "--max-model-len 2048 --dtype float32"
     assert "--no-enable-chunked-prefill" in args(vllm_whole_prefill="on")
     monkeypatch.setattr("serving.vllm.is_vllm_cpu", lambda: False)
-    assert args(vllm_whole_prefill="auto") == "--max-model-len 2048", "GPU vLLM keeps chunked prefill"
+    assert args(vllm_whole_prefill="auto") == "--max-model-len 2048 --dtype float32", "GPU vLLM keeps chunked prefill"
     monkeypatch.setattr("serving.vllm.is_vllm_cpu", lambda: True)
     assert "--max-num-batched-tokens 2048" in args(vllm_whole_prefill="auto")
     lora = args(vllm_whole_prefill="on", swap_mode="lora")

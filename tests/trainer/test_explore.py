@@ -54,3 +54,21 @@ def test_request_seeds_are_stable_and_differ_by_request():
     seeds = {request_seed(0, "plain", msgs), request_seed(1, "plain", msgs), request_seed(0, "scaffold", msgs),
              request_seed(0, "plain", p("b", "What is 2+2?").messages)}
     assert len(seeds) == 4 and all(0 <= s < 2**31 for s in seeds)
+
+
+def test_explore_timeouts_follow_the_measured_speed(monkeypatch):
+    from trainer import explore
+
+    now = [100.0]
+    monkeypatch.setattr(explore.time, "monotonic", lambda: now[0])
+    pace = explore.Pace(concurrency=8, first_s=1800, floor_s=60, slack=3)
+    assert pace.timeout_s(1280) == 1800  # nothing measured yet
+    pace.start()
+    now[0] += 100
+    pace.answered(2400)                   # 24 tok/s in all: the AVX2 machine
+    slow = pace.timeout_s(4 * 320)        # a stepwise request: n=4, 320 tokens, 8 sharing the engine
+    assert slow == pytest.approx(3 * 1280 * 8 / 24)
+    assert slow > 300                     # the old fixed timeout would have cut it off
+    pace.answered(30000 - 2400)           # 300 tok/s: a fast machine
+    assert pace.timeout_s(1280) == pytest.approx(3 * 1280 * 8 / 300)
+    assert pace.timeout_s(8) == 60        # never under the floor

@@ -1,6 +1,7 @@
 import pytest
 
 from feedback.kafka import KAFKA_API_VERSION
+from feedback.registry import CONTROL_SIG_HEADER, read_live, signature_ok
 from schemas.events import TOPICS, ModelPromoted, ModelRolledBack, parse_event
 from trainer.registry import get_version, list_versions, next_version, promote, rollback, write_metadata
 
@@ -25,7 +26,10 @@ def test_versions_listed_in_order_and_half_written_ones_ignored(tmp_path):
     assert not list((tmp_path / "models").glob("*/metadata.json.tmp"))
 
 
-def read_control(bootstrap):
+KEY = b"registry-test-key"
+
+
+def read_control(bootstrap, with_signatures=False):
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, api_version=KAFKA_API_VERSION,
@@ -33,9 +37,11 @@ def read_control(bootstrap):
     tp = TopicPartition(TOPICS["control"], 0)
     c.assign([tp])
     c.seek_to_beginning(tp)
-    events = [parse_event(r.value) for r in c]
+    records = list(c)
     c.close()
-    return events
+    if with_signatures:
+        return [(r.value, dict(r.headers or []).get(CONTROL_SIG_HEADER)) for r in records]
+    return [parse_event(r.value) for r in records]
 
 
 @pytest.mark.integration
@@ -43,9 +49,15 @@ def test_promote_and_rollback_publish_on_the_control_topic(tmp_path, kafka_boots
     make_version(tmp_path, "v1", "base")
     make_version(tmp_path, "v2", "v1", status="rejected")
     before = len(read_control(kafka_bootstrap))
-    promote(kafka_bootstrap, tmp_path, "v2")
-    rollback(kafka_bootstrap, tmp_path, live="v2", to=None, base_model=tmp_path / "base", reason="bad answers")
-    rollback(kafka_bootstrap, tmp_path, live="v1", to="base", base_model=tmp_path / "base", reason="start over")
+    promote(kafka_bootstrap, tmp_path, "v2", key=KEY)
+    assert read_live(tmp_path) == read_control(kafka_bootstrap, with_signatures=True)[-1]
+    rollback(kafka_bootstrap, tmp_path, live="v2", to=None, base_model=tmp_path / "base", reason="bad answers",
+             key=KEY)
+    rollback(kafka_bootstrap, tmp_path, live="v1", to="base", base_model=tmp_path / "base", reason="start over",
+             key=KEY)
+    signed = read_control(kafka_bootstrap, with_signatures=True)[before:]
+    assert len(signed) == 3 and all(signature_ok(KEY, value, sig) for value, sig in signed)
+    assert read_live(tmp_path) == signed[-1], "live.json holds the last event published, as published"
     events = read_control(kafka_bootstrap)[before:]
     assert [type(e) for e in events] == [ModelPromoted, ModelRolledBack, ModelRolledBack]
     assert events[0].payload.version == "v2" and events[0].payload.artifact_path.endswith("v2/weights")
@@ -53,6 +65,21 @@ def test_promote_and_rollback_publish_on_the_control_topic(tmp_path, kafka_boots
     assert events[1].payload.reason == "bad answers"
     assert events[2].payload.artifact_path == str(tmp_path / "base")
     with pytest.raises(LookupError, match="nothing to roll back"):
-        rollback(kafka_bootstrap, tmp_path, live="base", to=None, base_model=tmp_path / "base", reason="x")
+        rollback(kafka_bootstrap, tmp_path, live="base", to=None, base_model=tmp_path / "base", reason="x", key=KEY)
     with pytest.raises(LookupError, match="no version 'v9'"):
-        promote(kafka_bootstrap, tmp_path, "v9")
+        promote(kafka_bootstrap, tmp_path, "v9", key=KEY)
+    assert read_live(tmp_path) == signed[-1], "a refused promotion records nothing"
+
+
+def test_the_workers_signing_key_stays_out_of_the_cycle_settings_file_yet_reaches_the_cycle(tmp_path, monkeypatch):
+    from trainer.settings import WorkerSettings
+
+    monkeypatch.setenv("TAO_SIGNING_KEY", "the-gateways-key")
+    settings = WorkerSettings(data_dir=tmp_path)
+    dumped = settings.model_dump_json()  # what the worker writes to the cycle's settings.json
+    assert "the-gateways-key" not in dumped
+    child = WorkerSettings.model_validate_json(dumped)  # the cycle's child inherits the environment
+    assert child.signing_key_bytes() == b"the-gateways-key"
+    monkeypatch.delenv("TAO_SIGNING_KEY")
+    unset = WorkerSettings(data_dir=tmp_path)
+    assert unset.signing_key_bytes() == (tmp_path / "signing.key").read_bytes().strip()  # as the gateways

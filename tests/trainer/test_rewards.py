@@ -173,6 +173,66 @@ def test_sql_verifier_scores_sql_tasks_only():
     assert sql_verifier(broken, cands[:1]) == [None]
 
 
+# A prompt's schema and an answer's SQL are untrusted text: nothing in them may hang the
+# cycle, reach files or the network, or change the connection's settings.
+HOSTILE_CTAS = ("CREATE TABLE t AS (SELECT a.range AS x, b.range AS y "
+                "FROM range(1000000000) a, range(1000000000) b)")
+
+
+@pytest.mark.timeout(60)
+def test_sql_verifier_refuses_a_schema_that_computes():
+    cands = [Candidate("SELECT count(*) FROM t", "plain")]
+    assert sql_verifier(prompt(f"{HOSTILE_CTAS}\nWrite a SQL query counting the rows of t."), cands) == [None]
+    # The same, with its AS hidden from a naive parenthesis count by a quoted name and a comment.
+    hidden = ('CREATE TABLE t (x, "(") AS SELECT a.range, 1 FROM range(1000000000) a, range(1000000000) b -- )')
+    assert sql_verifier(prompt(f"{hidden}\nWrite a SQL query counting the rows of t."), cands) == [None]
+    # The plain tables of a prompt still load around a hostile one.
+    mixed = prompt(f"{SCHEMA}\n{HOSTILE_CTAS}\nWrite a SQL query that lists each city with its number of orders.")
+    assert sql_verifier(mixed, [Candidate(GOOD_SQL, "plain")]) == [1.0]
+
+
+@pytest.mark.timeout(60)
+def test_sql_schema_statements_other_than_create_table_never_run(tmp_path):
+    from trainer.rewards import _sql_connection
+
+    attached, copied = tmp_path / "x.duckdb", tmp_path / "x.csv"
+    con = _sql_connection(["CREATE TABLE t (a BIGINT)",
+                           "INSERT INTO t SELECT range FROM range(1000000000000)",
+                           f"ATTACH '{attached}' AS x",
+                           f"COPY (SELECT 1) TO '{copied}'",
+                           "INSTALL httpfs", "LOAD httpfs",
+                           "SET threads = 8", "SET memory_limit = '64GB'", "PRAGMA threads = 8"])
+    try:
+        assert con.execute("SELECT count(*) FROM t").fetchall() == [(0,)]
+        assert con.execute("SELECT current_setting('threads')").fetchall() == [(1,)]
+        assert con.execute("SELECT database_name FROM duckdb_databases() WHERE NOT internal").fetchall() == [
+            ("memory",)]
+    finally:
+        con.close()
+    assert not attached.exists() and not copied.exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("answer", [
+    "SELECT count(*) FROM range(1000000000) a, range(1000000000) b",
+    "CREATE TABLE big AS SELECT a.range FROM range(1000000000) a, range(1000000000) b",
+    # A statement list: the second statement runs long after the first one ended.
+    "```sql\nSELECT 1;\nSELECT count(*) FROM range(1000000000) a, range(1000000000) b;\n```",
+])
+def test_sql_answer_with_a_huge_cross_join_is_interrupted(answer):
+    assert score_sql(answer, schema_statements(SQL_TASK), timeout_s=0.5) == 0.3
+
+
+@pytest.mark.timeout(60)
+def test_sql_answer_cannot_attach_copy_install_or_unlock(tmp_path):
+    schema = schema_statements(SQL_TASK)
+    for stmt in (f"ATTACH '{tmp_path / 'x.duckdb'}' AS x", f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'",
+                 "INSTALL httpfs", "LOAD httpfs", "SET threads = 8", "SET lock_configuration = false",
+                 "SET enable_external_access = true"):
+        assert score_sql(f"```sql\nSELECT 1;\n{stmt};\n```", schema) == 0.3, stmt
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- constraints -------------------------------------------------------------------------
 @pytest.mark.parametrize("text,labels", [
     ("Describe Paris in at most 20 words.", ["max_words<=20"]),
