@@ -13,7 +13,6 @@ from serving.app import create_app
 from serving.auth import add_key
 from serving.settings import GatewaySettings
 from tests.serving.test_errors import assert_openai_error
-from tests.serving.test_guard import make_client
 from tests.trainer.test_registry import read_control
 
 BAD = ["/tmp/x", "../v1", "v1/../../etc", "..", "", "v1 ", "V1", "base/..", "v-1"]

@@ -122,9 +122,12 @@ def test_token_rate_limit_is_429_with_retry_after_and_names_the_limit(tmp_path):
 
 
 def test_request_and_token_limits_say_which_one(tmp_path):
-    with make_client(tmp_path, token_rate_limit="1000/minute", rate_limit="1/minute") as c:
-        assert_openai_error(chat(c, "alice", max_tokens=10), 503)
-        assert_openai_error(chat(c, "alice", max_tokens=10), 429, "rate_limit_exceeded")
+    with make_client(tmp_path, token_rate_limit="100/minute", rate_limit="2/minute") as c:
+        assert_openai_error(chat(c, "alice", max_tokens=90), 503)  # 95 tokens
+        assert_openai_error(chat(c, "alice", max_tokens=10), 429, "token_rate_limit_exceeded")
+        for _ in range(2):
+            assert_openai_error(chat(c, "bob", max_tokens=10), 503)  # 15 tokens each
+        assert_openai_error(chat(c, "bob", max_tokens=10), 429, "rate_limit_exceeded")
 
 
 def test_bad_token_rate_limit_names_the_variable():
