@@ -12,19 +12,6 @@ from feedback.hardware import DtypeChoice, DtypeSetting, choose_dtype
 from feedback.kafka import Bootstrap
 
 
-def _arg_value(args: str, name: str) -> str:
-    """The value of `name` in a command line (`--x v` or `--x=v`)."""
-    import shlex
-
-    words = shlex.split(args)
-    for i, w in enumerate(words):
-        if w.startswith(name + "="):
-            return w.split("=", 1)[1]
-        if w == name and i + 1 < len(words):
-            return words[i + 1]
-    return "auto"
-
-
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAO_", extra="ignore")
 
@@ -153,10 +140,10 @@ class GatewaySettings(BaseSettings):
 
     def dtype_choice(self) -> DtypeChoice:
         """What vLLM computes in and why (the CUDA build of vLLM means a GPU)."""
-        from serving.vllm import is_vllm_cpu
+        from serving.vllm import arg_value, is_vllm_cpu
 
         if "--dtype" in self.vllm_args:
-            return DtypeChoice(_arg_value(self.vllm_args, "--dtype"), "set in TAO_VLLM_ARGS")
+            return DtypeChoice(arg_value(self.vllm_args, "--dtype") or "auto", "set in TAO_VLLM_ARGS")
         return choose_dtype(self.dtype, cuda=not is_vllm_cpu())
 
     def keys_path(self) -> Path:

@@ -62,14 +62,22 @@ def whole_prefill_args(extra_args: str, model_path: Path) -> str:
 
 def max_model_len(extra_args: str, model_path: Path) -> int:
     """The context length vLLM will run with: --max-model-len if given, else the model's own."""
-    words = shlex.split(extra_args)
-    for i, word in enumerate(words):
-        if word.startswith(("--max-model-len=", "--max_model_len=")):
-            return int(word.split("=", 1)[1])
-        if word in ("--max-model-len", "--max_model_len") and i + 1 < len(words):
-            return int(words[i + 1])
+    given = arg_value(extra_args, "--max-model-len", "--max_model_len")
+    if given is not None:
+        return int(given)
     config = json.loads((model_path / "config.json").read_text())
     return int(config["max_position_embeddings"])
+
+
+def arg_value(extra_args: str, *names: str) -> str | None:
+    """The value of the first of `names` in a command line (`--x v` or `--x=v`), or None."""
+    words = shlex.split(extra_args)
+    for i, word in enumerate(words):
+        if word.startswith(tuple(n + "=" for n in names)):
+            return word.split("=", 1)[1]
+        if word in names and i + 1 < len(words):
+            return words[i + 1]
+    return None
 
 
 def vllm_env() -> dict[str, str]:
