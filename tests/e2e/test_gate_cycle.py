@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.procs import free_port
+from feedback.procs import free_port
 from feedback.store import Store
 from schemas.events import ChatCompleted, ChatCompletedPayload
 from tests.e2e.traffic import extraction_prompts
-from trainer.registry import get_version
+from feedback.registry import get_version
 from trainer.settings import WorkerSettings
 from trainer.worker import CycleRunner
 
@@ -43,7 +43,7 @@ def test_gate_rejects_a_broken_candidate(stack, tmp_path):
         assert gate["canary"]["checks_candidate"] < gate["canary"]["checks_current"], gate["canary"]
         assert "publish" not in result["timings"]
         meta = get_version(tmp_path, result["version"])
-        assert meta["status"] == "rejected" and meta["gate"]["reasons"] == gate["reasons"]
+        assert meta.status == "rejected" and meta.gate["reasons"] == gate["reasons"]
         assert store.query("SELECT status FROM cycles") == [("rejected",)]
         assert store.query("SELECT count(*) FROM model_events") == [(0,)]
     finally:

@@ -7,13 +7,13 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from deploy.procs import free_port
+from feedback.procs import free_port
 from feedback.registry import read_live
 from serving.app import create_app
 from serving.auth import add_key
 from serving.settings import GatewaySettings
 from tests.serving.test_errors import assert_openai_error
-from tests.trainer.test_registry import read_control
+from tests.feedback.test_registry import read_control
 
 BAD = ["/tmp/x", "../v1", "v1/../../etc", "..", "", "v1 ", "V1", "base/..", "v-1"]
 

@@ -3,14 +3,15 @@ import pytest
 from feedback.kafka import KAFKA_API_VERSION
 from feedback.registry import CONTROL_SIG_HEADER, read_live, signature_ok
 from schemas.events import TOPICS, ModelPromoted, ModelRolledBack, parse_event
-from trainer.registry import get_version, list_versions, next_version, promote, rollback, write_metadata
+from schemas.registry import VersionMetadata
+from feedback.registry import get_version, list_versions, next_version, promote, rollback, write_metadata
 
 
 def make_version(data_dir, version, parent, status="promoted"):
     d = data_dir / "models" / version
     (d / "weights").mkdir(parents=True)
-    write_metadata(d, {"version": version, "artifact_path": str(d / "weights"), "parent": parent,
-                       "cycle_id": f"c-{version}", "status": status})
+    write_metadata(d, VersionMetadata(version=version, artifact_path=str(d / "weights"), parent=parent,
+                                      cycle_id=f"c-{version}", status=status))
 
 
 def test_versions_listed_in_order_and_half_written_ones_ignored(tmp_path):
@@ -18,9 +19,9 @@ def test_versions_listed_in_order_and_half_written_ones_ignored(tmp_path):
     for v, parent in (("v1", "base"), ("v2", "v1"), ("v10", "v2")):
         make_version(tmp_path, v, parent)
     (tmp_path / "models" / "v11" / "weights").mkdir(parents=True)  # training died: no metadata.json
-    assert [v["version"] for v in list_versions(tmp_path)] == ["v1", "v2", "v10"]
+    assert [v.version for v in list_versions(tmp_path)] == ["v1", "v2", "v10"]
     assert next_version(tmp_path) == "v12"  # never reuse a name, even of an incomplete version
-    assert get_version(tmp_path, "v2")["parent"] == "v1"
+    assert get_version(tmp_path, "v2").parent == "v1"
     with pytest.raises(LookupError, match="known: v1, v2, v10"):
         get_version(tmp_path, "v11")
     assert not list((tmp_path / "models").glob("*/metadata.json.tmp"))
