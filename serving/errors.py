@@ -6,17 +6,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from feedback.api import FeedbackError
+from feedback.errors import OpenAIError  # re-exported: the gateway's routes raise it from here
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
           413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
           503: "service_unavailable"}
-
-
-class OpenAIError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 headers: dict | None = None):
-        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None,
@@ -30,10 +24,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OpenAIError)
     async def _openai(_: Request, e: OpenAIError):
         return error_response(e.status, e.message, e.code, e.param, e.headers)
-
-    @app.exception_handler(FeedbackError)
-    async def _feedback(_: Request, e: FeedbackError):
-        return error_response(e.status, e.message, e.code, e.param)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError):

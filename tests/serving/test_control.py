@@ -15,7 +15,7 @@ from feedback.registry import CONTROL_SIG_HEADER, control_signature, write_live
 from schemas.events import (
     ChatCompleted, ChatCompletedPayload, ModelPromoted, ModelPromotedPayload, ModelRolledBack, ModelRolledBackPayload,
 )
-from serving import app as gateway_app
+from serving import swap as gateway_swap
 from serving.control import ControlConsumer, Refused, registry_live, verify_control
 from serving.metrics import GatewayMetrics
 from serving.settings import GatewaySettings
@@ -161,20 +161,20 @@ def _settings(data: Path, **kw) -> GatewaySettings:
 def test_a_gateway_with_an_empty_control_topic_starts_on_the_registrys_live_version(registry):
     s = _settings(registry)
     metrics = GatewayMetrics()
-    assert gateway_app._registry_live(s, metrics) is None  # nothing ever published: the base
+    assert gateway_swap.live_version(s, metrics) is None  # nothing ever published: the base
     value = promoted(registry, adapter=registry / "models" / "v1" / "adapter")
-    write_live(registry, value, control_signature(KEY, value))  # what trainer/registry writes on publishing
-    live = gateway_app._registry_live(s, metrics)
+    write_live(registry, value, control_signature(KEY, value))  # what feedback.registry writes on publishing
+    live = gateway_swap.live_version(s, metrics)
     weights = str((registry / "models" / "v1" / "weights").resolve())
-    assert gateway_app._start_on(live, "weights") == ("v1", weights, "tao-served")
-    assert gateway_app._start_on(live, "lora") == (
+    assert gateway_swap.start_on(live, "weights") == ("v1", weights, "tao-served")
+    assert gateway_swap.start_on(live, "lora") == (
         "v1", str((registry / "models" / "v1" / "adapter").resolve()), "tao-v1")
     assert metrics.render().decode().count("tao_control_refused_total{") == 0
 
     rolled = ModelRolledBack(payload=ModelRolledBackPayload(version="base", artifact_path="/x",
                                                             rolled_back_from="v1")).to_bytes()
     write_live(registry, rolled, control_signature(KEY, rolled))
-    assert gateway_app._start_on(gateway_app._registry_live(s, metrics), "weights") is None
+    assert gateway_swap.start_on(gateway_swap.live_version(s, metrics), "weights") is None
 
 
 def test_a_forged_live_file_is_refused_counted_and_the_gateway_starts_on_the_base(registry):
@@ -182,7 +182,7 @@ def test_a_forged_live_file_is_refused_counted_and_the_gateway_starts_on_the_bas
     metrics = GatewayMetrics()
     value = promoted(registry)
     write_live(registry, value, control_signature(b"not the gateways key!", value))
-    assert gateway_app._registry_live(s, metrics) is None
+    assert gateway_swap.live_version(s, metrics) is None
     assert 'tao_control_refused_total{reason="bad_signature"} 1.0' in metrics.render().decode()
     with pytest.raises(Refused, match="another key"):
         registry_live(registry, verifier(registry))

@@ -20,8 +20,7 @@ import pytest
 from feedback.collector import Collector
 from feedback.store import Store
 from serving.auth import add_key
-from tests.models import require_base_model
-from tests.serving.live import Broker, Gateway, perturbed_version, promote, wait_live
+from tests.serving.live import live_gateway, perturbed_version, promote, wait_live
 from tests.serving.swapload import ask, expected_answers, swap_under_load
 
 pytestmark = pytest.mark.integration
@@ -29,20 +28,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    require_base_model()
     root = tmp_path_factory.mktemp("gw-weights")
-    broker = Broker(root)  # not started: the gateway must start with the broker down
-    data = root / "data"
-    admin = add_key(data / "api_keys", "ops", admin=True)
-    user = add_key(data / "api_keys", "app")
-    gw = Gateway(data, broker.bootstrap, TAO_SWAP_MODE="weights", TAO_MAX_TOKENS_LIMIT="64")
-    gw.key = user
-    try:
-        gw.wait_ready()
-        yield {"gw": gw, "broker": broker, "admin": admin, "user": user, "root": root}
-    finally:
-        gw.stop()
-        broker.stop()
+    admin = add_key(root / "data" / "api_keys", "ops", admin=True)
+    user = add_key(root / "data" / "api_keys", "app")
+    # The broker is not started: the gateway must start with the broker down.
+    with live_gateway(root, start_broker=False, TAO_SWAP_MODE="weights", TAO_MAX_TOKENS_LIMIT="64") as live:
+        live.gw.key = user
+        yield {"gw": live.gw, "broker": live.broker, "admin": admin, "user": user, "root": root}
 
 
 def running(env) -> str:

@@ -6,7 +6,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from deploy.procs import free_port
+from feedback.procs import free_port
 from serving.app import create_app
 from serving.auth import KeyRing, add_key, hash_key, read_keys_file
 from serving.settings import GatewaySettings

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from deploy.procs import free_port
+from feedback.procs import free_port
 from serving.app import create_app
 from serving.settings import GatewaySettings
 from tests.serving.test_errors import assert_openai_error, no_events

