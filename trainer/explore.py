@@ -25,7 +25,8 @@ from typing import Callable
 
 import httpx
 
-from trainer.rewards import Candidate, Prompt, asked_keys
+from trainer.prompts import Candidate, Prompt
+from trainer.rewards import asked_keys
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ def fewshot(prompt: Prompt, exemplar: tuple[Prompt, str]) -> tuple[list[dict], d
 
 
 ROUND_ONE: dict[str, Strategy] = {"plain": plain, "plain_hot": plain_hot, "scaffold": scaffold, "stepwise": stepwise}
+# Every strategy TAO_EXPLORE_STRATEGIES may name: round one's, then the few-shot round.
+STRATEGIES = (*ROUND_ONE, "fewshot")
 
 
 def _without_system(messages: list[dict]) -> list[dict]:

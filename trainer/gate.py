@@ -17,7 +17,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Callable
 
-from trainer.rewards import Candidate, Prompt, ensemble
+from trainer.prompts import Candidate, Prompt
+from trainer.rewards import ensemble
 
 TIE_EPS = 0.05     # score differences below this are ties: scorers are noisy
 PASS_AT = 0.8      # a verifier "passes" an answer scoring at least this

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.rewards import Candidate, Prompt, extract_json_object
+from trainer.prompts import Candidate, Prompt
+from trainer.rewards import extract_json_object
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.rewards import Prompt, asked_keys
+from trainer.prompts import Prompt
+from trainer.rewards import asked_keys
 from trainer.scrub import scrub_value
 
 

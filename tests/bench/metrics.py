@@ -3,7 +3,7 @@
 The three metrics of the task-file format (tests/bench/tasks.py), defined exactly:
 
 - `json_fields`: the JSON object is the text from the first `{` to the last `}` of the answer
-  (the same rule as trainer.rewards.extract_json_object, reimplemented here so measurement
+  (the same rule as trainer.rewards.json_extraction.extract_json_object, reimplemented here so measurement
   does not move when the trainer changes). No object, or not a JSON object: 0. Otherwise
   the share of gold fields the object gets right. Keys match case-insensitively. A value
   matches when, for a numeric gold, it reads as the same number (`45`, `"45.00"`, `"$45"`,

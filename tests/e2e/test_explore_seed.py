@@ -6,7 +6,7 @@ import pytest
 
 from tests.e2e.traffic import extraction_prompts
 from trainer.explore import round_one_jobs, run_jobs, served_model_name
-from trainer.rewards import Prompt
+from trainer.prompts import Prompt
 
 pytestmark = [pytest.mark.e2e]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from trainer.explore import served_model_name
-from trainer.judge import DEFAULT_RUBRIC, make_relative_judge
-from trainer.rewards import Candidate, Prompt
+from trainer.prompts import Candidate, Prompt
+from trainer.rewards.judge import DEFAULT_RUBRIC, make_relative_judge
 
 pytestmark = [pytest.mark.e2e]
 

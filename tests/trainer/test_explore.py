@@ -2,7 +2,7 @@ import pytest
 
 from trainer.explore import (fewshot_jobs, final_answer, pick_exemplars, request_seed, round_one_jobs, scaffold,
                              stepwise)
-from trainer.rewards import Prompt
+from trainer.prompts import Prompt
 
 EXTRACT = "Extract the fields name, city from the text below. Reply with only a JSON object.\nText: Ann lives in Oslo."
 

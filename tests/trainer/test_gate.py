@@ -1,5 +1,6 @@
 from trainer.gate import canary_passed, decide, load_canary
-from trainer.rewards import Prompt, json_verifier
+from trainer.prompts import Prompt
+from trainer.rewards import json_verifier
 
 TEXT = ("Extract the fields customer, item from the text below. Reply with only a JSON object.\n"
         "Text: Ann Lee bought lamps.")

@@ -1,5 +1,5 @@
 from trainer.pairs import ScoredCandidate, build_pairs
-from trainer.rewards import Candidate, Prompt
+from trainer.prompts import Candidate, Prompt
 
 
 def sc(text, score, strategy="plain"):

@@ -9,8 +9,8 @@ import random
 import pytest
 
 from tests.models import require_base_model
+from trainer.prompts import Candidate, Prompt
 from trainer.reward_model import FrozenEncoder, _split_by_prompt, examples_from_prompts, train_reward_model
-from trainer.rewards import Candidate, Prompt
 
 
 def _prompt(pid: str, served: str | None, *feedback: dict, text: str = "Extract the fields name, city as JSON.") -> Prompt:

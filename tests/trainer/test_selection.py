@@ -8,7 +8,7 @@ import pytest
 
 from feedback.store import Store
 from schemas.events import ChatCompleted, ChatCompletedPayload, FeedbackSubmitted, FeedbackSubmittedPayload
-from trainer.rewards import Prompt
+from trainer.prompts import Prompt
 from trainer.selection import NearDupIndex, in_holdout, infer_task, jaccard, select_prompts
 
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)

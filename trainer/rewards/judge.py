@@ -34,7 +34,7 @@ import random
 
 import httpx
 
-from trainer.rewards import Candidate, Prompt, RewardSource, _content_text
+from trainer.prompts import Candidate, Prompt, RewardSource, content_text
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def parse_scores(content: str, n: int) -> tuple[list[float | None], str | None]:
 
 def _conversation(prompt: Prompt) -> str:
     # The judge needs the whole request (system instructions state formats too), not just the last turn.
-    return "\n".join(f"{m.get('role', 'user')}: {_content_text(m.get('content'))}" for m in prompt.messages)
+    return "\n".join(f"{m.get('role', 'user')}: {content_text(m.get('content'))}" for m in prompt.messages)
 
 
 def _truncate(text: str, limit: int) -> str:

@@ -18,8 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from trainer.judge import DEFAULT_RUBRIC, MAX_CANDIDATE_CHARS, make_relative_judge, parse_scores, presentation_order
-from trainer.rewards import Candidate, Prompt, ensemble, json_verifier
+from trainer.prompts import Candidate, Prompt
+from trainer.rewards import ensemble, json_verifier
+from trainer.rewards.judge import (DEFAULT_RUBRIC, MAX_CANDIDATE_CHARS, make_relative_judge, parse_scores,
+                                   presentation_order)
 
 RUBRIC = "RUBRIC-7f3a: prefer the answer that names the capital city correctly."
 PROMPT = Prompt("p1", [{"role": "system", "content": "Be brief."},
@@ -171,21 +173,21 @@ def test_out_of_range_scores_are_clamped(scripted_judge_endpoint):
 ])
 def test_unusable_reply_gives_no_opinion_on_any_candidate(scripted_judge_endpoint, caplog, content, reason):
     scripted_judge_endpoint.content = content
-    with caplog.at_level(logging.WARNING, logger="trainer.judge"):
+    with caplog.at_level(logging.WARNING, logger="trainer.rewards.judge"):
         assert judge_for(scripted_judge_endpoint)(PROMPT, CANDS) == [None, None, None]
     assert reason in caplog.text
 
 
 def test_a_non_numeric_score_is_no_opinion_for_that_candidate_only(scripted_judge_endpoint, caplog):
     scripted_judge_endpoint.content = '{"scores": [9, "high", NaN]}'
-    with caplog.at_level(logging.WARNING, logger="trainer.judge"):
+    with caplog.at_level(logging.WARNING, logger="trainer.rewards.judge"):
         assert judge_for(scripted_judge_endpoint)(PROMPT, CANDS) == [0.9, None, None]
     assert "unusable score for candidates [2, 3]" in caplog.text
 
 
 def test_http_error_gives_no_opinion(scripted_judge_endpoint, caplog):
     scripted_judge_endpoint.status = 500
-    with caplog.at_level(logging.WARNING, logger="trainer.judge"):
+    with caplog.at_level(logging.WARNING, logger="trainer.rewards.judge"):
         assert judge_for(scripted_judge_endpoint)(PROMPT, CANDS) == [None, None, None]
     assert "HTTP 500" in caplog.text and "scripted failure" in caplog.text
 
@@ -193,7 +195,7 @@ def test_http_error_gives_no_opinion(scripted_judge_endpoint, caplog):
 def test_timeout_gives_no_opinion_without_waiting_for_the_reply(scripted_judge_endpoint, caplog):
     scripted_judge_endpoint.delay_s = 5
     t = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="trainer.judge"):
+    with caplog.at_level(logging.WARNING, logger="trainer.rewards.judge"):
         assert judge_for(scripted_judge_endpoint, timeout_s=0.3)(PROMPT, CANDS) == [None, None, None]
     assert time.monotonic() - t < 2
     assert "no reply within 0.3 s" in caplog.text
@@ -201,7 +203,7 @@ def test_timeout_gives_no_opinion_without_waiting_for_the_reply(scripted_judge_e
 
 def test_unreachable_endpoint_gives_no_opinion(scripted_judge_endpoint, caplog):
     url = scripted_judge_endpoint.url.rsplit(":", 1)[0] + ":1"  # nothing listens on port 1
-    with caplog.at_level(logging.WARNING, logger="trainer.judge"):
+    with caplog.at_level(logging.WARNING, logger="trainer.rewards.judge"):
         assert make_relative_judge(url, "m", RUBRIC, timeout_s=2)(PROMPT, CANDS) == [None, None, None]
     assert "request failed" in caplog.text
 

@@ -1,0 +1,47 @@
+"""What the trainer scores: a logged `Prompt`, the `Candidate` answers explored for it, and
+the `RewardSource` protocol every reward follows (trainer/rewards/).
+
+A reward source is a plain callable `(prompt, candidates) -> list[float | None]`: one score
+in [0, 1] per candidate, or None where the source has no opinion.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass
+class Prompt:
+    prompt_id: str                   # completion_id of the logged request
+    messages: list[dict]             # the bare request, as sent by the client
+    task: str | None = None
+    feedback: list[dict] = field(default_factory=list)  # [{"kind", "value", "choice_index"}]
+    served: str | None = None        # the answer the client got (choice 0)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(content_text(m.get("content")) for m in self.messages if m.get("role") == "user")
+
+
+@dataclass
+class Candidate:
+    text: str
+    strategy: str                    # plain | scaffold | served | correction
+
+
+class RewardSource(Protocol):
+    def __call__(self, prompt: Prompt, candidates: list[Candidate]) -> list[float | None]: ...
+
+
+def content_text(content) -> str:
+    """The text of a message's content: a string, or OpenAI content parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def request_text(prompt: Prompt) -> str:
+    """System and user text: a system prompt states schemas and formats as often as the user."""
+    return "\n".join(content_text(m.get("content")) for m in prompt.messages if m.get("role") in ("system", "user"))

@@ -1,0 +1,23 @@
+"""The ensemble of reward sources: a weighted mean of the opinions given."""
+from __future__ import annotations
+
+from typing import Callable
+
+from trainer.prompts import Candidate, Prompt
+
+
+def ensemble(sources: dict[str, tuple[float, Callable]], prompt: Prompt,
+             candidates: list[Candidate]) -> tuple[list[float | None], list[dict]]:
+    """Weighted mean of the sources that gave an opinion. Returns (scores, per-source detail)."""
+    per_source = {name: fn(prompt, candidates) for name, (w, fn) in sources.items() if w > 0}
+    for name, s in per_source.items():
+        if len(s) != len(candidates):  # zip would silently give a score to the wrong answer
+            raise ValueError(f"reward source {name!r} gave {len(s)} scores for {len(candidates)} candidates")
+    scores: list[float | None] = []
+    detail: list[dict] = []
+    for i in range(len(candidates)):
+        opinions = {name: s[i] for name, s in per_source.items() if s[i] is not None}
+        detail.append(opinions)
+        total_w = sum(sources[n][0] for n in opinions)
+        scores.append(sum(sources[n][0] * v for n, v in opinions.items()) / total_w if total_w else None)
+    return scores, detail
