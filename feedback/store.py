@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import duckdb
 import pyarrow as pa
 
+from feedback.cycles import CycleLog
 from schemas.ddl import ddl
 from schemas.events import ChatCompleted, EventEnvelope, FeedbackSubmitted, ModelPromoted, ModelRolledBack
 
@@ -64,6 +65,7 @@ class Store:
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self.cycles = CycleLog(self)  # the cycles tables, in the worker's words
 
     def _cur(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cur", None)

@@ -6,8 +6,10 @@ produces into CYCLE_DIR: candidates.parquet, pairs.parquet, result.json. The wor
 those into DuckDB afterwards. A new model version lands in DATA_DIR/models/VERSION.
 
 Stages: select (trainer/selection.py) -> explore (trainer/explore.py) -> score (reward
-sources, trainer/rewards.py) -> pairs (trainer/pairs.py) -> optimize (trainer/optimize.py)
--> gate (trainer/gate.py) -> publish (trainer/registry.py).
+sources, trainer/rewards/) -> pairs (trainer/pairs.py) -> optimize (trainer/optimize.py)
+-> gate (trainer/gate.py) -> publish (feedback/registry.py, the registry contract). The
+worker's job and the result are typed (trainer/job.py); each stage is timed and said by
+`with stages(name):` (trainer/stages.py).
 """
 from __future__ import annotations
 
@@ -16,19 +18,24 @@ import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Callable
 
-from schemas.events import ModelPromotedPayload
+from feedback.registry import publish_promoted, write_metadata
+from schemas.registry import VersionMetadata
 from trainer.explore import Pace, fewshot_jobs, pick_exemplars, round_one_jobs, run_jobs, served_model_name
-from trainer.gate import run_gate
-from trainer.pairs import ScoredCandidate, build_pairs
-from trainer.registry import publish_promoted, write_metadata
-from trainer.judge import make_relative_judge
-from trainer.rewards import (
-    Candidate, Prompt, agreement, constraint_verifier, ensemble, json_verifier, sql_verifier, user_feedback,
-)
-from trainer.selection import select_prompts
+from trainer.gate import GateResult, run_gate
+from trainer.job import CycleJob, CycleResult, Status
+from trainer.pairs import Pair, ScoredCandidate, build_pairs
+from trainer.prompts import Candidate, Prompt, RewardSource
+from trainer.rewards import agreement, constraint_verifier, ensemble, json_verifier, sql_verifier, user_feedback
+from trainer.rewards.judge import make_relative_judge
+from trainer.selection import Selection, select_prompts
 from trainer.settings import WorkerSettings
+from trainer.stages import Stages
+
+# The ensemble's sources: name -> (weight, source).
+Sources = dict[str, tuple[float, RewardSource]]
+Pool = dict[str, list[Candidate]]  # prompt_id -> its candidates
+Scored = dict[str, list[ScoredCandidate]]
 
 
 def say(msg: str) -> None:
@@ -37,10 +44,10 @@ def say(msg: str) -> None:
 
 # -- stages -----------------------------------------------------------------------------
 def explore_all(prompts: list[Prompt], settings: WorkerSettings,
-                sources: dict[str, tuple[float, Callable]]) -> dict[str, list[Candidate]]:
+                sources: Sources) -> Pool:
     """Round one (sampling and scaffolds), then few-shot from round one's best answers."""
     model = served_model_name(settings.explore_url)
-    pool: dict[str, list[Candidate]] = {p.prompt_id: [] for p in prompts}
+    pool: Pool = {p.prompt_id: [] for p in prompts}
     pace = Pace(settings.explore_concurrency)  # one measure of the engine's speed for both rounds
 
     def progress(label, d, n):
@@ -69,7 +76,7 @@ def explore_all(prompts: list[Prompt], settings: WorkerSettings,
     return pool
 
 
-def add_served_and_corrections(prompts: list[Prompt], pool: dict[str, list[Candidate]]) -> None:
+def add_served_and_corrections(prompts: list[Prompt], pool: Pool) -> None:
     """The answer users actually got, and any correction they wrote, join the pool."""
     for p in prompts:
         if p.served:
@@ -83,7 +90,7 @@ def add_served_and_corrections(prompts: list[Prompt], pool: dict[str, list[Candi
 VERIFIERS = {"json": json_verifier, "sql": sql_verifier, "constraints": constraint_verifier}
 
 
-def reward_sources(settings: WorkerSettings, reward_model=None) -> dict[str, tuple[float, Callable]]:
+def reward_sources(settings: WorkerSettings, reward_model: RewardSource | None = None) -> Sources:
     sources = {"json": (settings.weight_verifier, json_verifier),
                "sql": (settings.weight_verifier, sql_verifier),
                "constraints": (settings.weight_constraints, constraint_verifier),
@@ -116,13 +123,12 @@ def fit_reward_model(prompts: list[Prompt], settings: WorkerSettings):
     return (rm if report["used"] else None), report
 
 
-def gate_sources(sources: dict[str, tuple[float, Callable]]) -> dict[str, tuple[float, Callable]]:
+def gate_sources(sources: Sources) -> Sources:
     # User feedback speaks only of served answers, never of the gate's fresh ones.
     return {k: v for k, v in sources.items() if k != "feedback"}
 
 
-def score(prompts: list[Prompt], pool: dict[str, list[Candidate]],
-          sources: dict[str, tuple[float, Callable]]) -> dict[str, list[ScoredCandidate]]:
+def score(prompts: list[Prompt], pool: Pool, sources: Sources) -> Scored:
     out = {}
     for p in prompts:
         scores, detail = ensemble(sources, p, pool[p.prompt_id])
@@ -130,7 +136,7 @@ def score(prompts: list[Prompt], pool: dict[str, list[Candidate]],
     return out
 
 
-def save_stage_outputs(cycle_dir: Path, scored: dict[str, list[ScoredCandidate]], pairs: list[dict]) -> None:
+def save_stage_outputs(cycle_dir: Path, scored: Scored, pairs: list[Pair]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -146,68 +152,28 @@ def save_stage_outputs(cycle_dir: Path, scored: dict[str, list[ScoredCandidate]]
          ("margin", pa.float64())])), cycle_dir / "pairs.parquet")
 
 
-# -- the recipe -------------------------------------------------------------------------
-def run_cycle(settings: WorkerSettings, job: dict, cycle_dir: Path) -> dict:
-    """`job`: cycle_id, snapshot, since, version, parent, parent_path (from the worker)."""
-    t0 = time.monotonic()
-    timings: dict[str, float] = {}
-    result = {"cycle_id": job["cycle_id"], "status": "skipped", "version": None, "parent": job["parent"],
-              "watermark": job["since"], "counts": {}, "timings": timings}
+def select(settings: WorkerSettings, job: CycleJob) -> Selection:
+    """New prompts (+ replay), deduplicated, scrubbed, capped per tenant, split train / held-out."""
+    return select_prompts(Path(job.snapshot), job.since, limit=settings.max_prompts,
+                          replay_fraction=settings.replay_fraction, tenant_cap=settings.tenant_cap,
+                          holdout_fraction=settings.holdout_fraction,
+                          near_dup_threshold=settings.near_dup_threshold, seed=settings.split_seed)
 
-    def stage_done(name: str, started: float) -> None:
-        timings[name] = round(time.monotonic() - started, 2)
 
-    # 1. Select: new prompts (+ replay), deduplicated, scrubbed, capped per tenant, split.
-    t = time.monotonic()
-    sel = select_prompts(Path(job["snapshot"]), job["since"], limit=settings.max_prompts,
-                         replay_fraction=settings.replay_fraction, tenant_cap=settings.tenant_cap,
-                         holdout_fraction=settings.holdout_fraction,
-                         near_dup_threshold=settings.near_dup_threshold, seed=settings.split_seed)
-    prompts = sel.train
-    result["watermark"] = sel.watermark or job["since"]
-    result["counts"].update(prompts=len(prompts), heldout=len(sel.heldout))
-    result["select"] = sel.stats
-    stage_done("select", t)
-    say(f"select: {len(prompts)} training prompts, {len(sel.heldout)} held out ({json.dumps(sel.stats)})")
-    if not prompts:
-        return {**result, "reason": "no new prompts since the last cycle"}
-
-    # Reward sources for this cycle, including a reward model fit on users' feedback.
-    t = time.monotonic()
-    reward_model, result["reward_model"] = fit_reward_model(prompts, settings)
-    sources = reward_sources(settings, reward_model)
-    stage_done("reward_model", t)
-    say(f"reward sources: {', '.join(n for n, (w, _) in sources.items() if w > 0)}"
-        + (f"; reward model {result['reward_model']}" if result["reward_model"] else ""))
-
-    # 2. Explore: several strategies per prompt on the live model; served answers join.
-    t = time.monotonic()
-    pool = explore_all(prompts, settings, sources)
-    stage_done("explore", t)
-    result["counts"]["candidates"] = sum(len(v) for v in pool.values())
-
-    # 3. Score without labels, and pair best against worst on the bare prompt.
-    t = time.monotonic()
-    scored = score(prompts, pool, sources)
-    pairs = build_pairs(prompts, scored, settings.min_margin, settings.min_best)
-    stage_done("score", t)
-    save_stage_outputs(cycle_dir, scored, pairs)
+def reward_summary(scored: Scored) -> dict[str, float | None]:
+    """Mean reward over all scored candidates, and mean of each prompt's best."""
     all_scores = [s.score for v in scored.values() for s in v if s.score is not None]
-    result["counts"].update(scored=len(all_scores), pairs=len(pairs))
-    result["reward"] = {"mean": round(sum(all_scores) / len(all_scores), 4) if all_scores else None,
-                        "mean_best": round(sum(max((s.score for s in v if s.score is not None), default=0)
-                                               for v in scored.values()) / len(scored), 4)}
-    say(f"score: {len(all_scores)} candidates scored, mean reward {result['reward']['mean']}, {len(pairs)} pairs")
-    if len(pairs) < settings.min_pairs:
-        return {**result, "reason": f"only {len(pairs)} pairs (TAO_MIN_PAIRS={settings.min_pairs}): nothing to train"}
+    return {"mean": round(sum(all_scores) / len(all_scores), 4) if all_scores else None,
+            "mean_best": round(sum(max((s.score for s in v if s.score is not None), default=0)
+                                   for v in scored.values()) / len(scored), 4) if scored else None}
 
-    # 4. Optimize: DPO plus NLL on the chosen answer (default) with a LoRA, merged into a servable directory.
+
+def optimize(settings: WorkerSettings, job: CycleJob, pairs: list[Pair], sources: Sources,
+             weights: Path) -> dict:
+    """Train on top of the parent (DPO plus NLL on the chosen answer by default, with a LoRA)
+    and write the merged, servable model to `weights`; returns the training figures."""
     from trainer.optimize import train  # torch/trl load only when there is something to train
 
-    t = time.monotonic()
-    version_dir = settings.data_dir / "models" / job["version"]
-    version_dir.mkdir(parents=True, exist_ok=True)
-    weights = version_dir / "weights"
     options = {"epochs": settings.epochs, "lr": settings.learning_rate, "lora_r": settings.lora_r,
                "seed": settings.seed, "log": say}
     if settings.optimizer in ("dpo", "dpo_nll"):
@@ -218,58 +184,112 @@ def run_cycle(settings: WorkerSettings, job: dict, cycle_dir: Path) -> dict:
         return scores
 
     say(f"optimize: {settings.optimizer} on {len(pairs)} pairs")
-    result["train"] = {"method": settings.optimizer, **train(settings.optimizer, Path(job["parent_path"]), pairs,
-                                                             weights, reward_fn=grpo_reward, **options)}
-    stage_done("optimize", t)
+    weights.mkdir(parents=True, exist_ok=True)
+    return {"method": settings.optimizer,
+            **train(settings.optimizer, Path(job.parent_path), pairs, weights, reward_fn=grpo_reward, **options)}
 
-    # 5. Gate: the candidate must beat the live model on held-out prompts and the canary set.
-    t = time.monotonic()
-    if settings.gate_enabled:
-        choice = settings.dtype_choice()
-        say(f"gate: generating in {choice.dtype} ({choice.reason})")
-        # At most N held-out prompts: generating on the CPU is what the gate costs.
-        gate = run_gate(Path(job["parent_path"]), weights, sel.heldout[: settings.gate_max_prompts],
-                        gate_sources(sources), VERIFIERS,
-                        threshold=settings.gate_threshold, canary_tolerance=settings.canary_tolerance,
-                        max_new_tokens=settings.gate_max_tokens, dtype=settings.dtype_choice().dtype,
-                        log=say).as_dict()
-    else:
-        gate = {"promote": True, "reasons": ["gate disabled (TAO_GATE_ENABLED=false)"]}
-    stage_done("gate", t)
-    result["gate"] = gate
-    say(f"gate: {'promote' if gate['promote'] else 'reject'}: {'; '.join(gate['reasons'])}")
 
-    # 6. Publish: the version directory is complete (metadata last) before anyone hears of it.
-    metrics = {k: float(v) for k, v in {**result["train"], "mean_reward": result["reward"]["mean"] or 0,
-                                        "gate_win_rate": gate.get("win_rate")}.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    adapter = None
-    if gate["promote"] and settings.swap_mode == "lora":
-        # Gateways in lora mode serve the version as an adapter on the base model.
-        from trainer.adapter import extract_adapter
+def gate(settings: WorkerSettings, job: CycleJob, weights: Path, heldout: list[Prompt],
+         sources: Sources) -> GateResult:
+    """The candidate must beat the live model on held-out prompts and the canary set."""
+    if not settings.gate_enabled:
+        return GateResult(promote=True, reasons=["gate disabled (TAO_GATE_ENABLED=false)"], win_rate=None)
+    choice = settings.dtype_choice()
+    say(f"gate: generating in {choice.dtype} ({choice.reason})")
+    # At most N held-out prompts: generating on the CPU is what the gate costs.
+    return run_gate(Path(job.parent_path), weights, heldout[: settings.gate_max_prompts], gate_sources(sources),
+                    VERIFIERS, threshold=settings.gate_threshold, canary_tolerance=settings.canary_tolerance,
+                    max_new_tokens=settings.gate_max_tokens, dtype=choice.dtype, log=say)
 
-        t = time.monotonic()
-        result["adapter"] = extract_adapter(settings.base_model, weights, version_dir / "adapter",
-                                            rank=settings.lora_max_rank)
-        adapter = str((version_dir / "adapter").resolve())
-        stage_done("adapter", t)
-        say(f"adapter: {json.dumps(result['adapter'])}")
-    payload = ModelPromotedPayload(version=job["version"], artifact_path=str(weights.resolve()),
-                                   swap_mode=settings.swap_mode, adapter_path=adapter, parent=job["parent"],
-                                   cycle_id=job["cycle_id"], metrics=metrics)
-    status = "promoted" if gate["promote"] else "rejected"
-    write_metadata(version_dir, {**payload.model_dump(), "status": status, "counts": result["counts"],
-                                 "reward": result["reward"], "train": result["train"], "gate": gate,
-                                 "timings": timings})
-    if gate["promote"]:
-        t = time.monotonic()
-        publish_promoted(settings.kafka_bootstrap, payload, key=settings.signing_key_bytes(),
-                         data_dir=settings.data_dir)
-        stage_done("publish", t)
-    timings["total"] = round(time.monotonic() - t0, 2)
-    say(f"{status} {job['version']} (parent {job['parent']}) in {timings['total']:.0f}s")
-    return {**result, "status": status, "version": job["version"],
-            "reason": None if gate["promote"] else "; ".join(gate["reasons"])}
+
+def export_adapter(settings: WorkerSettings, weights: Path, version_dir: Path) -> dict:
+    """Gateways in lora mode serve a version as an adapter on the base model."""
+    from trainer.adapter import extract_adapter
+
+    report = extract_adapter(settings.base_model, weights, version_dir / "adapter", rank=settings.lora_max_rank)
+    say(f"adapter: {json.dumps(report)}")
+    return report
+
+
+def version_metadata(settings: WorkerSettings, job: CycleJob, res: CycleResult, weights: Path,
+                     verdict: GateResult) -> VersionMetadata:
+    """The version's metadata.json (schemas.registry): what it is, where from, with which figures."""
+    figures = {**(res.train or {}), "mean_reward": (res.reward or {}).get("mean") or 0,
+               "gate_win_rate": verdict.win_rate}
+    metrics = {k: float(v) for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    adapter = str((weights.parent / "adapter").resolve()) if res.adapter is not None else None
+    return VersionMetadata(version=job.version, artifact_path=str(weights.resolve()), swap_mode=settings.swap_mode,
+                           adapter_path=adapter, parent=job.parent, cycle_id=job.cycle_id,
+                           status="promoted" if verdict.promote else "rejected", metrics=metrics,
+                           counts=res.counts, reward=res.reward, train=res.train, gate=verdict.as_dict(),
+                           timings=res.timings)
+
+
+# -- the recipe -------------------------------------------------------------------------
+def run_cycle(settings: WorkerSettings, job: CycleJob, cycle_dir: Path) -> CycleResult:
+    stages = Stages(say)
+    res = CycleResult(cycle_id=job.cycle_id, status="skipped", parent=job.parent, watermark=job.since)
+    res.timings = stages.timings  # the same dict (validation copied it): each stage lands in the result
+
+    with stages("select"):
+        sel = select(settings, job)
+    prompts = sel.train
+    res.watermark, res.select = sel.watermark or job.since, sel.stats
+    res.counts.update(prompts=len(prompts), heldout=len(sel.heldout))
+    say(f"select: {len(prompts)} training prompts, {len(sel.heldout)} held out ({json.dumps(sel.stats)})")
+    if not prompts:
+        return _end(res, stages, "skipped", "no new prompts since the last cycle")
+
+    with stages("reward_model"):  # the reward sources, with a reward model fit on users' feedback
+        reward_model, res.reward_model = fit_reward_model(prompts, settings)
+        sources = reward_sources(settings, reward_model)
+    say(f"reward sources: {', '.join(n for n, (w, _) in sources.items() if w > 0)}"
+        + (f"; reward model {res.reward_model}" if res.reward_model else ""))
+
+    with stages("explore"):  # several strategies per prompt on the live model; served answers join
+        pool = explore_all(prompts, settings, sources)
+    res.counts["candidates"] = sum(len(v) for v in pool.values())
+
+    with stages("score"):  # without labels; pairs of best against worst on the bare prompt
+        scored = score(prompts, pool, sources)
+        pairs = build_pairs(prompts, scored, settings.min_margin, settings.min_best)
+    save_stage_outputs(cycle_dir, scored, pairs)
+    res.counts.update(scored=sum(s.score is not None for v in scored.values() for s in v), pairs=len(pairs))
+    res.reward = reward_summary(scored)
+    say(f"score: {res.counts['scored']} candidates scored, mean reward {res.reward['mean']}, {len(pairs)} pairs")
+    if len(pairs) < settings.min_pairs:
+        return _end(res, stages, "skipped", f"only {len(pairs)} pairs (TAO_MIN_PAIRS={settings.min_pairs}): "
+                                            "nothing to train")
+
+    version_dir = settings.data_dir / "models" / job.version
+    weights = version_dir / "weights"
+    with stages("optimize"):
+        res.train = optimize(settings, job, pairs, sources, weights)
+
+    with stages("gate"):
+        verdict = gate(settings, job, weights, sel.heldout, sources)
+    res.gate = verdict.as_dict()
+    say(f"gate: {'promote' if verdict.promote else 'reject'}: {'; '.join(verdict.reasons)}")
+
+    # Publish: the version directory is complete (metadata last) before anyone hears of it.
+    if verdict.promote and settings.swap_mode == "lora":
+        with stages("adapter"):
+            res.adapter = export_adapter(settings, weights, version_dir)
+    meta = version_metadata(settings, job, res, weights, verdict)
+    write_metadata(version_dir, meta)
+    if verdict.promote:
+        with stages("publish"):
+            publish_promoted(settings.kafka_bootstrap, meta.promoted_payload(), key=settings.signing_key_bytes(),
+                             data_dir=settings.data_dir)
+    res.version = job.version
+    return _end(res, stages, meta.status, None if verdict.promote else "; ".join(verdict.reasons))
+
+
+def _end(res: CycleResult, stages: Stages, status: Status, reason: str | None) -> CycleResult:
+    res.status, res.reason = status, reason
+    total = stages.total()
+    say(f"{status} {res.version or ''} (parent {res.parent}) in {total:.0f}s" + (f": {reason}" if reason else ""))
+    return res
 
 
 def _die_with_parent() -> None:
@@ -288,19 +308,19 @@ def _die_with_parent() -> None:
 def main(cycle_dir: Path) -> int:
     """Child-process entry: CYCLE_DIR holds job.json and settings.json written by the worker."""
     _die_with_parent()
-    job = json.loads((cycle_dir / "job.json").read_text())
-    settings = WorkerSettings.model_validate_json((cycle_dir / "settings.json").read_text())
     try:
+        job = CycleJob.model_validate_json((cycle_dir / "job.json").read_text())
+        settings = WorkerSettings.model_validate_json((cycle_dir / "settings.json").read_text())
         result = run_cycle(settings, job, cycle_dir)
     except Exception as e:  # recorded, not swallowed: the worker marks the cycle failed
         import traceback
 
         traceback.print_exc()
-        result = {"cycle_id": job["cycle_id"], "status": "failed", "reason": f"{type(e).__name__}: {e}"}
+        result = CycleResult(cycle_id=cycle_dir.name, status="failed", reason=f"{type(e).__name__}: {e}")
     tmp = cycle_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.write_text(json.dumps(result.as_dict(), indent=2))
     tmp.rename(cycle_dir / "result.json")
-    return 0 if result["status"] != "failed" else 1
+    return 0 if result.status != "failed" else 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trainer.pairs import Pair
 
 METHODS = ("dpo", "dpo_nll", "sft", "grpo")
 
@@ -38,7 +42,7 @@ REJECTED_TOKENS = 64
 def train(
     method: str,
     base_model: Path,
-    pairs: list[dict],
+    pairs: list[Pair],
     out_dir: Path,
     *,
     reward_fn: Callable[[list[dict], list[str]], list[float | None]] | None = None,
@@ -63,7 +67,7 @@ def train(
 
 def train_dpo(
     base_model: Path,
-    pairs: list[dict],
+    pairs: list[Pair],
     out_dir: Path,
     *,
     epochs: int = 1,
@@ -122,7 +126,7 @@ def train_dpo(
 
 def train_sft(
     base_model: Path,
-    pairs: list[dict],
+    pairs: list[Pair],
     out_dir: Path,
     *,
     epochs: int = 1,

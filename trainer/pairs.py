@@ -2,8 +2,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
-from trainer.rewards import Candidate, Prompt
+from trainer.prompts import Candidate, Prompt
+
+
+class Pair(TypedDict):
+    """One DPO pair: what trainer/optimize.py trains on and pairs.parquet keeps. A dict (typed),
+    because TRL's trainers take rows of dicts."""
+    prompt_id: str
+    prompt: list[dict]  # the bare request's messages
+    chosen: str
+    rejected: str
+    margin: float
+    chosen_strategy: str
 
 
 @dataclass
@@ -14,7 +26,7 @@ class ScoredCandidate:
 
 
 def build_pairs(prompts: list[Prompt], scored: dict[str, list[ScoredCandidate]], min_margin: float,
-                min_best: float) -> list[dict]:
+                min_best: float) -> list[Pair]:
     """One pair per prompt whose reward spread is wide enough; none where there is no spread.
 
     The chosen answer must be good in absolute terms too (`min_best`): a pair of two bad
@@ -30,7 +42,7 @@ def build_pairs(prompts: list[Prompt], scored: dict[str, list[ScoredCandidate]],
         margin = best.score - worst.score
         if margin < min_margin or best.score < min_best or best.candidate.text == worst.candidate.text:
             continue
-        pairs.append({"prompt_id": p.prompt_id, "prompt": p.messages, "chosen": best.candidate.text,
-                      "rejected": worst.candidate.text, "margin": round(margin, 4),
-                      "chosen_strategy": best.candidate.strategy})
+        pairs.append(Pair(prompt_id=p.prompt_id, prompt=p.messages, chosen=best.candidate.text,
+                          rejected=worst.candidate.text, margin=round(margin, 4),
+                          chosen_strategy=best.candidate.strategy))
     return pairs

@@ -1,25 +1,24 @@
-"""Worker settings (collector + scheduler + TAO cycle): environment variables prefixed TAO_."""
+"""Worker settings (collector + scheduler + TAO cycle): environment variables prefixed TAO_;
+those every process shares come from feedback.settings.TaoSettings, through CollectorSettings."""
 from __future__ import annotations
-
-from pathlib import Path
 
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
-from feedback.hardware import DtypeChoice, DtypeSetting, choose_dtype
 from feedback.settings import CollectorSettings
-from trainer.judge import DEFAULT_RUBRIC
+from trainer.explore import STRATEGIES
+from trainer.optimize import METHODS
+from trainer.rewards.judge import DEFAULT_RUBRIC
 
 
 class WorkerSettings(CollectorSettings):
-    """Everything `tao worker` reads; the collector's own settings come from CollectorSettings."""
+    """Everything `tao worker` reads; the collector's own settings come from CollectorSettings.
 
-    model_config = SettingsConfigDict(env_prefix="TAO_", extra="ignore")
+    dtype_choice (TaoSettings) is the gate's: the gate generates on the CPU (trainer/generate.py),
+    also on a GPU host, so the CPU's flags decide."""
 
-    base_model: Path = Field(Path("~/.cache/tao-loop/models/SmolLM2-135M-Instruct").expanduser(),
-                             description="model the first cycle starts from")
     explore_url: str = Field("http://127.0.0.1:8100", description="vLLM OpenAI server used for exploration "
                              "(the serving vLLM itself, never the gateway: exploration is not production traffic)")
     worker_host: str = "127.0.0.1"
@@ -89,40 +88,16 @@ class WorkerSettings(CollectorSettings):
     gate_max_tokens: int = Field(128, ge=8, description="answer length when the gate compares models")
     gate_max_prompts: int = Field(32, ge=1, description="held-out prompts the gate compares on at most "
                                   "(generation on CPU is the gate's cost)")
-    dtype: DtypeSetting = Field(
-        "auto", description="dtype the gate generates in (TAO_DTYPE, as the gateway's vLLM): auto = bfloat16 on a "
-        "GPU or a CPU with AVX512_BF16/AMX_BF16, else float32. Training keeps float32 weights on a CPU regardless "
-        "(bf16 autocast saved ~15% on a bf16 CPU, not worth bf16 rounding in summed log-probs)")
     # Optimize
     # dpo_nll by default: in the lift benchmark it beat plain DPO after 3 cycles (seen field sets
     # 77% vs 63%, unseen 57% vs 49%, regression 57.5% vs 55%; tests/bench/results/tao_lift.md).
-    optimizer: Literal["dpo", "dpo_nll", "sft", "grpo"] = Field(
+    optimizer: Literal[METHODS] = Field(
         "dpo_nll", description="dpo (best vs worst), dpo_nll (+ NLL on the chosen answer), sft (on the best answer), "
                            "grpo (online, rewarded by the ensemble; slow on CPU)")
     epochs: int = Field(1, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
     beta: float = Field(0.1, gt=0)
     lora_r: int = Field(16, ge=1)
-    # Publish
-    swap_mode: Literal["weights", "lora"] = Field(
-        "weights", description="as the gateways' TAO_SWAP_MODE: lora also exports each version as an adapter "
-                               "against the base model (a truncated SVD of merged - base, a few seconds)")
-    lora_max_rank: int = Field(64, ge=1, description="rank of exported adapters (the gateways' vLLM limit)")
-    # Excluded from the settings.json a cycle's child reads: a secret stays out of files; the
-    # child inherits the worker's environment, and validating settings.json reads it again.
-    signing_key: str | None = Field(None, exclude=True, description="the gateways' TAO_SIGNING_KEY: tao.control "
-                                    "events are signed with it (unset: DATA_DIR/signing.key, as the gateways)")
-
-    def signing_key_bytes(self) -> bytes:
-        from feedback.ids import shared_key
-
-        return shared_key(self.signing_key, self.data_dir)
-
-    def dtype_choice(self) -> DtypeChoice:
-        """The gate's dtype and why. The gate generates on the CPU (trainer/generate.py), also on
-        a GPU host, so the CPU's flags decide."""
-        return choose_dtype(self.dtype)
-
     @field_validator("cycle_cron")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
@@ -144,10 +119,9 @@ class WorkerSettings(CollectorSettings):
     @classmethod
     def _strategies(cls, v):
         names = [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else list(v)
-        known = {"plain", "plain_hot", "scaffold", "stepwise", "fewshot"}
-        if not names or set(names) - known:
-            raise ValueError(f"TAO_EXPLORE_STRATEGIES: unknown {sorted(set(names) - known) or 'empty'}; "
-                             f"known: {', '.join(sorted(known))}")
+        if not names or set(names) - set(STRATEGIES):
+            raise ValueError(f"TAO_EXPLORE_STRATEGIES: unknown {sorted(set(names) - set(STRATEGIES)) or 'empty'}; "
+                             f"known: {', '.join(STRATEGIES)}")
         return names
 
     @model_validator(mode="after")

@@ -11,12 +11,10 @@ started are killed and the cycle is recorded as failed, so the worker is never s
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -25,9 +23,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from feedback.collector import Collector
+from feedback.logs import setup_logging
+from feedback.procs import stop as stop_group
 from feedback.metrics import collector_registry
 from feedback.store import Store
-from trainer.registry import next_version
+from feedback.registry import next_version
+from trainer.job import CycleJob, CycleResult
 from trainer.report import write_report
 from trainer.settings import WorkerSettings
 
@@ -49,20 +50,6 @@ def child_env(settings: WorkerSettings) -> dict[str, str]:
         if field.exclude and value is not None:
             env[f"{prefix}{name}".upper()] = str(value)
     return env
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Stop the child's whole process group: the cycle's own children (loaders, compilers)
-    must not outlive it."""
-    for sig, wait_s in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return  # nothing of the group is left
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def _copy_output(stream, out) -> None:
@@ -96,73 +83,52 @@ class CycleRunner:
         self._stopping.set()
         proc = self._proc
         if proc is not None:
-            _kill_group(proc)
+            stop_group(proc, KILL_GRACE_S)
         if self._lock.acquire(timeout=timeout):
             self._lock.release()
 
-    def mark_interrupted(self) -> None:
-        """A cycle still 'running' at start-up was cut off by a restart: say so."""
-        self.store.execute("UPDATE cycles SET status = 'interrupted', finished_at = now(), "
-                           "reason = 'the worker stopped during this cycle' WHERE status = 'running'")
-
-    def _since(self) -> str | None:
-        # A rejected cycle used its prompts too; the replay sample brings old ones back.
-        rows = self.store.query("SELECT CAST(max(watermark) AS VARCHAR) FROM cycles "
-                                "WHERE status IN ('promoted', 'rejected')")
-        return rows[0][0] if rows else None
-
-    def _parent(self) -> tuple[str, str]:
-        rows = self.store.query("SELECT version, artifact_path FROM model_events ORDER BY occurred_at DESC LIMIT 1")
-        if rows:
-            return rows[0][0], rows[0][1]
-        rows = self.store.query("SELECT version FROM cycles WHERE status = 'promoted' ORDER BY finished_at DESC LIMIT 1")
-        if rows:  # promoted, but the collector has not stored the event yet
-            return rows[0][0], str((self.settings.data_dir / "models" / rows[0][0] / "weights").resolve())
-        return "base", str(self.settings.base_model)
-
     def run(self, force: bool = False) -> dict:
+        """Run one cycle now (unless one is running or too little is new); its result, as JSON."""
         if not self._lock.acquire(blocking=False):
-            return {"status": "busy", "reason": "a cycle is already running"}
+            return CycleResult(status="busy", reason="a cycle is already running").as_dict()
         if self._stopping.is_set():
             self._lock.release()
-            return {"status": "skipped", "reason": "the worker is stopping"}
+            return CycleResult(status="skipped", reason="the worker is stopping").as_dict()
         try:
-            return self._run(force)
+            return self._run(force).as_dict()
         finally:
             self._lock.release()
 
-    def _run(self, force: bool) -> dict:
+    def _run(self, force: bool) -> CycleResult:
         s = self.settings
-        since = self._since()
-        new = self.store.query("SELECT count(*) FROM completions WHERE ? IS NULL OR occurred_at > CAST(? AS TIMESTAMPTZ)",
-                               [since, since])[0][0]
+        since = self.store.cycles.watermark()
+        new = self.store.cycles.new_completions(since)
         if new < s.min_new_prompts and not force:
             log.info("cycle not started: %d new prompts, TAO_MIN_NEW_PROMPTS=%d", new, s.min_new_prompts)
-            return {"status": "skipped", "reason": f"{new} new prompts < TAO_MIN_NEW_PROMPTS={s.min_new_prompts}"}
+            return CycleResult(status="skipped", reason=f"{new} new prompts < TAO_MIN_NEW_PROMPTS={s.min_new_prompts}")
         cycle_id = datetime.now(timezone.utc).strftime("c%Y%m%dT%H%M%S-") + secrets.token_hex(2)
-        parent, parent_path = self._parent()
-        job = {"cycle_id": cycle_id, "since": since, "version": next_version(s.data_dir), "parent": parent,
-               "parent_path": parent_path}
-        self.store.execute("INSERT INTO cycles (cycle_id, started_at, status) VALUES (?, now(), 'running')", [cycle_id])
+        parent, parent_path = self.store.cycles.live_model(s.data_dir, s.base_model)
+        self.store.cycles.start(cycle_id)
         cycle_dir = s.data_dir / "cycles" / cycle_id
         cycle_dir.mkdir(parents=True, exist_ok=True)
         log.info("cycle %s: %d new prompts, training on top of %s", cycle_id, new, parent)
         snapshot = self.store.export_snapshot(s.data_dir / "snapshots")
         try:
-            job["snapshot"] = str(snapshot)
-            (cycle_dir / "job.json").write_text(json.dumps(job, indent=2))
+            job = CycleJob(cycle_id=cycle_id, since=since, version=next_version(s.data_dir), parent=parent,
+                           parent_path=parent_path, snapshot=str(snapshot))
+            (cycle_dir / "job.json").write_text(job.model_dump_json(indent=2))
             # Secrets are excluded from the dump; the child gets them in its environment.
             (cycle_dir / "settings.json").write_text(s.model_dump_json(indent=2))
             result = self._run_child(cycle_dir)
-            self._record(cycle_id, cycle_dir, result)
-            write_report(cycle_dir, result)
+            self.store.cycles.finish(cycle_id, cycle_dir, result.as_dict())
+            write_report(cycle_dir, result.as_dict())
         finally:
             shutil.rmtree(snapshot, ignore_errors=True)
-        log.info("cycle %s %s: %s (report: %s)", cycle_id, result["status"],
-                 result.get("reason") or result.get("version"), cycle_dir / "report.md")
+        log.info("cycle %s %s: %s (report: %s)", cycle_id, result.status, result.reason or result.version,
+                 cycle_dir / "report.md")
         return result
 
-    def _run_child(self, cycle_dir: Path) -> dict:
+    def _run_child(self, cycle_dir: Path) -> CycleResult:
         budget = self.settings.cycle_timeout_s
         log_path = cycle_dir / "cycle.log"
         with open(log_path, "w") as out:
@@ -176,41 +142,33 @@ class CycleRunner:
             timed_out = False
             try:
                 if self._stopping.is_set():  # stop() came before _proc was set
-                    _kill_group(proc)
+                    stop_group(proc, KILL_GRACE_S)
                 proc.wait(timeout=budget)
             except subprocess.TimeoutExpired:
                 timed_out = True
                 log.warning("cycle %s ran past TAO_CYCLE_TIMEOUT_S=%.0fs: killing it", cycle_dir.name, budget)
-                _kill_group(proc)
+                stop_group(proc, KILL_GRACE_S)
             except BaseException:  # Ctrl-C in `tao cycle --once`: its own session does not get the SIGINT
-                _kill_group(proc)
+                stop_group(proc, KILL_GRACE_S)
                 raise
             finally:
                 self._proc = None
                 reader.join(KILL_GRACE_S)  # a grandchild that left the group may hold the pipe
+        cycle_id = cycle_dir.name
         if timed_out:
-            return {"cycle_id": cycle_dir.name, "status": "failed",
-                    "reason": f"the cycle ran past its budget of {budget:.0f}s (TAO_CYCLE_TIMEOUT_S) and was "
-                              f"killed: raise TAO_CYCLE_TIMEOUT_S or lower TAO_MAX_PROMPTS; see {log_path}"}
+            return CycleResult(cycle_id=cycle_id, status="failed",
+                               reason=f"the cycle ran past its budget of {budget:.0f}s (TAO_CYCLE_TIMEOUT_S) and was "
+                                      f"killed: raise TAO_CYCLE_TIMEOUT_S or lower TAO_MAX_PROMPTS; see {log_path}")
         result_path = cycle_dir / "result.json"
         if result_path.exists():
-            return json.loads(result_path.read_text())
+            try:
+                return CycleResult.model_validate_json(result_path.read_text()).model_copy(update={"cycle_id": cycle_id})
+            except ValueError as e:  # a child of another version, or a file cut short
+                return CycleResult(cycle_id=cycle_id, status="failed", reason=f"unreadable {result_path}: {e}")
         if self._stopping.is_set():
-            return {"cycle_id": cycle_dir.name, "status": "interrupted",
-                    "reason": "the worker stopped during this cycle"}
-        return {"cycle_id": cycle_dir.name, "status": "failed",
-                "reason": f"cycle process exited {proc.returncode} without a result; see {log_path}"}
-
-    def _record(self, cycle_id: str, cycle_dir: Path, result: dict) -> None:
-        self.store.execute(
-            "UPDATE cycles SET finished_at = now(), status = ?, reason = ?, watermark = CAST(? AS TIMESTAMPTZ), "
-            "version = ?, report = ? WHERE cycle_id = ?",
-            [result["status"], result.get("reason"), result.get("watermark"), result.get("version"),
-             json.dumps(result, default=str), cycle_id])
-        for table, path in (("cycle_candidates", "candidates.parquet"), ("cycle_pairs", "pairs.parquet")):
-            if (cycle_dir / path).exists():
-                self.store.execute(f"INSERT INTO {table} SELECT ? AS cycle_id, * FROM read_parquet(?)",
-                                   [cycle_id, str(cycle_dir / path)])
+            return CycleResult(cycle_id=cycle_id, status="interrupted", reason="the worker stopped during this cycle")
+        return CycleResult(cycle_id=cycle_id, status="failed",
+                           reason=f"cycle process exited {proc.returncode} without a result; see {log_path}")
 
 
 def create_app(settings: WorkerSettings):
@@ -225,7 +183,8 @@ def create_app(settings: WorkerSettings):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store(settings.db_path)
         runner = CycleRunner(settings, store)
-        runner.mark_interrupted()
+        if n := store.cycles.mark_interrupted():
+            log.warning("%d cycle(s) were running when the worker last stopped: marked interrupted", n)
         collector = Collector(settings.kafka_bootstrap, store, max_poll_records=settings.collector_max_poll_records)
         collector.start()
         scheduler = BackgroundScheduler(timezone="UTC")
@@ -254,11 +213,8 @@ def create_app(settings: WorkerSettings):
     @app.get("/status")
     def status():
         st = app.state.store
-        counts = {t: st.query(f"SELECT count(*) FROM {t}")[0][0] for t in ("completions", "feedback", "model_events")}
-        cycles = st.query("SELECT cycle_id, status, reason, version, CAST(started_at AS VARCHAR) FROM cycles "
-                          "ORDER BY started_at DESC LIMIT 5")
-        return {"rows": counts, "feedback_pending": st.feedback_pending(), "collector": app.state.collector.counters.stats(),
-                "cycles": [dict(zip(("cycle_id", "status", "reason", "version", "started_at"), c)) for c in cycles]}
+        return {"rows": st.cycles.row_counts(), "feedback_pending": st.feedback_pending(),
+                "collector": app.state.collector.counters.stats(), "cycles": st.cycles.recent(5)}
 
     @app.get("/metrics")
     def metrics():
@@ -269,10 +225,7 @@ def create_app(settings: WorkerSettings):
 
     @app.get("/models")
     def models():
-        rows = app.state.store.query(
-            "SELECT type, version, artifact_path, parent, cycle_id, CAST(occurred_at AS VARCHAR) FROM model_events "
-            "ORDER BY occurred_at")
-        events = [dict(zip(("type", "version", "artifact_path", "parent", "cycle_id", "occurred_at"), r)) for r in rows]
+        events = app.state.store.cycles.model_events()
         return {"live": events[-1]["version"] if events else "base", "events": events}
 
     @app.post("/cycles")
@@ -286,9 +239,7 @@ def create_app(settings: WorkerSettings):
 def main(settings: WorkerSettings) -> None:
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "kafka"):  # per-request and per-connection INFO lines drown ours
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     # A POST /cycles in flight would hold uvicorn's shutdown (and so runner.stop()) until its
     # cycle ends: give requests a few seconds, then run the lifespan's shutdown anyway.
     uvicorn.run(create_app(settings), host=settings.worker_host, port=settings.worker_port, log_level="warning",

@@ -84,7 +84,7 @@ def test_never_two_cycles_at_once(store, settings):
 
 def test_cycle_cut_off_by_a_restart_is_marked(store, settings):
     store.execute("INSERT INTO cycles (cycle_id, started_at, status) VALUES ('c-old', now(), 'running')")
-    CycleRunner(settings, store).mark_interrupted()
+    store.cycles.mark_interrupted()
     assert store.query("SELECT status FROM cycles WHERE cycle_id = 'c-old'") == [("interrupted",)]
 
 

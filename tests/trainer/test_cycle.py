@@ -1,0 +1,126 @@
+"""The cycle recipe's own helpers (trainer/cycle.py, trainer/stages.py, trainer/job.py), fast:
+no vLLM, no training. Stages that need a model are replaced, and each test says which."""
+import json
+from pathlib import Path
+
+import pytest
+
+from feedback.registry import get_version, write_metadata
+from trainer import cycle
+from trainer.gate import GateResult
+from trainer.job import CycleJob, CycleResult
+from trainer.pairs import ScoredCandidate
+from trainer.prompts import Candidate, Prompt
+from trainer.selection import Selection
+from trainer.settings import WorkerSettings
+from trainer.stages import Stages
+
+EXTRACT = "Extract the fields name, city from: Ana Ruiz lives in Lima."
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return WorkerSettings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:1", judge_url=None, weight_reward_model=0,
+                          min_pairs=2)
+
+
+@pytest.fixture
+def job(tmp_path):
+    return CycleJob(cycle_id="c-test", since=None, version="v1", parent="base", parent_path=str(tmp_path / "base"),
+                    snapshot=str(tmp_path / "snapshot"))
+
+
+def test_stages_time_each_stage_and_say_a_failure():
+    said = []
+    stages = Stages(said.append)
+    with stages("select"):
+        pass
+    with pytest.raises(ZeroDivisionError):
+        with stages("explore"):
+            1 / 0
+    assert set(stages.timings) == {"select", "explore"}
+    assert all(isinstance(v, float) and v >= 0 for v in stages.timings.values())
+    assert said[0].startswith("select: done in") and said[1].startswith("explore: failed after")
+    assert stages.total() >= stages.timings["select"] and "total" in stages.timings
+
+
+def test_result_json_leaves_out_stages_not_reached_and_reads_back():
+    res = CycleResult(cycle_id="c1", status="skipped", reason="no new prompts since the last cycle")
+    d = res.as_dict()
+    assert d == {"cycle_id": "c1", "status": "skipped", "reason": "no new prompts since the last cycle"}
+    assert CycleResult.model_validate_json(json.dumps(d)) == res
+    with pytest.raises(ValueError):
+        CycleResult(status="exploded")  # a status the worker does not know is refused where it is read
+
+
+def test_reward_summary_means_over_scored_candidates_only():
+    scored = {"a": [ScoredCandidate(Candidate("x", "plain"), 1.0, {}), ScoredCandidate(Candidate("y", "plain"), None, {})],
+              "b": [ScoredCandidate(Candidate("z", "plain"), 0.5, {})]}
+    assert cycle.reward_summary(scored) == {"mean": 0.75, "mean_best": 0.75}
+    assert cycle.reward_summary({}) == {"mean": None, "mean_best": None}
+
+
+def test_served_answers_and_corrections_join_the_pool():
+    p = Prompt("p1", [{"role": "user", "content": EXTRACT}], served="{}",
+               feedback=[{"kind": "correction", "value": '{"name": "Ana Ruiz"}'}, {"kind": "thumbs", "value": 1}])
+    pool = {"p1": []}
+    cycle.add_served_and_corrections([p], pool)
+    assert [(c.strategy, c.text) for c in pool["p1"]] == [("served", "{}"), ("correction", '{"name": "Ana Ruiz"}')]
+
+
+def test_gate_never_hears_user_feedback(settings):
+    sources = cycle.reward_sources(settings)
+    assert "feedback" in sources and "feedback" not in cycle.gate_sources(sources)
+    assert set(cycle.gate_sources(sources)) == set(sources) - {"feedback"}
+
+
+def test_a_disabled_gate_promotes_and_says_why(settings, job, tmp_path):
+    settings = settings.model_copy(update={"gate_enabled": False})
+    verdict = cycle.gate(settings, job, tmp_path / "weights", [], {})
+    assert verdict.promote and verdict.reasons == ["gate disabled (TAO_GATE_ENABLED=false)"]
+
+
+def test_version_metadata_round_trips_through_the_registry(settings, job, tmp_path):
+    weights = tmp_path / "models" / "v1" / "weights"
+    weights.mkdir(parents=True)
+    res = CycleResult(cycle_id="c-test", status="skipped", counts={"pairs": 5}, reward={"mean": 0.5, "mean_best": 0.9},
+                      train={"method": "dpo_nll", "loss": 0.25, "steps": 3}, timings={"select": 1.0})
+    verdict = GateResult(promote=False, reasons=["win rate 0.40 < 0.55"], win_rate=0.4)
+    meta = cycle.version_metadata(settings, job, res, weights, verdict)
+    write_metadata(weights.parent, meta)
+    back = get_version(tmp_path, "v1")
+    assert back == meta and back.status == "rejected" and back.gate["reasons"] == ["win rate 0.40 < 0.55"]
+    assert back.metrics == {"loss": 0.25, "steps": 3.0, "mean_reward": 0.5, "gate_win_rate": 0.4}
+    assert back.adapter_path is None and back.promoted_payload().artifact_path == str(weights.resolve())
+
+
+def test_recipe_stops_after_select_when_nothing_is_new(settings, job, tmp_path, monkeypatch):
+    # select replaced: a snapshot with no new prompts.
+    monkeypatch.setattr(cycle, "select", lambda s, j: Selection(train=[], heldout=[], watermark=None))
+    res = cycle.run_cycle(settings, job, tmp_path)
+    assert res.status == "skipped" and res.reason == "no new prompts since the last cycle"
+    assert set(res.timings) == {"select", "total"} and res.version is None and res.counts["prompts"] == 0
+
+
+def test_recipe_stops_before_training_with_too_few_pairs(settings, job, tmp_path, monkeypatch):
+    # select and explore replaced (no snapshot, no vLLM); scoring and pairing are the real ones.
+    prompts = [Prompt(f"p{i}", [{"role": "user", "content": EXTRACT}]) for i in range(3)]
+    good, bad = '{"name": "Ana Ruiz", "city": "Lima"}', "I cannot help with that."
+    monkeypatch.setattr(cycle, "select", lambda s, j: Selection(train=prompts, heldout=[], watermark="2026-01-01"))
+    pools = {"p0": [Candidate(good, "plain"), Candidate(bad, "plain")], "p1": [Candidate(good, "plain")],
+             "p2": [Candidate(bad, "plain")]}
+    monkeypatch.setattr(cycle, "explore_all", lambda ps, s, src: {k: list(v) for k, v in pools.items()})
+    res = cycle.run_cycle(settings, job, tmp_path)
+    assert res.status == "skipped" and res.reason.startswith("only 1 pairs (TAO_MIN_PAIRS=2)")
+    assert res.counts == {"prompts": 3, "heldout": 0, "candidates": 4, "scored": 4, "pairs": 1}
+    assert res.watermark == "2026-01-01" and list(res.timings) == ["select", "reward_model", "explore", "score", "total"]
+    assert (tmp_path / "pairs.parquet").exists() and (tmp_path / "candidates.parquet").exists()
+
+
+def test_child_entry_records_a_broken_job_as_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(cycle, "_die_with_parent", lambda: None)  # not this test process
+    (tmp_path / "job.json").write_text('{"cycle_id": "c1"}')  # fields missing
+    assert cycle.main(tmp_path) == 1
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "failed" and "ValidationError" in result["reason"] and "version" in result["reason"]
+    assert result["cycle_id"] == Path(tmp_path).name
