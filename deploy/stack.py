@@ -14,28 +14,24 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.table import Table
 
 from deploy.broker import create_topics, start_tansu
-from deploy.procs import free_port, spawn, stop, wait_http_ok
+from feedback.procs import free_port, spawn, stop, wait_http_ok
+from feedback.kafka import Bootstrap
+from feedback.settings import TaoSettings
 
 console = Console(stderr=True)
 
 
-class StackSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TAO_", extra="ignore")
-
-    kafka_bootstrap: str | None = Field(None, description="use this Kafka instead of starting a local Tansu")
+class StackSettings(TaoSettings):
+    kafka_bootstrap: Bootstrap | None = Field(None, description="use this Kafka instead of starting a local Tansu")
     port: int = Field(8000, ge=1, le=65535, description="gateway port (the only one clients use)")
     worker_port: int = Field(8001, ge=1, le=65535)
     vllm_port: int = Field(0, ge=0, le=65535, description="vLLM's loopback port (0: any free port)")
-    data_dir: Path = Path(".tao-data")
-    base_model: Path = Path("~/.cache/tao-loop/models/SmolLM2-135M-Instruct").expanduser()
     ready_timeout_s: float = Field(900, gt=0, description="how long to wait for vLLM to load")
     event_retention_days: float = Field(30, gt=0, description="retention of the topics it creates (as the worker's)")
 
