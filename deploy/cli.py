@@ -67,7 +67,8 @@ def collect(
     --rebuild. Settings: TAO_KAFKA_BOOTSTRAP, TAO_DATA_DIR, TAO_COLLECTOR_MAX_POLL_RECORDS,
     TAO_COLLECTOR_METRICS_PORT (Prometheus, off by default), TAO_EVENT_RETENTION_DAYS.
     """
-    from feedback.collect import run, setup_logging
+    from feedback.collect import run
+    from feedback.logs import setup_logging
     from feedback.settings import CollectorSettings
     from feedback.store import StoreLocked
 
@@ -200,7 +201,7 @@ def models_list(worker_url: str = _WORKER) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from trainer.registry import list_versions
+    from feedback.registry import list_versions
     from trainer.settings import WorkerSettings
 
     settings = _settings(WorkerSettings)
@@ -208,11 +209,10 @@ def models_list(worker_url: str = _WORKER) -> None:
     t = Table("", "version", "parent", "cycle", "pairs", "gate", "win rate")
     t.add_row("*" if live == "base" else "", "base", "", "", "", "", "")
     for v in list_versions(settings.data_dir):
-        gate = v.get("gate") or {}
-        win = gate.get("win_rate") if isinstance(gate, dict) else None
-        t.add_row("*" if v["version"] == live else "", v["version"], str(v.get("parent")), str(v.get("cycle_id")),
-                  str((v.get("counts") or {}).get("pairs", "")),
-                  "promoted" if (gate.get("promote") if isinstance(gate, dict) else None) else str(v.get("status", "")),
+        gate = v.gate or {}
+        win = gate.get("win_rate")
+        t.add_row("*" if v.version == live else "", v.version, str(v.parent), str(v.cycle_id),
+                  str(v.counts.get("pairs", "")), "promoted" if gate.get("promote") else v.status,
                   f"{win:.2f}" if isinstance(win, (int, float)) else "")
     Console().print(t)
 
@@ -220,11 +220,11 @@ def models_list(worker_url: str = _WORKER) -> None:
 @models_app.command("show")
 def models_show(version: str) -> None:
     """Everything recorded about one version (metadata.json)."""
-    from trainer.registry import get_version
+    from feedback.registry import get_version
     from trainer.settings import WorkerSettings
 
     try:
-        typer.echo(json.dumps(get_version(_settings(WorkerSettings).data_dir, version), indent=2))
+        typer.echo(get_version(_settings(WorkerSettings).data_dir, version).model_dump_json(indent=2))
     except LookupError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1)
@@ -233,7 +233,7 @@ def models_show(version: str) -> None:
 @models_app.command("promote")
 def models_promote(version: str) -> None:
     """Make VERSION live on every gateway (it need not have passed the gate)."""
-    from trainer.registry import promote
+    from feedback.registry import promote
     from trainer.settings import WorkerSettings
 
     settings = _settings(WorkerSettings)
@@ -252,7 +252,7 @@ def models_rollback(
     worker_url: str = _WORKER,
 ) -> None:
     """Roll the live version back (to its parent, or to --to); every gateway swaps."""
-    from trainer.registry import rollback
+    from feedback.registry import rollback
     from trainer.settings import WorkerSettings
 
     settings = _settings(WorkerSettings)

@@ -9,11 +9,12 @@ collector on event_id, which is derived from it).
 from __future__ import annotations
 
 import uuid
-from typing import Union
+from typing import Annotated, Union
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
+from feedback.errors import OpenAIError
 from feedback.ids import tenant_of, verify_completion_id
 from feedback.producer import EventProducer
 from schemas.events import TOPICS, FeedbackKind, FeedbackSubmitted, FeedbackSubmittedPayload
@@ -32,11 +33,6 @@ class FeedbackRequest(BaseModel):
     feedback_id: str | None = Field(None, max_length=128, description="client id making retries idempotent")
 
 
-class FeedbackError(Exception):
-    def __init__(self, status: int, message: str, code: str, param: str | None = None):
-        self.status, self.message, self.code, self.param = status, message, code, param
-
-
 class FeedbackService:
     def __init__(self, producer: EventProducer, signing_key: bytes):
         self.producer = producer
@@ -49,7 +45,7 @@ class FeedbackService:
         except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in the JSON): no id of ours
             known = False
         if not known:
-            raise FeedbackError(404, f"no completion {req.completion_id!r} for this API key", "completion_not_found",
+            raise OpenAIError(404, f"no completion {req.completion_id!r} for this API key", "completion_not_found",
                                 "completion_id")
         feedback_id = req.feedback_id or str(uuid.uuid4())
         try:
@@ -63,7 +59,7 @@ class FeedbackService:
             # no location) says "value: ..." itself.
             param = str(err["loc"][0]) if err.get("loc") else "value"
             msg = err["msg"].removeprefix("Value error, ")
-            raise FeedbackError(422, msg if msg.startswith(f"{param}:") else f"{param}: {msg}", "invalid_value",
+            raise OpenAIError(422, msg if msg.startswith(f"{param}:") else f"{param}: {msg}", "invalid_value",
                                 param) from e
         # Same feedback id from the same tenant -> same event id: a replay is a no-op in DuckDB.
         event = FeedbackSubmitted(
@@ -87,9 +83,16 @@ def bearer_key(request: Request) -> str | None:
     return bearer_value(request.headers.get("authorization"))
 
 
+def feedback_service(request: Request) -> FeedbackService:
+    """The app's FeedbackService (the gateway's lifespan puts it in app.state.feedback)."""
+    return request.app.state.feedback
+
+
+FeedbackDep = Annotated[FeedbackService, Depends(feedback_service)]
+
+
 @router.post("/v1/feedback", status_code=202)
-async def submit_feedback(req: FeedbackRequest, request: Request) -> dict:
-    service: FeedbackService = request.app.state.feedback
+async def submit_feedback(req: FeedbackRequest, service: FeedbackDep, request: Request) -> dict:
     event = service.submit(req, bearer_key(request))
     return {"id": event.payload.feedback_id, "object": "feedback", "status": "accepted",
             "completion_id": event.payload.completion_id}

@@ -13,6 +13,7 @@ import signal
 import threading
 
 from feedback.collector import Collector
+from feedback.logs import setup_logging
 from feedback.settings import CollectorSettings
 from feedback.store import Store
 
@@ -53,11 +54,6 @@ def _stop_on_signals() -> threading.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     return stop
-
-
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)  # per-connection INFO lines drown ours
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""Small helpers for child processes: free ports, waiting for a port or URL, clean stop.
+"""Child processes, one way everywhere: free ports, waiting for a port or URL, starting a
+child in a process group of its own and stopping that whole group.
 
-Used by the local stack launcher and by the tests, so both start and stop things the same way.
+Used by `tao up` and the broker launcher (deploy/), the gateway's vLLM (serving/vllm.py), the
+worker's cycle process (trainer/worker.py) and the tests, so all start and stop things alike.
+In feedback/ because serving and trainer may both import it and never each other.
 """
 from __future__ import annotations
 
@@ -63,7 +66,9 @@ def spawn(cmd: list[str], env: dict[str, str] | None = None, log_path: str | Non
 
 
 def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM the child's whole process group, then SIGKILL what is left after `timeout`."""
+    """SIGTERM the child's whole process group, then SIGKILL what is left after `timeout`
+    (a group outlives its leader: vLLM's engine workers, a cycle's compilers). The child must
+    lead its group (started by `spawn`, or with start_new_session=True)."""
     if proc.poll() is not None:
         _kill_group(proc.pid, signal.SIGKILL)  # reap grandchildren a dead parent left
         return

@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from deploy.procs import free_port
+from feedback.procs import free_port
 
 
 class Stack:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from deploy.procs import free_port
+from feedback.procs import free_port
 from tests.bench.metrics import score_case, summarize
 from tests.bench.speed import compare, decode_speed
 from tests.models import BASE_MODEL

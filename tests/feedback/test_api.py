@@ -5,7 +5,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from deploy.procs import free_port
+from feedback.procs import free_port
 from feedback.ids import new_completion_id, tenant_of
 from serving.app import create_app
 from serving.settings import GatewaySettings

@@ -11,7 +11,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from deploy.broker import create_topics, start_tansu
-from deploy.procs import free_port, stop
+from feedback.procs import free_port, stop
 from feedback.collector import Collector
 from feedback.store import Store
 from schemas.events import SCHEMA_VERSION, ChatCompleted, ChatCompletedPayload, Choice, FeedbackSubmitted, FeedbackSubmittedPayload

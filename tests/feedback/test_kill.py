@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from deploy.broker import running_tansu
-from deploy.procs import free_port, spawn, stop
+from feedback.procs import free_port, spawn, stop
 from feedback.store import Store
 from schemas.events import TOPICS, ModelPromoted, ModelPromotedPayload
 from tests.feedback.metrics import metrics_at

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from deploy.broker import running_tansu
-from deploy.procs import free_port, spawn, stop, wait_http_ok
+from feedback.procs import free_port, spawn, stop, wait_http_ok
 from schemas.events import TOPICS
 from tests.feedback.test_collector import poison, produce, traffic, wait_for
 from tests.feedback.metrics import metrics_at
