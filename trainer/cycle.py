@@ -27,6 +27,7 @@ from trainer.job import CycleJob, CycleResult, Status
 from trainer.pairs import Pair, ScoredCandidate, build_pairs
 from trainer.prompts import Candidate, Prompt, RewardSource
 from trainer.rewards import agreement, constraint_verifier, ensemble, json_verifier, sql_verifier, user_feedback
+from trainer.rewards.contract import structured_output_verifier, tool_call_verifier
 from trainer.rewards.judge import make_relative_judge
 from trainer.selection import Selection, select_prompts
 from trainer.settings import WorkerSettings
@@ -79,20 +80,24 @@ def explore_all(prompts: list[Prompt], settings: WorkerSettings,
 def add_served_and_corrections(prompts: list[Prompt], pool: Pool) -> None:
     """The answer users actually got, and any correction they wrote, join the pool."""
     for p in prompts:
-        if p.served:
-            pool[p.prompt_id].append(Candidate(p.served, "served"))
+        if p.served or p.served_tool_calls:
+            pool[p.prompt_id].append(Candidate(p.served or "", "served", tool_calls=p.served_tool_calls))
         for fb in p.feedback:
             if fb["kind"] == "correction":
                 pool[p.prompt_id].append(Candidate(str(fb["value"]), "correction"))
 
 
 # Verifiers whose pass rate must not drop at the gate (agreement needs a group: not here).
-VERIFIERS = {"json": json_verifier, "sql": sql_verifier, "constraints": constraint_verifier}
+VERIFIERS = {"json": json_verifier, "sql": sql_verifier, "constraints": constraint_verifier,
+             "structured_output": structured_output_verifier, "tool_calls": tool_call_verifier}
 
 
 def reward_sources(settings: WorkerSettings, reward_model: RewardSource | None = None) -> Sources:
     sources = {"json": (settings.weight_verifier, json_verifier),
                "sql": (settings.weight_verifier, sql_verifier),
+               # What the request's own parameters ask (response_format, tools): trainer/rewards/contract.py.
+               "structured_output": (settings.weight_verifier, structured_output_verifier),
+               "tool_calls": (settings.weight_verifier, tool_call_verifier),
                "constraints": (settings.weight_constraints, constraint_verifier),
                "agreement": (settings.weight_agreement, agreement),
                "feedback": (settings.weight_feedback, user_feedback)}
@@ -168,6 +173,16 @@ def reward_summary(scored: Scored) -> dict[str, float | None]:
                                    for v in scored.values()) / len(scored), 4) if scored else None}
 
 
+def opinions(scored: Scored, sources: Sources) -> dict[str, int]:
+    """How many prompts each source judged (an opinion on at least one candidate): a source
+    that judges nothing in real traffic is visible in every report."""
+    counts = dict.fromkeys((n for n, (w, _) in sources.items() if w > 0), 0)
+    for items in scored.values():
+        for name in {n for s in items for n in s.detail}:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def optimize(settings: WorkerSettings, job: CycleJob, pairs: list[Pair], sources: Sources,
              weights: Path) -> dict:
     """Train on top of the parent (DPO plus NLL on the chosen answer by default, with a LoRA)
@@ -184,7 +199,7 @@ def optimize(settings: WorkerSettings, job: CycleJob, pairs: list[Pair], sources
         return scores
 
     say(f"optimize: {settings.optimizer} on {len(pairs)} pairs")
-    weights.mkdir(parents=True, exist_ok=True)
+    weights.parent.mkdir(parents=True, exist_ok=True)  # the version directory; train() writes weights/ once
     return {"method": settings.optimizer,
             **train(settings.optimizer, Path(job.parent_path), pairs, weights, reward_fn=grpo_reward, **options)}
 
@@ -255,8 +270,9 @@ def run_cycle(settings: WorkerSettings, job: CycleJob, cycle_dir: Path) -> Cycle
         pairs = build_pairs(prompts, scored, settings.min_margin, settings.min_best)
     save_stage_outputs(cycle_dir, scored, pairs)
     res.counts.update(scored=sum(s.score is not None for v in scored.values() for s in v), pairs=len(pairs))
-    res.reward = reward_summary(scored)
-    say(f"score: {res.counts['scored']} candidates scored, mean reward {res.reward['mean']}, {len(pairs)} pairs")
+    res.reward, res.opinions = reward_summary(scored), opinions(scored, sources)
+    say(f"score: {res.counts['scored']} candidates scored, mean reward {res.reward['mean']}, {len(pairs)} pairs; "
+        f"prompts judged per source: {json.dumps(res.opinions)}")
     if len(pairs) < settings.min_pairs:
         return _end(res, stages, "skipped", f"only {len(pairs)} pairs (TAO_MIN_PAIRS={settings.min_pairs}): "
                                             "nothing to train")
