@@ -23,7 +23,9 @@ from pydantic import (
 # added without a bump: an older reader, which refuses unknown fields, then says "upgrade"
 # instead of reporting a stray field (measured: a gateway one commit old ignored a swap).
 # Readers accept every version up to their own.
-SCHEMA_VERSION = 2
+# 3: a ChatCompleted choice gained tool_calls (name, arguments), streaming included; tools,
+# tool_choice and response_format were already kept in params.
+SCHEMA_VERSION = 3
 
 # Bounds on what an event may carry, so that whatever passes validation can also be stored
 # (INTEGER columns are int32; DOUBLE takes no NaN/inf through JSON: pydantic writes them as
@@ -35,6 +37,8 @@ INT32_MAX = 2**31 - 1
 MAX_CHOICES = 128          # choices per completion; the gateway's TAO_MAX_N must not exceed it
 MAX_ID_CHARS = 256         # ids, tenant hashes, tags
 MAX_TEXT_CHARS = 100_000   # feedback text: at 6 bytes a character (JSON \uXXXX) still ~600 kB
+MAX_TOOL_CALLS = 64        # tool calls in one choice
+MAX_TOOL_NAME_CHARS = 64   # OpenAI's own limit on a function name
 Count = Annotated[int, Field(ge=0, le=INT32_MAX)]  # token counts: INTEGER columns
 ChoiceIndex = Annotated[int, Field(ge=0, lt=MAX_CHOICES)]
 
@@ -80,10 +84,19 @@ def _encodable(v: str) -> str:
     return v
 
 
+class ToolCall(_Strict):
+    """A function call the model made, as the client got it (`arguments` is the model's raw
+    JSON text: invalid JSON is evidence too, so it is kept as written)."""
+    id: str | None = Field(None, max_length=MAX_ID_CHARS)
+    name: str = Field(max_length=MAX_TOOL_NAME_CHARS)
+    arguments: str = Field("", max_length=MAX_TEXT_CHARS)
+
+
 class Choice(_Strict):
     index: ChoiceIndex
     text: str
     finish_reason: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list, max_length=MAX_TOOL_CALLS)
 
 
 class Usage(_Strict):

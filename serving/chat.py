@@ -17,7 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from feedback.ids import new_completion_id, tenant_of
 from feedback.producer import EventProducer
-from schemas.events import TOPICS, ChatCompleted, ChatCompletedPayload, Choice, Usage
+from schemas.events import (
+    MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_TOOL_CALLS, MAX_TOOL_NAME_CHARS, TOPICS, ChatCompleted, ChatCompletedPayload,
+    Choice, ToolCall, Usage,
+)
 from serving.errors import OpenAIError
 from serving.limits import RequestLimits
 from serving.metrics import GatewayMetrics
@@ -97,7 +100,9 @@ class ChatService:
         self.metrics.observe_usage(data.get("usage"))
         data["id"], data["model"] = cid, self.model_name
         choices = [Choice(index=c["index"], text=(c.get("message") or {}).get("content") or "",
-                          finish_reason=c.get("finish_reason")) for c in data.get("choices", [])]
+                          finish_reason=c.get("finish_reason"),
+                          tool_calls=tool_calls((c.get("message") or {}).get("tool_calls")))
+                   for c in data.get("choices", [])]
         self._log(req, body, tenant, cid, version, choices, data.get("usage"), t0, task)
         return JSONResponse(data, headers={VERSION_HEADER: version})
 
@@ -129,6 +134,7 @@ class ChatService:
         async def events():
             texts: dict[int, list[str]] = {}
             finish: dict[int, str | None] = {}
+            calls: dict[int, StreamedToolCalls] = {}
             usage = None
             done = False
             try:
@@ -148,6 +154,8 @@ class ChatService:
                             self.metrics.ttft.observe(time.monotonic() - t0)
                         if piece:
                             texts.setdefault(c["index"], []).append(piece)
+                        if (c.get("delta") or {}).get("tool_calls"):
+                            calls.setdefault(c["index"], StreamedToolCalls()).add(c["delta"]["tool_calls"])
                         if c.get("finish_reason"):
                             finish[c["index"]] = c["finish_reason"]
                     if chunk.get("usage"):
@@ -171,8 +179,9 @@ class ChatService:
                 self.metrics.latency.labels("true", status).observe(time.monotonic() - t0)
                 self.metrics.observe_usage(usage)
                 if done:  # a client that hung up mid-stream got no answer to log
-                    idx = sorted(set(texts) | set(finish))
-                    choices = [Choice(index=i, text="".join(texts.get(i, [])), finish_reason=finish.get(i))
+                    idx = sorted(set(texts) | set(finish) | set(calls))
+                    choices = [Choice(index=i, text="".join(texts.get(i, [])), finish_reason=finish.get(i),
+                                      tool_calls=calls[i].done() if i in calls else [])
                                for i in idx]
                     self._log(req, body, tenant, cid, version, choices, usage, t0, task)
 
@@ -189,6 +198,45 @@ class ChatService:
             ),
         )
         self.producer.emit(TOPICS["completions"], event)
+
+
+def _tool_call(call_id, name, arguments) -> ToolCall:
+    # Clipped to the event's bounds: whatever the model wrote, its answer's event can be made
+    # (a refused event would fail the request after its answer was ready).
+    return ToolCall(id=str(call_id)[:MAX_ID_CHARS] if call_id else None, name=str(name or "")[:MAX_TOOL_NAME_CHARS],
+                    arguments=str(arguments or "")[:MAX_TEXT_CHARS])
+
+
+def tool_calls(raw: list[dict] | None) -> list[ToolCall]:
+    """The tool calls of an OpenAI `message` (non-streaming answer), for the event."""
+    out = []
+    for c in (raw or [])[:MAX_TOOL_CALLS]:
+        fn = c.get("function") or {}
+        out.append(_tool_call(c.get("id"), fn.get("name"), fn.get("arguments")))
+    return out
+
+
+class StreamedToolCalls:
+    """Tool calls of one choice put together from stream deltas: each delta names the call's
+    `index`; the first one of a call carries its id and name, and `arguments` come in pieces."""
+
+    def __init__(self):
+        self._calls: dict[int, dict] = {}
+
+    def add(self, deltas: list[dict]) -> None:
+        for d in deltas:
+            i = d.get("index", 0)
+            if i not in self._calls and len(self._calls) >= MAX_TOOL_CALLS:
+                continue
+            call = self._calls.setdefault(i, {"id": None, "name": "", "arguments": []})
+            fn = d.get("function") or {}
+            call["id"] = call["id"] or d.get("id")
+            call["name"] = call["name"] or fn.get("name") or ""
+            if fn.get("arguments"):
+                call["arguments"].append(fn["arguments"])
+
+    def done(self) -> list[ToolCall]:
+        return [_tool_call(c["id"], c["name"], "".join(c["arguments"])) for _, c in sorted(self._calls.items())]
 
 
 SWAPPED_MESSAGE = ("a new model version went live while this request was still running past the swap's drain "

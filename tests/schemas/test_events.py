@@ -92,6 +92,29 @@ def test_version_1_events_are_still_read():
     assert parse_event(json.dumps(raw).encode()).payload.version == "v1"
 
 
+def test_version_2_completions_without_tool_calls_are_still_read():
+    raw = json.loads(chat_event().to_bytes())
+    raw["schema_version"] = 2
+    del raw["payload"]["choices"][0]["tool_calls"]
+    back = parse_event(json.dumps(raw).encode())
+    assert back.schema_version == 2 and back.payload.choices[0].tool_calls == []
+
+
+def test_tool_calls_round_trip_and_are_bounded():
+    call = {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Lima"'}  # invalid JSON is kept as written
+    ev = ChatCompleted(payload=ChatCompletedPayload(
+        completion_id="chatcmpl-x", model_version="base", messages=[{"role": "user", "content": "weather?"}],
+        choices=[{"index": 0, "text": "", "finish_reason": "tool_calls", "tool_calls": [call]}], latency_ms=1.0))
+    back = parse_event(ev.to_bytes())
+    assert back.payload.choices[0].tool_calls[0].model_dump() == call
+    from schemas.events import MAX_TOOL_CALLS, MAX_TOOL_NAME_CHARS, Choice
+
+    with pytest.raises(ValidationError, match="name"):
+        Choice(index=0, text="", tool_calls=[{"name": "x" * (MAX_TOOL_NAME_CHARS + 1)}])
+    with pytest.raises(ValidationError, match="tool_calls"):
+        Choice(index=0, text="", tool_calls=[{"name": "f"}] * (MAX_TOOL_CALLS + 1))
+
+
 # Every value that passes validation must also be storable (INTEGER columns are int32) and
 # sendable (JSON has no NaN/inf: pydantic would write null, and the event fail on the
 # collector). Each case: (event field, a value just inside, a value just outside).
