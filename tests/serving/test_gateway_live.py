@@ -144,6 +144,71 @@ def test_official_openai_client_parameters(env):
     assert all(ch.usage is None for ch in plain), "usage only when the client asked for it"
 
 
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["C", "F"]}},
+                   "required": ["city"]}}}
+
+
+def logged_completions(bootstrap: str, ids: set[str], timeout: float = 60) -> dict[str, dict]:
+    """The ChatCompleted events of `ids` from tao.completions (payloads, by completion id)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from feedback.kafka import KAFKA_API_VERSION
+    from schemas.events import TOPICS
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, api_version=KAFKA_API_VERSION,
+                      enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(TOPICS["completions"], p) for p in sorted(c.partitions_for_topic(TOPICS["completions"]))]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        found: dict[str, dict] = {}
+        deadline = time.monotonic() + timeout
+        while set(found) != ids and time.monotonic() < deadline:
+            for recs in c.poll(500).values():
+                for r in recs:
+                    ev = json.loads(r.value)
+                    if ev["payload"]["completion_id"] in ids:
+                        found[ev["payload"]["completion_id"]] = ev
+        return found
+    finally:
+        c.close()
+
+
+def test_openai_client_tools_round_trip_and_are_logged(env):
+    """`tools` through the official client: the answer's tool_calls come back (streaming too),
+    and the logged event keeps the request's contract (tools, tool_choice, response_format in
+    params) and the calls (name, arguments)."""
+    bootstrap = running(env)
+    client = openai.OpenAI(base_url=env["gw"].url + "/v1", api_key=env["user"], max_retries=0)
+    msg = [{"role": "user", "content": "What is the weather in Lima right now?"}]
+    forced = {"type": "function", "function": {"name": "get_weather"}}
+    r = client.chat.completions.create(model="tao", messages=msg, tools=[WEATHER], tool_choice=forced, max_tokens=40)
+    call = r.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+
+    chunks = list(client.chat.completions.create(model="tao", messages=msg, tools=[WEATHER], tool_choice=forced,
+                                                 max_tokens=40, stream=True))
+    streamed = [tc for ch in chunks for c in ch.choices for tc in (c.delta.tool_calls or [])]
+    assert streamed and streamed[0].function.name == "get_weather"
+    args = "".join(tc.function.arguments or "" for tc in streamed)
+    assert isinstance(json.loads(args)["city"], str)
+
+    # tool_choice=auto needs vLLM's parser (TAO_TOOL_CALL_PARSER): answered, called or not.
+    auto = client.chat.completions.create(model="tao", messages=msg, tools=[WEATHER], tool_choice="auto",
+                                          max_tokens=40)
+    assert auto.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+    events = logged_completions(bootstrap, {r.id, chunks[0].id})
+    for cid, arguments in ((r.id, call.function.arguments), (chunks[0].id, args)):
+        p = events[cid]["payload"]
+        assert events[cid]["schema_version"] == 3
+        assert p["params"]["tools"] == [WEATHER] and p["params"]["tool_choice"] == forced
+        assert p["choices"][0]["tool_calls"][0]["name"] == "get_weather"
+        assert p["choices"][0]["tool_calls"][0]["arguments"] == arguments
+
+
 def test_bad_parameters_are_refused_by_vllm_with_an_openai_error(env):
     running(env)
     client = openai.OpenAI(base_url=env["gw"].url + "/v1", api_key=env["user"], max_retries=0)

@@ -34,9 +34,10 @@ def test_arguments_the_operator_set_win(model, explicit):
 
 def test_settings_switch(model, monkeypatch):
     def args(**kw):
-        # The dtype given, so only the prefill switch is under test (dtype: tests/feedback/test_hardware.py).
+        # The dtype given and tools off, so only the prefill switch is under test (dtype:
+        # tests/feedback/test_hardware.py; tools: tests/serving/test_tool_template.py).
         return GatewaySettings(base_model=model, vllm_args="--max-model-len 2048 --dtype float32",
-                               **kw).vllm_server_args()
+                               tool_call_parser=None, **kw).vllm_server_args()
 
     assert args(vllm_whole_prefill="off") == "--max-model-len 2048 --dtype float32"
     assert "--no-enable-chunked-prefill" in args(vllm_whole_prefill="on")
