@@ -26,7 +26,7 @@ from typing import Callable
 import httpx
 
 from trainer.prompts import Candidate, Prompt
-from trainer.rewards import asked_keys
+from trainer.rewards.intent import requested_keys
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def plain_hot(prompt: Prompt) -> tuple[list[dict], dict]:
 
 
 def scaffold(prompt: Prompt) -> tuple[list[dict], dict]:
-    keys = asked_keys(prompt.text)
+    keys = requested_keys(prompt)  # from the contract (schema, forced tool) or the words, any wording
     if keys:
         skeleton = json.dumps({k: "..." for k in keys})
         system = ("You extract data from text. Reply with only one JSON object with exactly the keys "
@@ -180,7 +180,11 @@ def run_jobs(jobs: list[tuple[Prompt, str, list[dict], dict]], vllm_url: str, mo
             p, name, messages, params = job
             # Step-by-step needs room to think before it answers.
             budget = max_tokens * 2 if name == "stepwise" else max_tokens
-            body = {"model": model, "messages": messages, "n": n, "max_tokens": budget, **params}
+            # The request's own contract (tools, response_format) goes with it: the candidates
+            # answer what the client asked for, and the contract verifiers can judge them.
+            # Not for step-by-step, whose reasoning before the answer no schema allows.
+            contract = {} if name == "stepwise" else p.contract
+            body = {"model": model, "messages": messages, "n": n, "max_tokens": budget, **contract, **params}
             if seed is not None:
                 body["seed"] = request_seed(seed, name, messages)
             pace.start()
@@ -189,7 +193,11 @@ def run_jobs(jobs: list[tuple[Prompt, str, list[dict], dict]], vllm_url: str, mo
             r.raise_for_status()
             data = r.json()
             pace.answered(int((data.get("usage") or {}).get("completion_tokens") or 0))
-            return [Candidate(final_answer(name, c["message"]["content"] or ""), name) for c in data["choices"]]
+            return [Candidate(final_answer(name, c["message"].get("content") or ""), name,
+                              tool_calls=[{"name": (t.get("function") or {}).get("name", ""),
+                                           "arguments": (t.get("function") or {}).get("arguments") or ""}
+                                          for t in c["message"].get("tool_calls") or []])
+                    for c in data["choices"]]
 
         with ThreadPoolExecutor(concurrency) as pool:
             for job, fut in [(j, pool.submit(run, j)) for j in jobs]:

@@ -36,6 +36,8 @@ class CycleResult(BaseModel):
     select: dict[str, Any] | None = None
     reward_model: dict[str, Any] | None = None
     reward: dict[str, float | None] | None = None
+    opinions: dict[str, int] | None = Field(None, description="training prompts each reward source had an opinion "
+                                            "on (None from all: a prompt no source can judge)")
     train: dict[str, Any] | None = None
     gate: dict[str, Any] | None = None
     adapter: dict[str, Any] | None = None

@@ -17,6 +17,10 @@ class Prompt:
     task: str | None = None
     feedback: list[dict] = field(default_factory=list)  # [{"kind", "value", "choice_index"}]
     served: str | None = None        # the answer the client got (choice 0)
+    # What the request itself asks for, as the client sent it: tools, tool_choice,
+    # response_format (see CONTRACT_KEYS). Empty for a plain chat request.
+    contract: dict = field(default_factory=dict)
+    served_tool_calls: list[dict] = field(default_factory=list)  # choice 0's [{"name", "arguments"}]
 
     @property
     def text(self) -> str:
@@ -27,6 +31,15 @@ class Prompt:
 class Candidate:
     text: str
     strategy: str                    # plain | scaffold | served | correction
+    tool_calls: list[dict] = field(default_factory=list)  # [{"name", "arguments" (JSON text)}]
+
+
+# The request parameters that state what the answer must be (the rest only say how to sample).
+CONTRACT_KEYS = ("tools", "tool_choice", "response_format")
+
+
+def contract_of(params: dict) -> dict:
+    return {k: params[k] for k in CONTRACT_KEYS if params.get(k) not in (None, [], {})}
 
 
 class RewardSource(Protocol):

@@ -25,6 +25,10 @@ def render_markdown(result: dict) -> str:
         lines += ["## Select", "", ", ".join(f"{k}: {v}" for k, v in sel.items()), ""]
     if result.get("reward"):
         lines += ["## Reward", "", ", ".join(f"{k}: {_fmt(v)}" for k, v in result["reward"].items()), ""]
+    if result.get("opinions"):
+        lines += ["## Reward sources", "", "prompts judged per source (of "
+                  f"{(result.get('counts') or {}).get('prompts', '?')}): "
+                  + ", ".join(f"{k} {v}" for k, v in result["opinions"].items()), ""]
     if result.get("train"):
         lines += ["## Training", "", ", ".join(f"{k}: {_fmt(v)}" for k, v in result["train"].items()), ""]
     gate = result.get("gate")

@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.prompts import Prompt
+from trainer.prompts import Prompt, contract_of
 from trainer.rewards import asked_keys
 from trainer.scrub import scrub_value
 
@@ -56,7 +56,7 @@ def select_prompts(snapshot: Path, since: str | None, *, limit: int = 256, repla
     con = duckdb.connect()
     comp = _sql_path(snapshot / "completions.parquet")
     cols = ("completion_id, tenant, task, CAST(messages AS VARCHAR), response, epoch_us(occurred_at), "
-            "CAST(occurred_at AS VARCHAR)")
+            "CAST(occurred_at AS VARCHAR), CAST(params AS VARCHAR), CAST(choices AS VARCHAR)")
     new = con.execute(
         f"SELECT {cols} FROM read_parquet('{comp}') WHERE ? IS NULL OR occurred_at > CAST(? AS TIMESTAMPTZ) "
         "ORDER BY occurred_at, completion_id", [since, since]).fetchall()
@@ -105,10 +105,16 @@ def _sql_path(p: Path) -> str:
 
 
 def _row(r: tuple, replay: bool) -> _Row:
-    cid, tenant, task, messages, response, ts, _ = r
+    cid, tenant, task, messages, response, ts, _, params, choices = r
     messages, n_msg = scrub_value(json.loads(messages))
     served, n_served = scrub_value(response)
-    return _Row(Prompt(cid, messages, task or None, [], served=served), tenant, ts, replay, n_msg + n_served)
+    # The contract (schemas, tool definitions) is the client's own text: scrubbed like the messages.
+    contract, n_contract = scrub_value(contract_of(json.loads(params or "{}")))
+    first = next((c for c in json.loads(choices or "[]") if c.get("index") == 0), {})
+    calls, n_calls = scrub_value([{"name": c.get("name", ""), "arguments": c.get("arguments", "")}
+                                  for c in first.get("tool_calls") or []])
+    prompt = Prompt(cid, messages, task or None, [], served=served, contract=contract, served_tool_calls=calls)
+    return _Row(prompt, tenant, ts, replay, n_msg + n_served + n_contract + n_calls)
 
 
 def _attach_feedback(con, snapshot: Path, rows: list[_Row]) -> None:

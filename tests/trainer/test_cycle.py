@@ -60,6 +60,22 @@ def test_reward_summary_means_over_scored_candidates_only():
     assert cycle.reward_summary({}) == {"mean": None, "mean_best": None}
 
 
+def test_opinions_count_prompts_per_source():
+    scored = {"a": [ScoredCandidate(Candidate("x", "plain"), 1.0, {"json": 1.0}),
+                    ScoredCandidate(Candidate("y", "plain"), 0.5, {"json": 0.5, "agreement": 0.5})],
+              "b": [ScoredCandidate(Candidate("z", "plain"), None, {})]}
+    sources = {"json": (1.0, None), "agreement": (0.1, None), "judge": (1.0, None), "off": (0.0, None)}
+    assert cycle.opinions(scored, sources) == {"json": 1, "agreement": 1, "judge": 0}
+
+
+def test_a_served_tool_call_joins_the_pool_with_its_calls():
+    calls = [{"name": "get_weather", "arguments": '{"city": "Lima"}'}]
+    p = Prompt("p1", [{"role": "user", "content": "Weather in Lima?"}], served="", served_tool_calls=calls)
+    pool = {"p1": []}
+    cycle.add_served_and_corrections([p], pool)
+    assert pool["p1"][0].strategy == "served" and pool["p1"][0].tool_calls == calls
+
+
 def test_served_answers_and_corrections_join_the_pool():
     p = Prompt("p1", [{"role": "user", "content": EXTRACT}], served="{}",
                feedback=[{"kind": "correction", "value": '{"name": "Ana Ruiz"}'}, {"kind": "thumbs", "value": 1}])
@@ -115,6 +131,8 @@ def test_recipe_stops_before_training_with_too_few_pairs(settings, job, tmp_path
     assert res.counts == {"prompts": 3, "heldout": 0, "candidates": 4, "scored": 4, "pairs": 1}
     assert res.watermark == "2026-01-01" and list(res.timings) == ["select", "reward_model", "explore", "score", "total"]
     assert (tmp_path / "pairs.parquet").exists() and (tmp_path / "candidates.parquet").exists()
+    # The extraction verifier judged all three prompts; the contract verifiers none (no contract).
+    assert res.opinions["json"] == 3 and res.opinions["tool_calls"] == 0 and res.opinions["structured_output"] == 0
 
 
 def test_child_entry_records_a_broken_job_as_failed(tmp_path, monkeypatch):

@@ -245,3 +245,24 @@ def test_limit_keeps_a_share_for_replay_and_bounds_the_heldout_side(store, tmp_p
     assert [i for i in ids(sel.train) if i.startswith("new")] == [f"new{i}" for i in range(12, 20)]
     held = select_prompts(snap, None, **{**PLAIN, "holdout_fraction": 0.5, "limit": 4})
     assert len(held.train) == 4 and len(held.heldout) == 4
+
+
+def test_the_requests_contract_and_the_served_tool_calls_reach_the_prompt_scrubbed(store, tmp_path):
+    tools = [{"type": "function", "function": {"name": "notify", "description": "mail ops@example.com",
+                                               "parameters": {"type": "object", "properties": {"to": {"type": "string"}}}}}]
+    fmt = {"type": "json_schema", "json_schema": {"name": "o", "schema": {"type": "object"}}}
+    ev = ChatCompleted(occurred_at=T0, payload=ChatCompletedPayload(
+        completion_id="c-tools", model_version="base", messages=[{"role": "user", "content": "Tell ops the disk is full"}],
+        params={"tools": tools, "tool_choice": "auto", "response_format": fmt, "temperature": 0.2},
+        choices=[{"index": 0, "text": "", "finish_reason": "tool_calls",
+                  "tool_calls": [{"id": "call_1", "name": "notify", "arguments": '{"to": "ops@example.com"}'}]}],
+        latency_ms=1.0))
+    store.write_batch([(ev, ev.model_dump_json()), completion("c-plain", distinct_text(1), at=1)], {})
+    sel = select_prompts(snapshot(store, tmp_path), None, **PLAIN)
+    by_id = {p.prompt_id: p for p in sel.train}
+    p = by_id["c-tools"]
+    assert set(p.contract) == {"tools", "tool_choice", "response_format"}  # sampling parameters are not contract
+    assert p.contract["response_format"] == fmt and p.contract["tools"][0]["function"]["name"] == "notify"
+    assert "ops@example.com" not in json.dumps(p.contract) and "ops@example.com" not in json.dumps(p.served_tool_calls)
+    assert p.served_tool_calls[0]["name"] == "notify" and p.served == ""
+    assert by_id["c-plain"].contract == {} and by_id["c-plain"].served_tool_calls == []

@@ -9,6 +9,8 @@ Sources, one module each:
 - `json_verifier` (json_extraction.py): extraction prompts; the asked keys, grounded values;
 - `sql_verifier` (sql.py): text-to-SQL prompts; the query runs on the prompt's schema in DuckDB;
 - `constraint_verifier` (constraints.py): the format and length the prompt states;
+- `structured_output_verifier`, `tool_call_verifier` (contract.py): what the request's own
+  parameters ask, whatever its wording (response_format json_schema / json_object; tools);
 - `agreement` (consistency.py): self-consistency across samples;
 - `user_feedback` (feedback.py): thumbs, ratings and corrections;
 - `make_relative_judge` (judge.py): an LLM judge scoring a whole group in one request.

@@ -1,6 +1,7 @@
-"""Verifier for extraction-style prompts ("Extract the fields customer, item, ... from the
-text below"): an answer scores for one JSON object with the asked keys, values copied from
-the prompt rather than invented, and nothing written around it.
+"""Verifier for extraction-style prompts (a JSON object with known keys asked for, in any
+wording or by the request's schema: trainer/rewards/intent.py): an answer scores for one
+JSON object with the asked keys, values copied from the prompt rather than invented, and
+nothing written around it.
 """
 from __future__ import annotations
 
@@ -8,21 +9,13 @@ import json
 import re
 
 from trainer.prompts import Candidate, Prompt
-
-
-# "Extract the fields customer, item, quantity and total from ..." -> [customer, item, quantity, total]
-_FIELDS_RE = re.compile(r"extract\s+(?:the\s+)?(?:fields?|keys?)\s*:?\s*(.+?)(?:\s+(?:from|as|in|into)\b|[.:\n])",
-                        re.IGNORECASE)
+from trainer.rewards.intent import json_keys_in_text, requested_keys
 
 
 def asked_keys(text: str) -> list[str] | None:
-    """The JSON keys an extraction-style prompt asks for, or None if it is not one."""
-    m = _FIELDS_RE.search(text)
-    if not m:
-        return None
-    keys = [k.strip(" `'\"") for k in re.split(r",|\band\b", m.group(1))]
-    keys = [k for k in keys if re.fullmatch(r"[A-Za-z_][\w ]{0,40}", k)]
-    return keys or None
+    """The JSON keys a request's text asks for, in any wording, or None if it asks for none
+    ("Extract the fields customer, item, quantity and total from ..." -> [customer, ...])."""
+    return json_keys_in_text(text)
 
 
 def extract_json_object(text: str) -> tuple[dict | None, str]:
@@ -88,7 +81,7 @@ def _grounded(obj: dict, keys: list[str], src: str) -> list[str]:
 
 def json_verifier(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:
     """Verifier for extraction-style prompts; no opinion on other prompts."""
-    keys = asked_keys(prompt.text)
+    keys = requested_keys(prompt)
     if keys is None:
         return [None] * len(candidates)
     return [score_extraction(c.text, keys, prompt.text) for c in candidates]

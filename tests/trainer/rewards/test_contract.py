@@ -1,0 +1,111 @@
+"""The contract verifiers (trainer/rewards/contract.py): answers judged against what the
+request's own parameters ask (response_format, tools), whatever its wording."""
+import json
+
+import pytest
+
+from trainer.prompts import Candidate, Prompt
+from trainer.rewards.contract import calls_of, structured_output_verifier, tool_call_verifier
+
+ORDER = {
+    "type": "object",
+    "properties": {"customer": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1},
+                   "status": {"enum": ["open", "shipped"]}, "address": {"$ref": "#/$defs/address"}},
+    "required": ["customer", "quantity", "status"],
+    "$defs": {"address": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+}
+
+
+def schema_prompt(schema=ORDER, text="Maria Lopez ordered 3 lamps; the order is open. Ship to Lima."):
+    return Prompt("p", [{"role": "user", "content": text}],
+                  contract={"response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": schema}}})
+
+
+def score(prompt, *texts):
+    return structured_output_verifier(prompt, [Candidate(t, "plain") for t in texts])
+
+
+def test_json_schema_answers_are_judged_by_the_schema_itself():
+    good = json.dumps({"customer": "Maria Lopez", "quantity": 3, "status": "open", "address": {"city": "Lima"}})
+    assert score(schema_prompt(), good, "```json\n" + good + "\n```") == [1.0, 1.0]
+    wrong = [
+        {"customer": "Maria Lopez", "quantity": "3", "status": "open"},            # type
+        {"customer": "Maria Lopez", "status": "open"},                              # required
+        {"customer": "Maria Lopez", "quantity": 3, "status": "closed"},             # enum
+        {"customer": "Maria Lopez", "quantity": 3, "status": "open", "address": {}},  # $ref'd required
+        ["Maria Lopez", 3],
+    ]
+    assert score(schema_prompt(), *map(json.dumps, wrong)) == [0.25] * len(wrong)
+    assert score(schema_prompt(), "Sure! " + good, "The customer is Maria Lopez.") == [0.0, 0.0]
+
+
+def test_no_opinion_without_a_schema_or_with_a_broken_one():
+    plain = Prompt("p", [{"role": "user", "content": "Return JSON with the customer."}])
+    assert score(plain, "{}") == [None]
+    assert score(schema_prompt(schema={"type": "no-such-type"}), "{}") == [None]
+    text_format = Prompt("p", plain.messages, contract={"response_format": {"type": "text"}})
+    assert score(text_format, "{}") == [None]
+
+
+def test_json_object_means_exactly_one_object():
+    p = Prompt("p", [{"role": "user", "content": "Reply in JSON."}], contract={"response_format": {"type": "json_object"}})
+    assert score(p, '{"a": 1}', '[{"a": 1}]', '{"a": 1} {"b": 2}', 'Here: {"a": 1}') == [1.0, 0.25, 0.0, 0.0]
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["C", "F"]},
+                                     "date": {"type": "string", "format": "date"}},
+    "required": ["city"]}}}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
+    "type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"], "additionalProperties": True}}}
+
+
+def tool_prompt(tool_choice=None, text="What's the weather in Lima tomorrow, in Celsius?"):
+    contract = {"tools": [WEATHER, TIME]} | ({"tool_choice": tool_choice} if tool_choice else {})
+    return Prompt("p", [{"role": "user", "content": text}], contract=contract)
+
+
+def call(name, **args):
+    return Candidate("", "plain", tool_calls=[{"name": name, "arguments": json.dumps(args)}])
+
+
+def test_tool_calls_are_valid_complete_invented_nothing_and_grounded():
+    p = tool_prompt()
+    got = tool_call_verifier(p, [
+        call("get_weather", city="Lima", unit="C", date="2026-12-04"),  # enum and format values need no grounding
+        call("get_weather", city="Lima"),
+        call("get_weather", city="Paris"),                  # valid, but Paris appears nowhere
+        call("get_weather", unit="C"),                      # required city missing
+        call("get_weather", city="Lima", country="Peru"),   # invented argument
+        call("get_weather", city="Lima", unit="Kelvin"),    # not in the enum
+        call("send_email", to="x"),                         # a function never offered
+        Candidate("", "plain", tool_calls=[{"name": "get_weather", "arguments": '{"city": "Li'}]),  # broken JSON
+        Candidate("It is sunny in Lima.", "plain"),          # words: calling was optional
+    ])
+    assert got == [1.0, 1.0, 0.5, 0.25, 0.25, 0.25, 0.0, 0.0, None]
+    # A schema that allows extra keys allows them.
+    allowed = tool_prompt(text="Time in Lima, on a 24h clock?")
+    assert tool_call_verifier(allowed, [call("get_time", zone="Lima", fmt="24h")]) == [1.0]
+    assert tool_call_verifier(allowed, [call("get_time", zone="Lima", fmt="12h")]) == [0.75]  # extras are grounded too
+
+
+def test_tool_choice_is_part_of_the_contract():
+    forced = tool_prompt({"type": "function", "function": {"name": "get_weather"}})
+    assert tool_call_verifier(forced, [call("get_time", zone="Lima"), Candidate("Sunny.", "plain"),
+                                       call("get_weather", city="Lima")]) == [0.0, 0.0, 1.0]
+    assert tool_call_verifier(tool_prompt("required"), [Candidate("Sunny.", "plain")]) == [0.0]
+    assert tool_call_verifier(tool_prompt("none"), [call("get_weather", city="Lima")]) == [None]
+    assert tool_call_verifier(Prompt("p", [{"role": "user", "content": "hi"}]), [call("f")]) == [None]
+
+
+def test_hermes_calls_written_as_text_are_read():
+    c = Candidate('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Lima"}}\n</tool_call>', "plain")
+    assert calls_of(c) == [{"name": "get_weather", "arguments": '{"city": "Lima"}'}]
+    assert tool_call_verifier(tool_prompt(), [c]) == [1.0]
+    assert calls_of(Candidate("<tool_call>{not json}</tool_call>", "plain")) == []
+
+
+@pytest.mark.parametrize("tools", [[{"type": "function"}], [{"function": {"parameters": {}}}], ["x"]])
+def test_malformed_tool_definitions_are_no_contract(tools):
+    p = Prompt("p", [{"role": "user", "content": "hi"}], contract={"tools": tools})
+    assert tool_call_verifier(p, [call("f")]) == [None]

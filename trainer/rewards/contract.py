@@ -1,0 +1,170 @@
+"""Verifiers of what the request itself asks for: the contract a client states in its
+parameters, not in its wording (issue "rewards from what the request itself asks").
+
+- `structured_output_verifier`: response_format json_schema (the answer, whole, validates
+  against the request's schema: types, required, enums, $ref) or json_object (exactly one
+  JSON object);
+- `tool_call_verifier`: `tools` (a provided function, arguments valid against its parameters
+  schema, required ones present, none invented, string values grounded in the conversation).
+
+Plain callables like every reward source: one score in [0, 1] per candidate, None where the
+request states no such contract (or states one that cannot be checked: a broken schema).
+The schemas are checked with the `jsonschema` library (Draft 2020-12 unless "$schema" says
+otherwise), each compiled once per prompt.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from trainer.prompts import Candidate, Prompt, request_text
+
+# A whole-JSON answer that fails the schema still followed the format: it outranks prose,
+# and stays far below a valid one (a DPO pair needs a margin of 0.3 by default).
+PARSED_BUT_INVALID = 0.25
+# A tool call with valid arguments, some of whose values appear nowhere in the conversation:
+# scored between an invalid call and a fully grounded one.
+UNGROUNDED_FLOOR = 0.5
+
+_TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
+
+
+def _validator(schema: object):
+    """A jsonschema validator for `schema`, or None when the schema itself is not valid."""
+    from jsonschema import exceptions, validators
+
+    if not isinstance(schema, dict):
+        return None
+    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except exceptions.SchemaError:
+        return None
+    return cls(schema)
+
+
+def _whole_json(text: str) -> tuple[bool, object]:
+    """(parsed, value) of an answer that is JSON and nothing else (a ```json fence allowed)."""
+    t = text.strip()
+    if t.startswith("```"):
+        t = re.sub(r"^```[ \t]*(?:json)?\s*|\s*```$", "", t, flags=re.IGNORECASE)
+    try:
+        return True, json.loads(t)
+    except ValueError:
+        return False, None
+
+
+def structured_output_verifier(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:
+    rf = prompt.contract.get("response_format")
+    kind = rf.get("type") if isinstance(rf, dict) else None
+    if kind == "json_schema":
+        spec = rf.get("json_schema") or {}
+        validator = _validator(spec.get("schema") if isinstance(spec, dict) else None)
+        if validator is None:
+            return [None] * len(candidates)
+        out: list[float | None] = []
+        for c in candidates:
+            parsed, value = _whole_json(c.text)
+            out.append(0.0 if not parsed else 1.0 if validator.is_valid(value) else PARSED_BUT_INVALID)
+        return out
+    if kind == "json_object":
+        out = []
+        for c in candidates:
+            parsed, value = _whole_json(c.text)
+            out.append(1.0 if parsed and isinstance(value, dict) else PARSED_BUT_INVALID if parsed else 0.0)
+        return out
+    return [None] * len(candidates)
+
+
+def _functions(prompt: Prompt) -> dict[str, dict]:
+    """name -> parameters schema of the request's function tools."""
+    out = {}
+    for t in prompt.contract.get("tools") or []:
+        fn = t.get("function") if isinstance(t, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            params = fn.get("parameters")
+            out[fn["name"]] = params if isinstance(params, dict) else {"type": "object", "properties": {}}
+    return out
+
+
+def calls_of(candidate: Candidate) -> list[dict]:
+    """The candidate's tool calls: the answer's own, or Hermes <tool_call> blocks in its text
+    (what a model writes when vLLM ran without a tool-call parser)."""
+    if candidate.tool_calls:
+        return candidate.tool_calls
+    calls = []
+    for block in _TOOL_CALL_RE.findall(candidate.text):
+        try:
+            obj = json.loads(block)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "name" in obj:
+            calls.append({"name": obj["name"], "arguments": json.dumps(obj.get("arguments", {}))})
+    return calls
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.casefold().split())
+
+
+def _ungrounded(args: dict, schema: dict, conversation: str) -> tuple[int, int]:
+    """(string values, of which not found in the conversation). A value an enum or a const
+    fixes, or one of a format the model must produce (a date, a URI), is not asked to be found."""
+    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    total = missing = 0
+    for key, value in args.items():
+        spec = props.get(key) if isinstance(props.get(key), dict) else {}
+        if "enum" in spec or "const" in spec or "format" in spec:
+            continue
+        if isinstance(value, str) and value.strip():
+            total += 1
+            missing += _norm(value) not in conversation
+        elif isinstance(value, dict):
+            t, m = _ungrounded(value, spec, conversation)
+            total, missing = total + t, missing + m
+    return total, missing
+
+
+def _score_call(call: dict, functions: dict[str, dict], conversation: str) -> float:
+    schema = functions.get(call.get("name"))
+    if schema is None:
+        return 0.0  # a function the request never offered
+    try:
+        args = json.loads(call.get("arguments") or "{}")
+    except ValueError:
+        return 0.0
+    if not isinstance(args, dict):
+        return 0.0
+    # None invented: a key the schema does not declare fails, unless it explicitly allows extras.
+    strict = dict(schema)
+    if isinstance(schema.get("properties"), dict) and "additionalProperties" not in schema:
+        strict["additionalProperties"] = False
+    validator = _validator(strict)
+    if validator is None or not validator.is_valid(args):
+        return PARSED_BUT_INVALID if validator is not None else 0.0
+    total, missing = _ungrounded(args, schema, conversation)
+    return 1.0 if not total else UNGROUNDED_FLOOR + (1 - UNGROUNDED_FLOOR) * (1 - missing / total)
+
+
+def tool_call_verifier(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:
+    functions = _functions(prompt)
+    if not functions:
+        return [None] * len(candidates)
+    choice = prompt.contract.get("tool_choice")
+    forced = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    if choice == "none":
+        return [None] * len(candidates)
+    must_call = choice == "required" or forced is not None
+    conversation = _norm(request_text(prompt) + "\n" + "\n".join(
+        str(m.get("content") or "") for m in prompt.messages if m.get("role") == "tool"))
+    out: list[float | None] = []
+    for c in candidates:
+        calls = calls_of(c)
+        if not calls:
+            # An answer in words may be right when calling is optional: no opinion then.
+            out.append(0.0 if must_call else None)
+            continue
+        scores = [0.0 if forced and call.get("name") != forced else _score_call(call, functions, conversation)
+                  for call in calls]
+        out.append(sum(scores) / len(scores))
+    return out
