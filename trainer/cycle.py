@@ -27,6 +27,7 @@ from trainer.job import CycleJob, CycleResult, Status
 from trainer.pairs import Pair, ScoredCandidate, build_pairs
 from trainer.prompts import Candidate, Prompt, RewardSource
 from trainer.rewards import agreement, constraint_verifier, ensemble, json_verifier, sql_verifier, user_feedback
+from trainer.rewards.consistency import majority_vote, unless_verified
 from trainer.rewards.contract import structured_output_verifier, tool_call_verifier
 from trainer.rewards.judge import make_relative_judge
 from trainer.selection import Selection, select_prompts
@@ -87,6 +88,9 @@ def add_served_and_corrections(prompts: list[Prompt], pool: Pool) -> None:
                 pool[p.prompt_id].append(Candidate(str(fb["value"]), "correction"))
 
 
+# Verifiers that check what an answer says, not only its form (the constraint verifier checks form).
+SUBSTANCE = {"json": json_verifier, "sql": sql_verifier, "structured_output": structured_output_verifier,
+             "tool_calls": tool_call_verifier}
 # Verifiers whose pass rate must not drop at the gate (agreement needs a group: not here).
 VERIFIERS = {"json": json_verifier, "sql": sql_verifier, "constraints": constraint_verifier,
              "structured_output": structured_output_verifier, "tool_calls": tool_call_verifier}
@@ -100,6 +104,9 @@ def reward_sources(settings: WorkerSettings, reward_model: RewardSource | None =
                "tool_calls": (settings.weight_verifier, tool_call_verifier),
                "constraints": (settings.weight_constraints, constraint_verifier),
                "agreement": (settings.weight_agreement, agreement),
+               # Where no verifier of substance judges (free questions, arithmetic): the clear
+               # majority's short answer or JSON fields; masked where there is none.
+               "majority": (settings.weight_majority, unless_verified(majority_vote, SUBSTANCE)),
                "feedback": (settings.weight_feedback, user_feedback)}
     if settings.judge_url:
         model = settings.judge_model or served_model_name(settings.judge_url.rstrip("/").removesuffix("/v1"))

@@ -61,6 +61,9 @@ class WorkerSettings(CollectorSettings):
     weight_constraints: float = Field(0.5, ge=0, description="length/format constraints stated in the prompt")
     weight_agreement: float = Field(0.1, ge=0, description="agreement across samples (weak: a small model's crowd is "
                                     "usually wrong, and a unique right answer gets 0)")
+    weight_majority: float = Field(1.0, ge=0, description="majority vote of a group's short answers or JSON fields "
+                                   "(TTRL-style), only on prompts no verifier of substance judges, and masked where "
+                                   "no clear majority exists")
     weight_feedback: float = Field(1.0, ge=0, description="what users said about the served answer")
     weight_judge: float = Field(1.0, ge=0, description="relative LLM judge, when TAO_JUDGE_URL is set")
     weight_reward_model: float = Field(0.5, ge=0, description="reward model fit each cycle on user feedback "
@@ -129,11 +132,12 @@ class WorkerSettings(CollectorSettings):
     def _check(self) -> "WorkerSettings":
         # The reward model counts: alone it is a legitimate (if often idle) configuration; a
         # cycle where it is not usable yet skips and says so.
-        weights = [self.weight_verifier, self.weight_constraints, self.weight_agreement, self.weight_feedback,
+        weights = [self.weight_verifier, self.weight_constraints, self.weight_agreement, self.weight_majority,
+                   self.weight_feedback,
                    self.weight_judge if self.judge_url else 0, self.weight_reward_model]
         if not any(weights):
             raise ValueError("at least one reward weight (TAO_WEIGHT_VERIFIER, TAO_WEIGHT_CONSTRAINTS, "
-                             "TAO_WEIGHT_AGREEMENT, TAO_WEIGHT_FEEDBACK, TAO_WEIGHT_JUDGE with TAO_JUDGE_URL, "
+                             "TAO_WEIGHT_AGREEMENT, TAO_WEIGHT_MAJORITY, TAO_WEIGHT_FEEDBACK, TAO_WEIGHT_JUDGE with TAO_JUDGE_URL, "
                              "TAO_WEIGHT_REWARD_MODEL) must be > 0")
         return self
 

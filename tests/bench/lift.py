@@ -42,12 +42,12 @@ RESULTS = Path(__file__).parent / "results"
 # One-factor-at-a-time ablations against the default ("ensemble") configuration.
 ABLATIONS: dict[str, dict[str, str]] = {
     "ensemble": {},
-    "verifier_only": {"TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_FEEDBACK": "0",
+    "verifier_only": {"TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0", "TAO_WEIGHT_FEEDBACK": "0",
                       "TAO_WEIGHT_REWARD_MODEL": "0"},
-    "judge_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0",
+    "judge_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0",
                    "TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "0", "TAO_JUDGE_URL": "self",
                    "TAO_JUDGE_MAX_CHARS": "4000"},  # the served model judges: its context is 2048 tokens
-    "feedback_rm_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0",
+    "feedback_rm_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0",
                          "TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "1"},
     "no_scaffolds": {"TAO_EXPLORE_STRATEGIES": "plain,plain_hot"},
     "sft": {"TAO_OPTIMIZER": "sft"},

@@ -1,10 +1,13 @@
 """Self-consistency across samples: an answer that the other candidates of its prompt also
-give is more likely right. `final_answer_key` says when two answers are the same answer.
+give is more likely right. `final_answer_key` says when two answers are the same answer;
+`agreement` is the soft share, `majority_vote` the TTRL-style vote masked where no clear
+majority exists (the source for prompts nothing else can check: `unless_verified`).
 """
 from __future__ import annotations
 
 import json
 import re
+from typing import Callable
 
 from trainer.prompts import Candidate, Prompt
 from trainer.rewards.json_extraction import extract_json_object
@@ -56,3 +59,85 @@ def agreement(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]
     others = len(candidates) - 1
     return [0.0 if k is None else (sum(1 for j, o in enumerate(keys) if o == k and j != i) / others)
             for i, k in enumerate(keys)]
+
+
+# -- majority vote (TTRL-style), masked where there is no clear majority ------------------
+# Unmasked intrinsic rewards are known to rise and then collapse (URLVR, "No Free Lunch",
+# CuMa): a model trained toward whatever it says most often drifts to confident nonsense.
+# So the vote speaks only where a clear majority exists, and only of short answers and
+# JSON fields, where "the same answer" is well defined.
+MIN_VOTERS = 3           # fewer answers make no majority
+MAJORITY_SHARE = 0.5     # the top answer needs more than this share of the votes
+MAX_SHORT_WORDS = 4      # a text answer of more words is prose: no vote on it
+NON_VOTERS = ("correction",)  # one tenant's text: scored, never counted (it could steer the vote)
+
+
+def _short_key(text: str) -> str | None:
+    """The vote key of a short answer (a number, a label, a few words), else None."""
+    key = final_answer_key(text)
+    if key is None or key.startswith("json:"):
+        return None
+    if key.startswith("text:") and len(key[5:].split()) > MAX_SHORT_WORDS:
+        return None
+    return key
+
+
+def _clear_winner(votes: list) -> object | None:
+    counted = [v for v in votes if v is not None]
+    if len(counted) < MIN_VOTERS:
+        return None
+    tally: dict = {}
+    for v in counted:
+        tally[v] = tally.get(v, 0) + 1
+    (best, n), *rest = sorted(tally.items(), key=lambda kv: -kv[1])
+    if n / len(counted) <= MAJORITY_SHARE or (rest and rest[0][1] == n):
+        return None
+    return best
+
+
+def majority_vote(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:
+    """1 for the clear majority's answer, 0 for another; for JSON answers the share of fields
+    that agree with each field's clear majority. None (masked) where no clear majority exists,
+    and for answers of another kind (prose)."""
+    voters = [c for c in candidates if c.strategy not in NON_VOTERS]
+    objs = [extract_json_object(c.text)[0] for c in candidates]
+    voter_objs = [extract_json_object(c.text)[0] for c in voters]
+    if sum(o is not None for o in voter_objs) >= MIN_VOTERS:
+        fields = {str(k).strip().lower() for o in voter_objs if o for k in o}
+        winners = {}
+        for f in fields:
+            votes = [_norm_value(_field(o, f)) if o is not None and _field(o, f) is not None else None
+                     for o in voter_objs]
+            w = _clear_winner(votes)
+            if w is not None:
+                winners[f] = w
+        if not winners:
+            return [None] * len(candidates)
+        return [None if o is None else
+                sum(_field(o, f) is not None and _norm_value(_field(o, f)) == w for f, w in winners.items()) / len(winners)
+                for o in objs]
+    winner = _clear_winner([_short_key(c.text) for c in voters])
+    if winner is None:
+        return [None] * len(candidates)
+    keys = [_short_key(c.text) for c in candidates]
+    return [None if k is None else float(k == winner) for k in keys]
+
+
+def _field(obj: dict, name: str):
+    for k, v in obj.items():
+        if str(k).strip().lower() == name:
+            return v
+    return None
+
+
+def unless_verified(source: Callable, verifiers: dict[str, Callable]) -> Callable:
+    """`source`, speaking only on prompts no verifier of substance judges: self-consistency
+    is the fallback where nothing checks the answer, never a second opinion against a check."""
+    def fallback(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:
+        if any(any(s is not None for s in v(prompt, candidates)) for v in verifiers.values()):
+            return [None] * len(candidates)
+        return source(prompt, candidates)
+
+    fallback.__name__ = f"{getattr(source, '__name__', 'source')}_unless_verified"
+    return fallback
+

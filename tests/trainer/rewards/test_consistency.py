@@ -34,3 +34,53 @@ def test_agreement_is_the_share_of_other_candidates_agreeing():
     assert agreement(prompt("Q"), [Candidate(t, "plain") for t in texts]) == [0.5, 0.5, 0.5, 0.0, 0.0]
     assert agreement(prompt("Q"), [Candidate("12", "plain"), Candidate("12", "plain")]) == [None, None]
     assert agreement(prompt("Q"), [Candidate("", "plain")] * 3) == [0.0, 0.0, 0.0]  # empty answers agree on nothing
+
+
+def cands(*texts, strategy="plain"):
+    return [Candidate(t, strategy) for t in texts]
+
+
+def test_majority_vote_rewards_the_clear_majority_of_short_answers():
+    from trainer.rewards.consistency import majority_vote
+
+    got = majority_vote(prompt("Q"), cands("So it is 12.", "12", "12 apples", "13", "A long paragraph of prose with many words."))
+    assert got == [1.0, 1.0, 1.0, 0.0, None]  # prose has no vote and no score
+
+
+@pytest.mark.parametrize("texts", [
+    ("12", "13", "14"),            # no majority
+    ("12", "12", "13", "13"),      # a tie
+    ("12", "12"),                  # too few voters
+    ("12", "13", "12", "13", "14"),  # 2 of 5 is no majority
+])
+def test_no_clear_majority_is_masked(texts):
+    from trainer.rewards.consistency import majority_vote
+
+    assert majority_vote(prompt("Q"), cands(*texts)) == [None] * len(texts)
+
+
+def test_json_answers_vote_field_by_field():
+    from trainer.rewards.consistency import majority_vote
+
+    texts = ['{"name": "Ann", "city": "Oslo"}', '{"name": "ann", "city": "Bergen"}', '{"Name": "Ann", "city": "Oslo"}',
+             '{"name": "Bob", "city": "Oslo"}', "no json here"]
+    assert majority_vote(prompt("Q"), cands(*texts)) == [1.0, 0.5, 1.0, 0.5, None]
+    # A field without a clear majority (Oslo 2 of 4) is left out; the others still vote.
+    texts[3] = '{"name": "Bob", "city": "Rome"}'
+    assert majority_vote(prompt("Q"), cands(*texts)) == [1.0, 1.0, 1.0, 0.0, None]
+
+
+def test_corrections_are_scored_but_never_vote():
+    from trainer.rewards.consistency import majority_vote
+
+    pool = cands("12", "12", "13") + cands("13", "13", "13", strategy="correction")
+    assert majority_vote(prompt("Q"), pool) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_the_vote_is_only_a_fallback_where_no_verifier_judges():
+    from trainer.rewards.consistency import majority_vote, unless_verified
+
+    judged = unless_verified(majority_vote, {"v": lambda p, c: [1.0] * len(c)})
+    unjudged = unless_verified(majority_vote, {"v": lambda p, c: [None] * len(c)})
+    pool = cands("12", "12", "13")
+    assert judged(prompt("Q"), pool) == [None] * 3 and unjudged(prompt("Q"), pool) == [1.0, 1.0, 0.0]
