@@ -109,3 +109,16 @@ def test_hermes_calls_written_as_text_are_read():
 def test_malformed_tool_definitions_are_no_contract(tools):
     p = Prompt("p", [{"role": "user", "content": "hi"}], contract={"tools": tools})
     assert tool_call_verifier(p, [call("f")]) == [None]
+
+
+def test_any_of_and_nested_enums_are_the_schemas_own_rules():
+    schema = {"type": "object", "properties": {
+        "contact": {"anyOf": [{"type": "string", "pattern": "^[^@]+@[^@]+$"}, {"type": "integer", "minimum": 0}]},
+        "tags": {"type": "array", "items": {"enum": ["urgent", "later"]}, "maxItems": 2}},
+        "required": ["contact"]}
+    p = schema_prompt(schema=schema)
+    good = [{"contact": "ana@example.org"}, {"contact": 5551234, "tags": ["urgent"]}]
+    bad = [{"contact": "not an address"}, {"contact": -1}, {"contact": 1, "tags": ["soon"]},
+           {"contact": 1, "tags": ["urgent", "later", "urgent"]}]
+    assert score(p, *map(json.dumps, good)) == [1.0, 1.0]
+    assert score(p, *map(json.dumps, bad)) == [0.25] * len(bad)
