@@ -1,10 +1,28 @@
-"""Preference pairs for DPO: best vs worst candidate of a prompt, on the BARE prompt."""
+"""Preference pairs for DPO: best vs worst candidate of a prompt, on the BARE prompt.
+
+The chosen answer must be better in substance, not only in form. Measured on unseen tasks
+(issue "rewards from what the request itself asks"): the constraint verifier alone chose
+"27." for 7 x 28 (it rewards the format it asked for, not the number), and the scaffold's own
+skeleton `{"shipment_id": "...", ...}` and an invented 19-digit value were chosen. So a
+candidate may be chosen only when (1) some source other than a format-only one judged it,
+and (2) for a request with known keys, none of its values is a placeholder or missing from
+the conversation.
+"""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TypedDict
 
-from trainer.prompts import Candidate, Prompt
+from trainer.prompts import Candidate, Prompt, request_text
+from trainer.rewards.intent import requested_keys
+from trainer.rewards.json_extraction import extract_json_object
+
+# Sources that judge only the form of an answer (length, format, schema shape): they rank
+# candidates, but never decide a pair alone.
+FORMAT_ONLY = frozenset({"constraints", "structured_output"})
+PLACEHOLDERS = frozenset({"", "...", "…", "?", "n/a", "tbd", "xxx", "<value>", "value", "null", "none"})
+_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
 
 
 class Pair(TypedDict):
@@ -37,7 +55,10 @@ def build_pairs(prompts: list[Prompt], scored: dict[str, list[ScoredCandidate]],
         cands = [s for s in scored.get(p.prompt_id, []) if s.score is not None and s.candidate.text.strip()]
         if len(cands) < 2:
             continue
-        best = max(cands, key=lambda s: s.score)
+        eligible = [s for s in cands if choosable(p, s)]
+        if not eligible:
+            continue
+        best = max(eligible, key=lambda s: s.score)
         worst = min(cands, key=lambda s: s.score)
         margin = best.score - worst.score
         if margin < min_margin or best.score < min_best or best.candidate.text == worst.candidate.text:
@@ -46,3 +67,45 @@ def build_pairs(prompts: list[Prompt], scored: dict[str, list[ScoredCandidate]],
                           rejected=worst.candidate.text, margin=round(margin, 4),
                           chosen_strategy=best.candidate.strategy))
     return pairs
+
+
+def _numbers(text: str) -> set[float]:
+    out = set()
+    for n in _NUMBER.findall(text):
+        try:
+            out.add(float(n.replace(",", "")))
+        except ValueError:  # "1.2.3": a version or a date, not one number
+            continue
+    return out
+
+
+def grounded(value, conversation: str) -> bool:
+    """A value copied from the conversation (case-insensitive), a number found in it whatever
+    its formatting (45, 45.00, "$45.00"), or a boolean (nothing to copy)."""
+    if isinstance(value, bool) or value is None:
+        return isinstance(value, bool)
+    s = str(value).strip().lower()
+    if re.fullmatch(r"[$€£]?\s*-?[\d.,]+\s*%?", s):  # a number: by value ("10" is not in "100")
+        nums = _numbers(s)
+        return bool(nums) and nums <= _numbers(conversation)
+    return bool(s) and s in conversation
+
+
+def choosable(prompt: Prompt, s: ScoredCandidate) -> bool:
+    """May this candidate be a pair's chosen answer? (see the module docstring)"""
+    if s.detail and set(s.detail) <= FORMAT_ONLY:
+        return False
+    keys = requested_keys(prompt)
+    if not keys:
+        return True
+    obj, _ = extract_json_object(s.candidate.text)
+    if obj is None:
+        return True  # not an object: the verifiers have scored it low already
+    conversation = request_text(prompt).lower()
+    wanted = {k.lower() for k in keys}
+    for k, v in obj.items():
+        if str(k).lower() not in wanted or isinstance(v, (dict, list)):
+            continue
+        if (isinstance(v, str) and v.strip().lower() in PLACEHOLDERS) or not grounded(v, conversation):
+            return False
+    return True

@@ -20,3 +20,37 @@ def test_no_pair_without_spread_or_without_a_good_answer():
     assert build_pairs([p], {"p1": [sc("a", 0.9), sc("b", None)]}, 0.3, 0.5) == []     # one opinion only
     assert build_pairs([p], {"p1": [sc("same", 0.9), sc("same", 0.1)]}, 0.3, 0.5) == []  # identical texts
     assert build_pairs([p], {"p1": [sc("a", 0.9), sc("  ", 0.0)]}, 0.3, 0.5) == []     # empty answer ignored
+
+
+EXTRACT = Prompt("p1", [{"role": "user", "content": "Extract the fields order_id, total from: order 4411 cost $45.00."}])
+
+
+def test_a_format_only_source_never_decides_a_pair_alone():
+    # "27." for 7 x 28: the constraint verifier likes the bare number; nothing checked the value.
+    p = Prompt("p1", [{"role": "user", "content": "Each box has 7 pens. How many pens are in 28 boxes? "
+                                                  "Answer with the number."}])
+    only_form = [ScoredCandidate(Candidate("27.", "plain"), 1.0, {"constraints": 1.0}),
+                 ScoredCandidate(Candidate("I think there are many pens in all.", "plain"), 0.0, {"constraints": 0.0})]
+    assert build_pairs([p], {"p1": only_form}, 0.3, 0.5) == []
+    checked = [ScoredCandidate(Candidate("196", "plain"), 1.0, {"constraints": 1.0, "majority": 1.0}), only_form[1]]
+    assert [x["chosen"] for x in build_pairs([p], {"p1": checked}, 0.3, 0.5)] == ["196"]
+
+
+def test_the_scaffolds_skeleton_and_invented_values_are_never_chosen():
+    bad = ScoredCandidate(Candidate("no idea", "plain"), 0.0, {"json": 0.0})
+    skeleton = ScoredCandidate(Candidate('{"order_id": "...", "total": "..."}', "scaffold"), 0.9, {"json": 0.9})
+    invented = ScoredCandidate(Candidate('{"order_id": "4411902837461523987", "total": "45.00"}', "plain"), 0.8,
+                               {"json": 0.8})
+    good = ScoredCandidate(Candidate('{"order_id": "4411", "total": 45}', "plain"), 0.7, {"json": 0.7})
+    assert build_pairs([EXTRACT], {"p1": [skeleton, invented, bad]}, 0.3, 0.5) == []
+    pairs = build_pairs([EXTRACT], {"p1": [skeleton, invented, good, bad]}, 0.3, 0.5)
+    assert [x["chosen"] for x in pairs] == [good.candidate.text]  # 45 is grounded in "$45.00"
+
+
+def test_grounded_values_are_copied_and_numbers_match_by_value():
+    from trainer.pairs import grounded
+
+    text = "order 4411 cost $45.00 for 100 items, 1,200 km"
+    yes = ["4411", 45, "45.00", "$45", 100, 1200, "1200", "items", True]
+    no = ["1", "10", "Oslo", None, "4411902837461523987", "", "45 dollars"]
+    assert [v for v in yes if not grounded(v, text)] == [] and [v for v in no if grounded(v, text)] == []
