@@ -27,7 +27,7 @@ from trainer.job import CycleJob, CycleResult, Status
 from trainer.pairs import Pair, ScoredCandidate, build_pairs
 from trainer.prompts import Candidate, Prompt, RewardSource
 from trainer.rewards import agreement, constraint_verifier, ensemble, json_verifier, sql_verifier, user_feedback
-from trainer.rewards.consistency import majority_vote, unless_verified
+from trainer.rewards.consistency import Fallback, majority_vote
 from trainer.rewards.contract import structured_output_verifier, tool_call_verifier
 from trainer.rewards.judge import make_relative_judge
 from trainer.selection import Selection, select_prompts
@@ -106,7 +106,7 @@ def reward_sources(settings: WorkerSettings, reward_model: RewardSource | None =
                "agreement": (settings.weight_agreement, agreement),
                # Where no verifier of substance judges (free questions, arithmetic): the clear
                # majority's short answer or JSON fields; masked where there is none.
-               "majority": (settings.weight_majority, unless_verified(majority_vote, SUBSTANCE)),
+               "majority": (settings.weight_majority, Fallback(majority_vote, SUBSTANCE)),
                "feedback": (settings.weight_feedback, user_feedback)}
     if settings.judge_url:
         model = settings.judge_model or served_model_name(settings.judge_url.rstrip("/").removesuffix("/v1"))

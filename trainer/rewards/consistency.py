@@ -1,7 +1,7 @@
 """Self-consistency across samples: an answer that the other candidates of its prompt also
 give is more likely right. `final_answer_key` says when two answers are the same answer;
 `agreement` is the soft share, `majority_vote` the TTRL-style vote masked where no clear
-majority exists (the source for prompts nothing else can check: `unless_verified`).
+majority exists (the source for prompts nothing else can check: `Fallback`).
 """
 from __future__ import annotations
 
@@ -130,14 +130,22 @@ def _field(obj: dict, name: str):
     return None
 
 
-def unless_verified(source: Callable, verifiers: dict[str, Callable]) -> Callable:
-    """`source`, speaking only on prompts no verifier of substance judges: self-consistency
-    is the fallback where nothing checks the answer, never a second opinion against a check."""
-    def fallback(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:
-        if any(any(s is not None for s in v(prompt, candidates)) for v in verifiers.values()):
-            return [None] * len(candidates)
-        return source(prompt, candidates)
+class Fallback:
+    """`source`, speaking only on prompts none of `verifiers` judges: self-consistency is the
+    fallback where nothing checks the answer, never a second opinion against a check.
 
-    fallback.__name__ = f"{getattr(source, '__name__', 'source')}_unless_verified"
-    return fallback
+    The ensemble passes the scores it already has (`judged`, by source name), so a verifier
+    that is also a source (the SQL one executes every candidate) does not run twice."""
+
+    def __init__(self, source: Callable, verifiers: dict[str, Callable]):
+        self.source, self.verifiers = source, verifiers
+
+    def __call__(self, prompt: Prompt, candidates: list[Candidate],
+                 judged: dict[str, list[float | None]] | None = None) -> list[float | None]:
+        judged = judged or {}
+        for name, verifier in self.verifiers.items():
+            scores = judged[name] if name in judged else verifier(prompt, candidates)
+            if any(s is not None for s in scores):
+                return [None] * len(candidates)
+        return self.source(prompt, candidates)
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 from typing import Callable
 
 from trainer.prompts import Candidate, Prompt
+from trainer.rewards.consistency import Fallback
 
 
 def ensemble(sources: dict[str, tuple[float, Callable]], prompt: Prompt,
              candidates: list[Candidate]) -> tuple[list[float | None], list[dict]]:
     """Weighted mean of the sources that gave an opinion. Returns (scores, per-source detail)."""
-    per_source = {name: fn(prompt, candidates) for name, (w, fn) in sources.items() if w > 0}
+    active = {name: fn for name, (w, fn) in sources.items() if w > 0}
+    got = {name: fn(prompt, candidates) for name, fn in active.items() if not isinstance(fn, Fallback)}
+    # Fallbacks after the others, given their scores: a verifier never runs twice for one group.
+    got |= {name: fn(prompt, candidates, got) for name, fn in active.items() if isinstance(fn, Fallback)}
+    per_source = {name: got[name] for name in active}  # in the sources' order
     for name, s in per_source.items():
         if len(s) != len(candidates):  # zip would silently give a score to the wrong answer
             raise ValueError(f"reward source {name!r} gave {len(s)} scores for {len(candidates)} candidates")

@@ -78,9 +78,9 @@ def test_corrections_are_scored_but_never_vote():
 
 
 def test_the_vote_is_only_a_fallback_where_no_verifier_judges():
-    from trainer.rewards.consistency import majority_vote, unless_verified
+    from trainer.rewards.consistency import Fallback, majority_vote
 
-    judged = unless_verified(majority_vote, {"v": lambda p, c: [1.0] * len(c)})
-    unjudged = unless_verified(majority_vote, {"v": lambda p, c: [None] * len(c)})
+    judged = Fallback(majority_vote, {"v": lambda p, c: [1.0] * len(c)})
+    unjudged = Fallback(majority_vote, {"v": lambda p, c: [None] * len(c)})
     pool = cands("12", "12", "13")
     assert judged(prompt("Q"), pool) == [None] * 3 and unjudged(prompt("Q"), pool) == [1.0, 1.0, 0.0]

@@ -30,3 +30,21 @@ def test_ensemble_skips_zero_weight_sources_and_combines_new_ones():
                                "off": (0.0, never)}, p, cands)
     assert detail[0] == {"constraints": 1.0, "agreement": 0.5}
     assert scores == [pytest.approx(0.75), pytest.approx(0.75), pytest.approx(0.0)]
+
+
+def test_a_fallback_source_reuses_the_ensembles_scores_and_no_verifier_runs_twice():
+    from trainer.rewards.consistency import Fallback, majority_vote
+
+    calls = []
+
+    def verifier(p, c):
+        calls.append(1)
+        return [None] * len(c)
+
+    cands = [Candidate("12", "plain"), Candidate("12", "plain"), Candidate("13", "plain")]
+    sources = {"majority": (1.0, Fallback(majority_vote, {"v": verifier})), "v": (1.0, verifier)}
+    scores, detail = ensemble(sources, prompt("Q"), cands)
+    assert calls == [1] and scores == [1.0, 1.0, 0.0] and list(detail[0]) == ["majority"]
+    # A verifier that is not a source of this ensemble (weight 0 or absent) is still asked.
+    ensemble({"majority": (1.0, Fallback(majority_vote, {"v": verifier})), "v": (0.0, verifier)}, prompt("Q"), cands)
+    assert calls == [1, 1]
