@@ -24,7 +24,7 @@ from schemas.registry import VersionMetadata
 from trainer.explore import Pace, fewshot_jobs, pick_exemplars, round_one_jobs, run_jobs, served_model_name
 from trainer.gate import GateResult, run_gate
 from trainer.job import CycleJob, CycleResult, Status
-from trainer.pairs import Pair, ScoredCandidate, build_pairs
+from trainer.pairs import FORMAT_ONLY, Pair, ScoredCandidate, build_pairs
 from trainer.prompts import Candidate, Prompt, RewardSource
 from trainer.rewards import agreement, constraint_verifier, ensemble, json_verifier, sql_verifier, user_feedback
 from trainer.rewards.consistency import Fallback, majority_vote
@@ -88,12 +88,11 @@ def add_served_and_corrections(prompts: list[Prompt], pool: Pool) -> None:
                 pool[p.prompt_id].append(Candidate(str(fb["value"]), "correction"))
 
 
-# Verifiers that check what an answer says, not only its form (the constraint verifier checks form).
-SUBSTANCE = {"json": json_verifier, "sql": sql_verifier, "structured_output": structured_output_verifier,
-             "tool_calls": tool_call_verifier}
 # Verifiers whose pass rate must not drop at the gate (agreement needs a group: not here).
 VERIFIERS = {"json": json_verifier, "sql": sql_verifier, "constraints": constraint_verifier,
              "structured_output": structured_output_verifier, "tool_calls": tool_call_verifier}
+# Those that check what an answer says, not only its form: the ones pairs.FORMAT_ONLY leaves.
+SUBSTANCE = {name: v for name, v in VERIFIERS.items() if name not in FORMAT_ONLY}
 
 
 def reward_sources(settings: WorkerSettings, reward_model: RewardSource | None = None) -> Sources:

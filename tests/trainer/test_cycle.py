@@ -142,3 +142,15 @@ def test_child_entry_records_a_broken_job_as_failed(tmp_path, monkeypatch):
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "failed" and "ValidationError" in result["reason"] and "version" in result["reason"]
     assert result["cycle_id"] == Path(tmp_path).name
+
+
+def test_the_majority_is_masked_by_verifiers_of_substance_only(settings):
+    # json_object says "an object", not which: the vote still speaks; a request with keys is judged by json.
+    sources = cycle.reward_sources(settings)
+    fmt = Prompt("p", [{"role": "user", "content": "Reply in JSON."}], contract={"response_format": {"type": "json_object"}})
+    cands = [Candidate('{"a": 1}', "plain"), Candidate('{"a": 1}', "plain"), Candidate('{"a": 2}', "plain")]
+    _, detail = cycle.ensemble(sources, fmt, cands)
+    assert detail[0]["majority"] == 1.0 and detail[2]["majority"] == 0.0 and "structured_output" in detail[0]
+    keyed = Prompt("p", [{"role": "user", "content": EXTRACT}])
+    _, detail = cycle.ensemble(sources, keyed, [Candidate('{"name": "Ana Ruiz", "city": "Lima"}', "plain")] * 3)
+    assert "json" in detail[0] and "majority" not in detail[0]
