@@ -55,7 +55,9 @@ def build_pairs(prompts: list[Prompt], scored: dict[str, list[ScoredCandidate]],
         cands = [s for s in scored.get(p.prompt_id, []) if s.score is not None and s.candidate.text.strip()]
         if len(cands) < 2:
             continue
-        eligible = [s for s in cands if choosable(p, s)]
+        keys = requested_keys(p)
+        conversation = request_text(p).lower() if keys else ""
+        eligible = [s for s in cands if choosable(s, keys, conversation)]
         if not eligible:
             continue
         best = max(eligible, key=lambda s: s.score)
@@ -91,17 +93,16 @@ def grounded(value, conversation: str) -> bool:
     return bool(s) and s in conversation
 
 
-def choosable(prompt: Prompt, s: ScoredCandidate) -> bool:
-    """May this candidate be a pair's chosen answer? (see the module docstring)"""
+def choosable(s: ScoredCandidate, keys: list[str] | None, conversation: str) -> bool:
+    """May this candidate be a pair's chosen answer? (see the module docstring) `keys`: the
+    prompt's requested keys; `conversation`: its request text, lowercased."""
     if s.detail and set(s.detail) <= FORMAT_ONLY:
         return False
-    keys = requested_keys(prompt)
     if not keys:
         return True
     obj, _ = extract_json_object(s.candidate.text)
     if obj is None:
         return True  # not an object: the verifiers have scored it low already
-    conversation = request_text(prompt).lower()
     wanted = {k.lower() for k in keys}
     for k, v in obj.items():
         if str(k).lower() not in wanted or isinstance(v, (dict, list)):

@@ -120,8 +120,9 @@ class CycleRunner:
             # Secrets are excluded from the dump; the child gets them in its environment.
             (cycle_dir / "settings.json").write_text(s.model_dump_json(indent=2))
             result = self._run_child(cycle_dir)
-            self.store.cycles.finish(cycle_id, cycle_dir, result.as_dict())
-            write_report(cycle_dir, result.as_dict())
+            report = result.as_dict()
+            self.store.cycles.finish(cycle_id, cycle_dir, report)
+            write_report(cycle_dir, report)
         finally:
             shutil.rmtree(snapshot, ignore_errors=True)
         log.info("cycle %s %s: %s (report: %s)", cycle_id, result.status, result.reason or result.version,
