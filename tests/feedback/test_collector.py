@@ -8,13 +8,14 @@ import time
 import uuid
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from deploy.broker import create_topics, start_tansu
 from feedback.procs import free_port, stop
 from feedback.collector import Collector
 from feedback.store import Store
 from schemas.events import SCHEMA_VERSION, ChatCompleted, ChatCompletedPayload, Choice, FeedbackSubmitted, FeedbackSubmittedPayload
+from tests.feedback.topics import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -41,23 +42,6 @@ def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes]]) -> l
         return [f.get(timeout=0) for f in futures]
     finally:
         producer.close(timeout=5)
-
-
-def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 20.0) -> list:
-    """Every record of partition 0 of `topic`, waiting until `expect` have come."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        out = []
-        deadline = time.monotonic() + timeout
-        while len(out) < expect and time.monotonic() < deadline:
-            for recs in consumer.poll(200).values():
-                out += recs
-        return out
-    finally:
-        consumer.close()
 
 
 def traffic(topics: dict[str, str], n_chat: int, n_feedback: int) -> list[tuple[str, bytes, bytes]]:
@@ -182,14 +166,8 @@ def test_poison_records_go_to_deadletter(kafka_bootstrap, kafka_topics, store):
     assert stored_raw(store) == {json.loads(v)["event_id"]: v.decode() for _, _, v in good}
     assert sum(store.positions().values()) == 1400  # positions moved past the bad records too
 
-    dead = read_all(kafka_bootstrap, kafka_topics["deadletter"], 400)
-    got = {}
-    for r in dead:
-        h = dict(r.headers)
-        got[(h["source_topic"].decode(), int(h["source_partition"]), int(h["source_offset"]))] = (
-            h["reason"].decode(), r.value)
-        assert h["error"]  # the validator's own message, for whoever fixes the producer
-    assert got == expected_dead  # the record as it was, for a later fix and replay
+    # Each with the validator's own message (for whoever fixes the producer): dead_reasons checks it.
+    assert dead_reasons(kafka_bootstrap, kafka_topics["deadletter"], 400) == expected_dead  # the record as it was, for a later fix and replay
 
 
 def test_stored_position_beyond_partition_end_rereads_from_start(kafka_bootstrap, kafka_topics, store):
@@ -329,7 +307,7 @@ def test_snapshot_and_trainer_read_while_collector_writes(kafka_bootstrap, kafka
 def dead_reasons(bootstrap: str, topic: str, expect: int) -> dict[tuple[str, int, int], tuple[str, bytes]]:
     """The dead-letter topic as {source position: (reason, record value)}."""
     out = {}
-    for r in read_all(bootstrap, topic, expect):
+    for r in read_topic(bootstrap, topic, expect):
         h = dict(r.headers)
         assert h["error"]
         out[(h["source_topic"].decode(), int(h["source_partition"]), int(h["source_offset"]))] = (

@@ -9,10 +9,10 @@ import time
 import uuid
 
 import pytest
-from kafka import KafkaConsumer
 
 from feedback.producer import MAX_RECORD_BYTES, EventProducer, SpillJournal
 from schemas.events import ChatCompleted, ChatCompletedPayload, Choice
+from tests.feedback.topics import read_topic
 
 
 def chat(text: str = "hi") -> ChatCompleted:
@@ -54,23 +54,6 @@ def test_an_event_that_cannot_be_serialised_is_counted_never_raised(tmp_path):
     ev = chat("lone \ud800 surrogate")  # the schema keeps messages as sent (content: Any)
     producer.emit("t", ev)  # a request handler must not fail after its answer was made
     assert producer.counters.as_dict()["dropped"] == 1 and producer.counters.as_dict()["queued"] == 0
-
-
-def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest")
-    try:
-        from kafka import TopicPartition
-
-        consumer.assign([TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))])
-        out: list = []
-        deadline = time.monotonic() + timeout
-        while len(out) < expect and time.monotonic() < deadline:
-            for recs in consumer.poll(200).values():
-                out += recs
-        return out
-    finally:
-        consumer.close()
 
 
 def wait_for(done, timeout: float = 60.0, what: str = "") -> None:
