@@ -68,7 +68,7 @@ def explore_all(prompts: list[Prompt], settings: WorkerSettings,
     add_served_and_corrections(prompts, pool)
     if "fewshot" in settings.explore_strategies:
         scored = score(prompts, pool, sources)
-        best = {pid: max(((s.candidate.text, s.score) for s in items if s.score is not None), key=lambda x: x[1])
+        best = {pid: max(((s.candidate, s.score) for s in items if s.score is not None), key=lambda x: x[1])
                 for pid, items in scored.items() if any(s.score is not None for s in items)}
         exemplars = pick_exemplars(prompts, best, settings.exemplar_min_score)
         jobs = fewshot_jobs(prompts, exemplars)

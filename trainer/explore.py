@@ -6,10 +6,12 @@ BARE prompt later, so the tuned model gives the scaffold's quality without the s
 
 Strategies:
 - plain, plain_hot: the bare prompt at two temperatures (the model's own spread);
-- scaffold: a structured-output scaffold derived from what the prompt asks for;
+- scaffold: a structured-output scaffold derived from what the prompt asks for: the JSON keys
+  of its schema, forced tool or words (any wording), or the functions it offers;
 - stepwise: think step by step, then "Answer:"; only the final answer is kept;
 - fewshot: a demonstration turn built from this cycle's best-scored answer to ANOTHER
-  prompt of the same task (self-bootstrapped: no human-written example anywhere).
+  prompt of the same shape: the same tools, or the same JSON keys asked for in any wording,
+  or else the same task tag (self-bootstrapped: no human-written example anywhere).
   It runs in a second round, once the first round's candidates are scored.
 """
 from __future__ import annotations
@@ -50,10 +52,29 @@ def scaffold(prompt: Prompt) -> tuple[list[dict], dict]:
                   f"{', '.join(keys)}, each value copied from the text. No other words.")
         msgs = [{"role": "system", "content": system}] + _append_to_last_user(
             prompt.messages, f"\n\nReply with only this JSON object filled in: {skeleton}")
+    elif tools := _tool_lines(prompt):
+        # The tools themselves travel with the request (the contract); this says how to use them.
+        system = ("Answer by calling exactly one of these functions, with every required argument taken from the "
+                  "user's message and no others:\n" + "\n".join(tools))
+        msgs = [{"role": "system", "content": system}] + _without_system(prompt.messages)
     else:
         system = "Answer correctly and concisely. Give exactly what was asked for, in the format asked for."
         msgs = [{"role": "system", "content": system}] + _without_system(prompt.messages)
     return msgs, {"temperature": 0.7}
+
+
+def _tool_lines(prompt: Prompt) -> list[str]:
+    """One line per offered function: its name and its parameters, required ones marked."""
+    out = []
+    for t in prompt.contract.get("tools") or []:
+        fn = (t.get("function") or {}) if isinstance(t, dict) else {}
+        params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
+        props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+        required = set(params.get("required") or []) if isinstance(params.get("required"), list) else set()
+        args = ", ".join(f"{k}{'' if k in required else '?'}" for k in props)
+        if fn.get("name"):
+            out.append(f"- {fn['name']}({args})")
+    return out
 
 
 def stepwise(prompt: Prompt) -> tuple[list[dict], dict]:
@@ -70,11 +91,22 @@ def final_answer(strategy: str, text: str) -> str:
     return parts[-1].strip() if len(parts) > 1 else text
 
 
-def fewshot(prompt: Prompt, exemplar: tuple[Prompt, str]) -> tuple[list[dict], dict]:
+def fewshot(prompt: Prompt, exemplar: tuple[Prompt, Candidate]) -> tuple[list[dict], dict]:
     demo_prompt, demo_answer = exemplar
     demo = [m for m in _without_system(demo_prompt.messages) if m.get("role") == "user"][-1:]
-    msgs = demo + [{"role": "assistant", "content": demo_answer}] + _without_system(prompt.messages)
+    msgs = demo + [answer_turn(demo_answer)] + _without_system(prompt.messages)
     return msgs, {"temperature": 0.7}
+
+
+def answer_turn(answer: Candidate) -> dict:
+    """An answer as the assistant turn that gave it: a tool call is demonstrated as a call
+    (OpenAI `tool_calls`, which the chat template renders in the model's own format), not as text."""
+    if not answer.tool_calls:
+        return {"role": "assistant", "content": answer.text}
+    calls = [{"id": f"call_demo_{i}", "type": "function",
+              "function": {"name": c.get("name", ""), "arguments": c.get("arguments") or "{}"}}
+             for i, c in enumerate(answer.tool_calls)]
+    return {"role": "assistant", "content": answer.text or None, "tool_calls": calls}
 
 
 ROUND_ONE: dict[str, Strategy] = {"plain": plain, "plain_hot": plain_hot, "scaffold": scaffold, "stepwise": stepwise}
@@ -95,22 +127,39 @@ def _append_to_last_user(messages: list[dict], suffix: str) -> list[dict]:
     return out
 
 
-def pick_exemplars(prompts: list[Prompt], best: dict[str, tuple[str, float]], min_score: float,
-                   per_task: int = 8) -> dict[str | None, list[tuple[Prompt, str]]]:
-    """The best answers of this round, per task, that scored at least `min_score`."""
-    by_task: dict[str | None, list[tuple[float, Prompt, str]]] = {}
+def task_shape(prompt: Prompt) -> tuple:
+    """What makes one prompt's answer a fitting demonstration for another: the tools offered
+    (by name), else the JSON keys asked for (in any wording), else the client's task tag.
+    Most clients send no `metadata.task`; two requests for the same keys or the same tools
+    are the same kind of task whatever their tags or words."""
+    tools = sorted((t.get("function") or {}).get("name", "") for t in prompt.contract.get("tools") or []
+                   if isinstance(t, dict))
+    if tools:
+        return ("tools", *tools)
+    keys = requested_keys(prompt)
+    if keys:
+        return ("keys", *sorted(keys))
+    return ("task", prompt.task)
+
+
+Exemplars = dict[tuple, list[tuple[Prompt, Candidate]]]  # task shape -> [(prompt, its best answer)]
+
+
+def pick_exemplars(prompts: list[Prompt], best: dict[str, tuple[Candidate, float]], min_score: float,
+                   per_shape: int = 8) -> Exemplars:
+    """The best answers of this round, per task shape, that scored at least `min_score`."""
+    by_shape: dict[tuple, list[tuple[float, Prompt, Candidate]]] = {}
     for p in prompts:
         if p.prompt_id in best and best[p.prompt_id][1] >= min_score:
-            by_task.setdefault(p.task, []).append((best[p.prompt_id][1], p, best[p.prompt_id][0]))
-    return {t: [(p, a) for _, p, a in sorted(v, key=lambda x: -x[0])[:per_task]] for t, v in by_task.items()}
+            by_shape.setdefault(task_shape(p), []).append((best[p.prompt_id][1], p, best[p.prompt_id][0]))
+    return {t: [(p, a) for _, p, a in sorted(v, key=lambda x: -x[0])[:per_shape]] for t, v in by_shape.items()}
 
 
-def fewshot_jobs(prompts: list[Prompt], exemplars: dict[str | None, list[tuple[Prompt, str]]]
-                 ) -> list[tuple[Prompt, str, list[dict], dict]]:
-    """One few-shot request per prompt that has an exemplar from a different prompt of its task."""
+def fewshot_jobs(prompts: list[Prompt], exemplars: Exemplars) -> list[tuple[Prompt, str, list[dict], dict]]:
+    """One few-shot request per prompt that has an exemplar from a different prompt of its shape."""
     jobs = []
     for i, p in enumerate(prompts):
-        others = [e for e in exemplars.get(p.task, []) if e[0].prompt_id != p.prompt_id]
+        others = [e for e in exemplars.get(task_shape(p), []) if e[0].prompt_id != p.prompt_id]
         if others:
             msgs, params = fewshot(p, others[i % len(others)])  # spread the demonstrations around
             jobs.append((p, "fewshot", msgs, params))

@@ -1,8 +1,8 @@
 import pytest
 
-from trainer.explore import (fewshot_jobs, final_answer, pick_exemplars, request_seed, round_one_jobs, scaffold,
-                             stepwise)
-from trainer.prompts import Prompt
+from trainer.explore import (answer_turn, fewshot_jobs, final_answer, pick_exemplars, request_seed, round_one_jobs,
+                             scaffold, stepwise, task_shape)
+from trainer.prompts import Candidate, Prompt
 
 EXTRACT = "Extract the fields name, city from the text below. Reply with only a JSON object.\nText: Ann lives in Oslo."
 
@@ -27,17 +27,60 @@ def test_stepwise_keeps_only_the_final_answer():
     assert final_answer("plain", "Answer: 12") == "Answer: 12"  # other strategies are taken whole
 
 
-def test_fewshot_uses_another_prompts_best_answer_of_the_same_task():
+def test_fewshot_uses_another_prompts_best_answer_of_the_same_shape():
     prompts = [p("a"), p("b"), p("c", "What is 2+2?", "math")]
-    best = {"a": ('{"name": "Ann", "city": "Oslo"}', 1.0), "b": ("meh", 0.3), "c": ("4", 0.95)}
+    best = {"a": (Candidate('{"name": "Ann", "city": "Oslo"}', "plain"), 1.0), "b": (Candidate("meh", "plain"), 0.3),
+            "c": (Candidate("4", "plain"), 0.95)}
     ex = pick_exemplars(prompts, best, min_score=0.9)
-    assert [e[0].prompt_id for e in ex["extract_json"]] == ["a"] and [e[0].prompt_id for e in ex["math"]] == ["c"]
+    assert [e[0].prompt_id for e in ex[("keys", "city", "name")]] == ["a"]
+    assert [e[0].prompt_id for e in ex[("task", "math")]] == ["c"]
     jobs = fewshot_jobs(prompts, ex)
     # a and c have no exemplar other than themselves; b learns from a.
     assert [(j[0].prompt_id, j[1]) for j in jobs] == [("b", "fewshot")]
     msgs = jobs[0][2]
     assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
     assert msgs[1]["content"] == '{"name": "Ann", "city": "Oslo"}' and msgs[2]["content"] == EXTRACT
+
+
+def test_exemplars_are_shared_by_the_keys_asked_for_whatever_the_wording_or_tag():
+    # Most clients send no task tag, and people word the same request many ways: the same
+    # keys make the same kind of task; other keys do not.
+    other_words = p("b", "Put the city and name of this note into JSON.\nBo moved to Rome.", None)
+    other_keys = p("c", "Return a JSON object with the keys title, year for: Dune (1965).", None)
+    best = {"a": (Candidate('{"name": "Ann", "city": "Oslo"}', "scaffold"), 1.0)}
+    ex = pick_exemplars([p("a"), other_words, other_keys], best, min_score=0.9)
+    assert task_shape(other_words) == task_shape(p("a")) != task_shape(other_keys)
+    jobs = fewshot_jobs([p("a"), other_words, other_keys], ex)
+    assert [j[0].prompt_id for j in jobs] == ["b"]
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}}, "required": ["city"]}}}
+
+
+def tool_prompt(pid, text, tools=(WEATHER,)):
+    return Prompt(pid, [{"role": "user", "content": text}], contract={"tools": list(tools)})
+
+
+def test_tool_requests_share_exemplars_by_their_functions_and_are_shown_a_call():
+    a, b = tool_prompt("a", "Weather in Lima?"), tool_prompt("b", "Is it cold in Oslo today?")
+    c = tool_prompt("c", "Book a table", tools=[{"type": "function", "function": {"name": "book"}}])
+    call = Candidate("", "plain", tool_calls=[{"name": "get_weather", "arguments": '{"city": "Lima"}'}])
+    ex = pick_exemplars([a, b, c], {"a": (call, 1.0)}, min_score=0.9)
+    assert list(ex) == [("tools", "get_weather")]
+    jobs = fewshot_jobs([a, b, c], ex)
+    assert [j[0].prompt_id for j in jobs] == ["b"]
+    demo = jobs[0][2][1]
+    assert demo["role"] == "assistant" and demo["content"] is None
+    assert demo["tool_calls"] == [{"id": "call_demo_0", "type": "function",
+                                   "function": {"name": "get_weather", "arguments": '{"city": "Lima"}'}}]
+    assert answer_turn(Candidate("plain words", "plain")) == {"role": "assistant", "content": "plain words"}
+
+
+def test_scaffold_of_a_tool_request_names_the_functions_and_their_required_arguments():
+    msgs, _ = scaffold(tool_prompt("a", "Weather in Lima?"))
+    assert msgs[0]["role"] == "system" and "- get_weather(city, unit?)" in msgs[0]["content"]
+    assert msgs[-1] == {"role": "user", "content": "Weather in Lima?"}
 
 
 def test_round_one_strategies_are_checked():
