@@ -32,7 +32,7 @@ class GatewaySettings(TaoSettings):
     tool_call_parser: str | None = Field(
         "hermes", description="vLLM's tool-call parser, so that OpenAI `tools` requests get `tool_calls` back "
         "(--enable-auto-tool-choice --tool-call-parser NAME); hermes fits SmolLM2 with the ChatML tools template "
-        "tao ships (serving/templates/), used when the model's own template shows no tools. Empty: tools off "
+        "tao ships (schemas/templates/), used when the model's own template shows no tools. Empty: tools off "
         "(vLLM then refuses tool_choice=auto). An external TAO_VLLM_URL server needs these arguments itself")
     request_timeout_s: float = Field(600, gt=0)
     swap_drain_timeout_s: float = Field(

@@ -21,6 +21,7 @@ import aiohttp
 import httpx
 
 from feedback.procs import stop as stop_group
+from schemas.chat_template import TOOLS_TEMPLATE, needs_tools_template
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,6 @@ def whole_prefill_args(extra_args: str, model_path: Path) -> str:
     return f"{extra_args} --no-enable-chunked-prefill --max-num-batched-tokens {max_model_len(extra_args, model_path)}"
 
 
-TOOLS_TEMPLATE = Path(__file__).parent / "templates" / "chatml_tools.jinja"
-
-
 def model_chat_template(model_path: Path) -> str:
     """The model's own chat template (chat_template.jinja, or tokenizer_config.json's)."""
     f = model_path / "chat_template.jinja"
@@ -88,7 +86,7 @@ def tool_call_args(extra_args: str, parser: str | None, model_path: Path) -> str
         return extra_args
     args = f"{extra_args} --enable-auto-tool-choice --tool-call-parser {parser}"
     own = model_chat_template(model_path)
-    if "--chat-template" not in extra_args and "tools" not in own and "<|im_start|>" in own and parser == "hermes":
+    if "--chat-template" not in extra_args and needs_tools_template(own) and parser == "hermes":
         args += f" --chat-template {shlex.quote(str(TOOLS_TEMPLATE))}"
     return args
 

@@ -25,7 +25,7 @@ from trainer.explore import Pace, fewshot_jobs, pick_exemplars, round_one_jobs, 
 from trainer.gate import GateResult, run_gate
 from trainer.job import CycleJob, CycleResult, Status
 from trainer.pairs import FORMAT_ONLY, Pair, ScoredCandidate, build_pairs
-from trainer.prompts import Candidate, Prompt, RewardSource
+from trainer.prompts import Candidate, Prompt, RewardSource, answer_text
 from trainer.rewards import agreement, constraint_verifier, ensemble, json_verifier, sql_verifier, user_feedback
 from trainer.rewards.consistency import Fallback, majority_vote
 from trainer.rewards.contract import structured_output_verifier, tool_call_verifier
@@ -151,13 +151,15 @@ def save_stage_outputs(cycle_dir: Path, scored: Scored, pairs: list[Pair]) -> No
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cand_rows = [{"prompt_id": pid, "strategy": s.candidate.strategy, "text": s.candidate.text, "score": s.score,
+    cand_rows = [{"prompt_id": pid, "strategy": s.candidate.strategy,
+                  "text": answer_text(s.candidate.text, s.candidate.tool_calls), "score": s.score,
                   "scores": json.dumps(s.detail)} for pid, items in scored.items() for s in items]
     pq.write_table(pa.Table.from_pylist(cand_rows, schema=pa.schema(
         [("prompt_id", pa.string()), ("strategy", pa.string()), ("text", pa.string()), ("score", pa.float64()),
          ("scores", pa.string())])), cycle_dir / "candidates.parquet")
-    pair_rows = [{"prompt_id": p["prompt_id"], "prompt": json.dumps(p["prompt"]), "chosen": p["chosen"],
-                  "rejected": p["rejected"], "margin": p["margin"]} for p in pairs]
+    pair_rows = [{"prompt_id": p["prompt_id"], "prompt": json.dumps(p["prompt"]),
+                  "chosen": answer_text(p["chosen"], p.get("chosen_calls")),
+                  "rejected": answer_text(p["rejected"], p.get("rejected_calls")), "margin": p["margin"]} for p in pairs]
     pq.write_table(pa.Table.from_pylist(pair_rows, schema=pa.schema(
         [("prompt_id", pa.string()), ("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()),
          ("margin", pa.float64())])), cycle_dir / "pairs.parquet")

@@ -27,7 +27,7 @@ from typing import Callable
 
 import httpx
 
-from trainer.prompts import Candidate, Prompt
+from trainer.prompts import Candidate, Prompt, answer_turn
 from trainer.rewards.intent import requested_keys
 
 log = logging.getLogger(__name__)
@@ -94,19 +94,8 @@ def final_answer(strategy: str, text: str) -> str:
 def fewshot(prompt: Prompt, exemplar: tuple[Prompt, Candidate]) -> tuple[list[dict], dict]:
     demo_prompt, demo_answer = exemplar
     demo = [m for m in _without_system(demo_prompt.messages) if m.get("role") == "user"][-1:]
-    msgs = demo + [answer_turn(demo_answer)] + _without_system(prompt.messages)
+    msgs = demo + [answer_turn(demo_answer.text, demo_answer.tool_calls)] + _without_system(prompt.messages)
     return msgs, {"temperature": 0.7}
-
-
-def answer_turn(answer: Candidate) -> dict:
-    """An answer as the assistant turn that gave it: a tool call is demonstrated as a call
-    (OpenAI `tool_calls`, which the chat template renders in the model's own format), not as text."""
-    if not answer.tool_calls:
-        return {"role": "assistant", "content": answer.text}
-    calls = [{"id": f"call_demo_{i}", "type": "function",
-              "function": {"name": c.get("name", ""), "arguments": c.get("arguments") or "{}"}}
-             for i, c in enumerate(answer.tool_calls)]
-    return {"role": "assistant", "content": answer.text or None, "tool_calls": calls}
 
 
 ROUND_ONE: dict[str, Strategy] = {"plain": plain, "plain_hot": plain_hot, "scaffold": scaffold, "stepwise": stepwise}

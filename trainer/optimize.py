@@ -23,8 +23,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from schemas.chat_template import TOOLS_TEMPLATE, needs_tools_template
+from trainer.prompts import answer_turn
 
 if TYPE_CHECKING:
     from trainer.pairs import Pair
@@ -94,8 +98,9 @@ def train_dpo(
     rows = [
         {
             "prompt": p["prompt"],
-            "chosen": [{"role": "assistant", "content": p["chosen"]}],
-            "rejected": [{"role": "assistant", "content": _head(tokenizer, p["rejected"], REJECTED_TOKENS)}],
+            "chosen": [answer_turn(p["chosen"], p.get("chosen_calls"))],
+            "rejected": [answer_turn(_head(tokenizer, p["rejected"], REJECTED_TOKENS), p.get("rejected_calls"))],
+            **_tools(p),
         }
         for p in pairs
     ]
@@ -103,7 +108,7 @@ def train_dpo(
     steps = epochs * math.ceil(len(rows) / batch_size)
     # TRL 1.16 has no rpo_alpha: the NLL term is the "sft" loss type, weighted in loss_weights.
     losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, nll_weight]} if nll_weight else {}
-    with tempfile.TemporaryDirectory(prefix=f"tao-{name}-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"tao-{name}-") as scratch, _tools_template(tokenizer, rows):
         trainer = DPOTrainer(
             model=model,
             args=DPOConfig(**_args(scratch, epochs, batch_size, lr, steps, seed), beta=beta, max_length=max_length, **losses),
@@ -147,9 +152,10 @@ def train_sft(
     tokenizer, model = _load(base_model, seed)
     # Conversational prompt-completion rows: TRL renders them through the chat template and,
     # by default for this shape, computes the loss on the completion tokens only.
-    rows = [{"prompt": p["prompt"], "completion": [{"role": "assistant", "content": p["chosen"]}]} for p in pairs]
+    rows = [{"prompt": p["prompt"], "completion": [answer_turn(p["chosen"], p.get("chosen_calls"))], **_tools(p)}
+            for p in pairs]
     steps = epochs * math.ceil(len(rows) / batch_size)
-    with tempfile.TemporaryDirectory(prefix="tao-sft-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="tao-sft-") as scratch, _tools_template(tokenizer, rows):
         trainer = SFTTrainer(
             model=model,
             args=SFTConfig(**_args(scratch, epochs, batch_size, lr, steps, seed), max_length=max_length),
@@ -320,6 +326,28 @@ def _save_merged(peft_model, tokenizer, out_dir: Path, name: str, log: Callable[
     seconds = time.perf_counter() - started
     log(f"{name}: merged and saved in {seconds:.1f} s to {out_dir}")
     return {"save_seconds": round(seconds, 2)}
+
+
+def _tools(pair: Pair) -> dict:
+    """A pair of a request that offered tools: TRL renders its prompt with them (a JSON text,
+    so rows with and without tools make one Arrow column)."""
+    return {"tools": json.dumps(pair["tools"]) if pair.get("tools") else None}
+
+
+@contextmanager
+def _tools_template(tokenizer, rows: list[dict]):
+    """While TRL tokenizes rows with tools or tool calls, a model whose own template shows no
+    tools (SmolLM2) renders with the template its vLLM serves them with, so a call is learnt in
+    the tokens the model writes and the hermes parser reads. The saved model keeps its own."""
+    own = tokenizer.chat_template or ""
+    shows_tools = any(r.get("tools") or any(m.get("tool_calls") for m in r.get("chosen", []) + r.get("completion", []))
+                      for r in rows)
+    if shows_tools and needs_tools_template(own):
+        tokenizer.chat_template = TOOLS_TEMPLATE.read_text()
+    try:
+        yield
+    finally:
+        tokenizer.chat_template = own or None
 
 
 def _head(tokenizer, text: str, tokens: int) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from trainer.prompts import Candidate, Prompt, request_text
 from trainer.rewards.intent import requested_keys
@@ -30,10 +30,15 @@ class Pair(TypedDict):
     because TRL's trainers take rows of dicts."""
     prompt_id: str
     prompt: list[dict]  # the bare request's messages
-    chosen: str
+    chosen: str         # the answer's text (may be empty when it is a tool call)
     rejected: str
     margin: float
     chosen_strategy: str
+    # A request that offered tools: the tools (so the prompt is rendered as it was served) and
+    # each side's tool calls [{"name", "arguments"}] (trained as calls, not as text).
+    tools: NotRequired[list[dict]]
+    chosen_calls: NotRequired[list[dict]]
+    rejected_calls: NotRequired[list[dict]]
 
 
 @dataclass
@@ -52,7 +57,8 @@ def build_pairs(prompts: list[Prompt], scored: dict[str, list[ScoredCandidate]],
     """
     pairs = []
     for p in prompts:
-        cands = [s for s in scored.get(p.prompt_id, []) if s.score is not None and s.candidate.text.strip()]
+        cands = [s for s in scored.get(p.prompt_id, [])
+                 if s.score is not None and (s.candidate.text.strip() or s.candidate.tool_calls)]
         if len(cands) < 2:
             continue
         keys = requested_keys(p)
@@ -63,12 +69,19 @@ def build_pairs(prompts: list[Prompt], scored: dict[str, list[ScoredCandidate]],
         best = max(eligible, key=lambda s: s.score)
         worst = min(cands, key=lambda s: s.score)
         margin = best.score - worst.score
-        if margin < min_margin or best.score < min_best or best.candidate.text == worst.candidate.text:
+        if margin < min_margin or best.score < min_best or _same(best.candidate, worst.candidate):
             continue
-        pairs.append(Pair(prompt_id=p.prompt_id, prompt=p.messages, chosen=best.candidate.text,
-                          rejected=worst.candidate.text, margin=round(margin, 4),
-                          chosen_strategy=best.candidate.strategy))
+        pair = Pair(prompt_id=p.prompt_id, prompt=p.messages, chosen=best.candidate.text,
+                    rejected=worst.candidate.text, margin=round(margin, 4), chosen_strategy=best.candidate.strategy)
+        if p.contract.get("tools"):
+            pair.update(tools=p.contract["tools"], chosen_calls=best.candidate.tool_calls,
+                        rejected_calls=worst.candidate.tool_calls)
+        pairs.append(pair)
     return pairs
+
+
+def _same(a: Candidate, b: Candidate) -> bool:
+    return a.text == b.text and a.tool_calls == b.tool_calls
 
 
 def _numbers(text: str) -> set[float]:

@@ -6,6 +6,7 @@ in [0, 1] per candidate, or None where the source has no opinion.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -58,3 +59,23 @@ def content_text(content) -> str:
 def request_text(prompt: Prompt) -> str:
     """System and user text: a system prompt states schemas and formats as often as the user."""
     return "\n".join(content_text(m.get("content")) for m in prompt.messages if m.get("role") in ("system", "user"))
+
+
+def answer_turn(text: str, tool_calls: list[dict] | None = None) -> dict:
+    """An answer as the assistant turn that gave it: tool calls as OpenAI `tool_calls`, which
+    the chat template renders in the model's own format (schemas/chat_template.py), not as text.
+    Used for few-shot demonstrations and for training pairs alike."""
+    if not tool_calls:
+        return {"role": "assistant", "content": text}
+    calls = [{"id": f"call_{i}", "type": "function",
+              "function": {"name": c.get("name", ""), "arguments": c.get("arguments") or "{}"}}
+             for i, c in enumerate(tool_calls)]
+    return {"role": "assistant", "content": text, "tool_calls": calls}
+
+
+def answer_text(text: str, tool_calls: list[dict] | None = None) -> str:
+    """One string for an answer, for tables and reports: its text, then its calls as JSON."""
+    if not tool_calls:
+        return text
+    calls = json.dumps([{"name": c.get("name", ""), "arguments": c.get("arguments") or ""} for c in tool_calls])
+    return f"{text}\n{calls}" if text else calls

@@ -1,11 +1,12 @@
-"""The ChatML tools template tao gives vLLM for SmolLM2 (serving/templates/chatml_tools.jinja):
+"""The ChatML tools template tao gives vLLM for SmolLM2 (schemas/templates/chatml_tools.jinja):
 the model's own template, token for token, for requests without tools; tools and tool calls
 in the Hermes format that vLLM's hermes parser reads back."""
 import json
 
 import pytest
 
-from serving.vllm import TOOLS_TEMPLATE, model_chat_template, tool_call_args
+from schemas.chat_template import TOOLS_TEMPLATE
+from serving.vllm import model_chat_template, tool_call_args
 from tests.models import BASE_MODEL, require_base_model
 
 CONVERSATIONS = [

@@ -1,8 +1,8 @@
 import pytest
 
-from trainer.explore import (answer_turn, fewshot_jobs, final_answer, pick_exemplars, request_seed, round_one_jobs,
+from trainer.explore import (fewshot_jobs, final_answer, pick_exemplars, request_seed, round_one_jobs,
                              scaffold, stepwise, task_shape)
-from trainer.prompts import Candidate, Prompt
+from trainer.prompts import Candidate, Prompt, answer_turn
 
 EXTRACT = "Extract the fields name, city from the text below. Reply with only a JSON object.\nText: Ann lives in Oslo."
 
@@ -71,10 +71,10 @@ def test_tool_requests_share_exemplars_by_their_functions_and_are_shown_a_call()
     jobs = fewshot_jobs([a, b, c], ex)
     assert [j[0].prompt_id for j in jobs] == ["b"]
     demo = jobs[0][2][1]
-    assert demo["role"] == "assistant" and demo["content"] is None
-    assert demo["tool_calls"] == [{"id": "call_demo_0", "type": "function",
+    assert demo["role"] == "assistant" and demo["content"] == ""
+    assert demo["tool_calls"] == [{"id": "call_0", "type": "function",
                                    "function": {"name": "get_weather", "arguments": '{"city": "Lima"}'}}]
-    assert answer_turn(Candidate("plain words", "plain")) == {"role": "assistant", "content": "plain words"}
+    assert answer_turn("plain words") == {"role": "assistant", "content": "plain words"}
 
 
 def test_scaffold_of_a_tool_request_names_the_functions_and_their_required_arguments():

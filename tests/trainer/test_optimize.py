@@ -163,3 +163,63 @@ def test_a_seed_makes_training_repeatable(tmp_path):
     base = load_file(BASE_MODEL / "model.safetensors")
     assert any(not (a[k] == base[k]).all() for k in a)  # it trained: equal runs are not two copies of the base
     assert all((a[k] == b[k]).all() for k in a)
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+CITIES = ["Lima", "Oslo", "Kyoto", "Porto", "Dublin", "Austin"]
+
+
+def _tool_pairs() -> list[dict]:
+    """Pairs of a request that offered a tool: the right call against a call with an invented city."""
+    return [{"prompt": [{"role": "user", "content": f"What is the weather in {city} right now?"}],
+             "chosen": "", "rejected": "", "tools": [WEATHER],
+             "chosen_calls": [{"name": "get_weather", "arguments": json.dumps({"city": city})}],
+             "rejected_calls": [{"name": "get_weather", "arguments": json.dumps({"city": "Paris"})}]}
+            for city in CITIES]
+
+
+def _call_logprob(model_dir: Path) -> float:
+    """Mean log-probability per token of the right call, written as the served model writes
+    one (the tools template vLLM serves SmolLM2 with), after the prompt that shows the tool."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from schemas.chat_template import TOOLS_TEMPLATE
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    template = TOOLS_TEMPLATE.read_text()
+    total, count = 0.0, 0
+    for pair in _tool_pairs():
+        call = {"role": "assistant", "content": "", "tool_calls": [
+            {"type": "function", "function": pair["chosen_calls"][0]}]}
+        prompt = list(tokenizer.apply_chat_template(pair["prompt"], tools=[WEATHER], chat_template=template,
+                                                    add_generation_prompt=True, return_dict=True)["input_ids"])
+        whole = list(tokenizer.apply_chat_template(pair["prompt"] + [call], tools=[WEATHER], chat_template=template,
+                                                   return_dict=True)["input_ids"])
+        assert whole[:len(prompt)] == prompt and "<tool_call>" in tokenizer.decode(whole[len(prompt):])
+        ids = torch.tensor([whole])
+        with torch.no_grad():
+            logps = model(ids).logits[0, :-1].float().log_softmax(-1)
+        targets = ids[0, len(prompt):]
+        total += logps[len(prompt) - 1:].gather(1, targets[:, None]).sum().item()
+        count += len(targets)
+    return total / count
+
+
+def test_tool_call_pairs_are_trained_as_calls_in_the_served_format(tmp_path):
+    out = tmp_path / "v1"
+    before = _call_logprob(BASE_MODEL)
+    metrics = train("dpo_nll", BASE_MODEL, _tool_pairs(), out, batch_size=3, epochs=2, log=print)
+    assert metrics["pairs"] == 6
+    after = _call_logprob(out)
+    # Rendered without the tools (the model's own template drops tool_calls), chosen and rejected
+    # were the same empty turn: margin 0.000 and the call's log-prob -0.68 -> -0.62; rendered
+    # as served: margin 0.36 and -0.68 -> -0.44.
+    assert metrics["reward_margin"] > 0.1
+    assert after > before + 0.15, (before, after)
+    # The saved model keeps its own template: the gateway decides which one vLLM serves with.
+    saved = json.loads((out / "tokenizer_config.json").read_text()).get("chat_template") or (
+        (out / "chat_template.jinja").read_text() if (out / "chat_template.jinja").exists() else "")
+    assert "<tool_call>" not in saved

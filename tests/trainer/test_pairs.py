@@ -54,3 +54,22 @@ def test_grounded_values_are_copied_and_numbers_match_by_value():
     yes = ["4411", 45, "45.00", "$45", 100, 1200, "1200", "items", True]
     no = ["1", "10", "Oslo", None, "4411902837461523987", "", "45 dollars"]
     assert [v for v in yes if not grounded(v, text)] == [] and [v for v in no if grounded(v, text)] == []
+
+
+def test_a_tool_call_answer_makes_a_pair_that_carries_the_calls_and_the_tools():
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    p = Prompt("p1", [{"role": "user", "content": "Weather in Lima?"}], contract={"tools": [weather]})
+    right = [{"name": "get_weather", "arguments": '{"city": "Lima"}'}]
+    wrong = [{"name": "get_weather", "arguments": '{"city": "Paris"}'}]
+    # A call has no text: it still makes a pair, and two calls that differ only in arguments differ.
+    scored = [ScoredCandidate(Candidate("", "plain", tool_calls=right), 1.0, {"tool_calls": 1.0}),
+              ScoredCandidate(Candidate("", "plain", tool_calls=wrong), 0.2, {"tool_calls": 0.2})]
+    [pair] = build_pairs([p], {"p1": scored}, 0.3, 0.5)
+    assert pair["chosen_calls"] == right and pair["rejected_calls"] == wrong and pair["tools"] == [weather]
+    assert pair["chosen"] == "" and pair["rejected"] == ""
+    same = [scored[0], ScoredCandidate(Candidate("", "plain", tool_calls=right), 0.2, {"tool_calls": 0.2})]
+    assert build_pairs([p], {"p1": same}, 0.3, 0.5) == []
+    # A request without tools keeps the plain shape (no tools/calls keys).
+    assert "tools" not in build_pairs([Prompt("p2", [{"role": "user", "content": "x"}])],
+                                      {"p2": [sc("good", 0.9), sc("bad", 0.1)]}, 0.3, 0.5)[0]
