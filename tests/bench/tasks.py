@@ -7,16 +7,27 @@ A task file is JSONL, one case a line:
 
 - `task`: a tag, reported per tag (and the tag a runner may send as request metadata);
 - `messages`: the bare chat prompt, exactly what is sent to the gateway;
-- `gold`: used only to measure: an object for `json_fields`, a string for `exact` / `number`;
-- `metric`: `json_fields` | `exact` | `number` (defined in tests/bench/metrics.py).
+- `params` (optional): the request's contract, sent with it: `response_format`, `tools`,
+  `tool_choice` (nothing that says how to sample);
+- `gold`: used only to measure: an object for `json_fields`, a string for `exact` / `number`,
+  `{"name", "arguments"}` for `tool_call`;
+- `metric`: `json_fields` | `exact` | `number` | `tool_call` (defined in tests/bench/metrics.py);
+- `family` (optional): the wording family, reported on its own; `tagged` (optional): whether
+  the runner sends `metadata.task` with this case as traffic (half of the traffic does not:
+  most clients never send a tag).
 Other keys are allowed and ignored. `strip_gold(case)` is the only way a case becomes
-traffic: it keeps `task` and `messages` and nothing else, so gold cannot reach the trainer.
+traffic: it keeps `task`, `messages` and `params` and nothing else, so gold cannot reach the trainer.
 
 `make_suite(seed)` builds every split the benchmark needs:
-- traffic:      extraction prompts over the SEEN field sets, replayed as production traffic;
-- eval_seen:    held-out extraction prompts over the same field sets (no prompt in traffic);
+- traffic:      extraction prompts over the SEEN field sets in the TRAFFIC_FAMILIES wordings
+                (one is a json_schema `response_format` with no keys in the words), replayed as
+                production traffic;
+- eval_seen:    held-out extraction prompts over the same field sets in every family, including
+                HELD_OUT_FAMILY, a wording never sent as traffic (no prompt in traffic);
 - eval_unseen:  extraction prompts over the UNSEEN field sets, never sent as traffic:
                 transfer (docs/measurements.md: one optimizer made these worse, another better);
+- tools_traffic / tools_eval: requests that offer three generated functions with typed
+                parameters (`tools`, tool_choice auto); gold is the right call;
 - math_traffic / math_eval: one-step and two-step arithmetic word problems (`number`);
 - regression:   fixed general-knowledge prompts (`exact` / `number`) training must not damage.
 
@@ -34,7 +45,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-METRICS = ("json_fields", "exact", "number")
+METRICS = ("json_fields", "exact", "number", "tool_call")
+PARAM_KEYS = ("response_format", "tools", "tool_choice")  # the contract (trainer.prompts.CONTRACT_KEYS)
 ROLES = ("system", "user", "assistant")
 
 
@@ -134,6 +146,20 @@ SEEN = ("orders", "shipments", "bookings", "people", "events")
 UNSEEN = ("recipes", "repairs", "flights")
 
 EXTRACT_PROMPT = "Extract the fields {fields} from the text below. Reply with only a JSON object.\nText: {text}"
+# Wording families of an extraction request. `schema` states its keys only in a json_schema
+# response_format. HELD_OUT_FAMILY is never sent as traffic: it measures transfer to wording
+# the trainer never saw (and that its key parser does not read).
+FAMILIES = {
+    "fields": EXTRACT_PROMPT,
+    "keys": "Return a JSON object with the keys {fields} for this message:\n{text}",
+    "into_json": "Put the {fields_and} of this note into JSON.\n{text}",
+    "schema": "Here is a note from our inbox:\n{text}",
+    "held_out": "I need the {fields_and} out of the following as JSON, nothing else.\n{text}",
+}
+TRAFFIC_FAMILIES = ("fields", "keys", "into_json", "schema")
+HELD_OUT_FAMILY = "held_out"
+# Half the field sets' traffic carries `metadata.task`, the other half none.
+TAGGED = frozenset(SEEN[::2])
 
 
 def _draw(fs: FieldSet, rnd: random.Random) -> dict[str, str]:
@@ -148,27 +174,40 @@ def _draw(fs: FieldSet, rnd: random.Random) -> dict[str, str]:
     return values
 
 
-def extraction_case(fs: FieldSet, template: int, rnd: random.Random) -> dict:
+def _and(words) -> str:
+    words = list(words)
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else words[0]
+
+
+def extraction_case(fs: FieldSet, template: int, rnd: random.Random, family: str = "fields") -> dict:
     gold = _draw(fs, rnd)
     text = fs.templates[template].format(**gold)
     text = text[0].upper() + text[1:]   # "{venue} hosts ..." with venue "the Old Library"
-    prompt = EXTRACT_PROMPT.format(fields=", ".join(fs.fields), text=text)
-    return {"task": fs.task, "messages": [{"role": "user", "content": prompt}], "gold": gold,
-            "metric": "json_fields"}
+    prompt = FAMILIES[family].format(fields=", ".join(fs.fields), fields_and=_and(fs.fields), text=text)
+    case = {"task": fs.task, "messages": [{"role": "user", "content": prompt}], "gold": gold,
+            "metric": "json_fields", "family": family, "tagged": fs.name in TAGGED, "text": text}
+    if family == "schema":
+        case["params"] = {"response_format": {"type": "json_schema", "json_schema": {
+            "name": fs.name, "schema": {"type": "object", "properties": {f: {"type": "string"} for f in fs.fields},
+                                        "required": list(fs.fields), "additionalProperties": False}}}}
+    return case
 
 
-def extraction_cases(names, n: int, seed, exclude: set[str] = frozenset()) -> list[dict]:
-    """n cases cycling over the field sets and their templates; no prompt in `exclude` and no
-    prompt twice."""
+def extraction_cases(names, n: int, seed, exclude: set[str] = frozenset(),
+                     families: tuple[str, ...] = ("fields",)) -> list[dict]:
+    """n cases cycling over the field sets, their templates and the wording `families`; no
+    prompt in `exclude` and no prompt twice."""
     rnd = random.Random(f"extract:{seed}")
     sets = [FIELD_SETS[name] for name in names]
     seen = set(exclude)
     out = []
     for i in range(n):
         fs = sets[i % len(sets)]
-        template = (i // len(sets)) % len(fs.templates)
+        # Field sets turn fastest, then wordings, then templates: every set meets every wording.
+        family = families[(i // len(sets)) % len(families)]
+        template = (i // (len(sets) * len(families))) % len(fs.templates)
         for _ in range(1000):
-            case = extraction_case(fs, template, rnd)
+            case = extraction_case(fs, template, rnd, family)
             if _text(case) not in seen:
                 break
         else:
@@ -232,6 +271,93 @@ def math_cases(n: int, seed, exclude: set[str] = frozenset()) -> list[dict]:
     return out
 
 
+# -- tool calling ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Function:
+    name: str
+    description: str
+    params: dict[str, str]          # argument -> JSON type ("string", "integer", "number")
+    templates: tuple[str, ...]      # requests in words, str.format over the arguments
+    pools: dict                     # argument -> list of values, or a callable(rnd) -> value
+
+    @property
+    def fields(self) -> tuple[str, ...]:  # what _draw reads: the arguments are drawn like fields
+        return tuple(self.params)
+
+    def tool(self) -> dict:
+        return {"type": "function", "function": {
+            "name": self.name, "description": self.description,
+            "parameters": {"type": "object", "properties": {k: {"type": t} for k, t in self.params.items()},
+                           "required": list(self.params)}}}
+
+
+_CURRENCIES = ["USD", "EUR", "JPY", "GBP", "CHF", "CAD", "NOK", "AUD"]
+_ACTIVITIES = ["running", "cycling", "swimming", "yoga", "rowing", "hiking"]
+_TOPICS = ["dentist appointment", "team meeting", "rent payment", "library books", "car service", "piano lesson"]
+_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+FUNCTIONS: dict[str, Function] = {f.name: f for f in [
+    Function("book_room", "Book a hotel room.", {"guest": "string", "city": "string", "nights": "integer"}, (
+        "Please book {nights} nights in {city} for {guest}.",
+        "{guest} needs a hotel room in {city} for {nights} nights.",
+    ), {"guest": _PEOPLE, "city": _CITIES, "nights": _int(2, 14)}),
+    Function("send_invoice", "Send an invoice to a customer.", {"customer": "string", "amount": "number"}, (
+        "Send {customer} an invoice for {amount} dollars.",
+        "Bill {customer} {amount} for last month's work.",
+    ), {"customer": _PEOPLE, "amount": _money(20, 900)}),
+    Function("set_reminder", "Remind someone of something on a day.",
+             {"person": "string", "day": "string", "topic": "string"}, (
+        "Remind {person} on {day} about the {topic}.",
+        "On {day}, {person} must not forget the {topic}: set a reminder.",
+    ), {"person": _PEOPLE, "day": _DAYS, "topic": _TOPICS}),
+    Function("log_workout", "Record a workout.", {"activity": "string", "minutes": "integer"}, (
+        "I did {minutes} minutes of {activity} today, log it.",
+        "Log a workout: {activity}, {minutes} minutes.",
+    ), {"activity": _ACTIVITIES, "minutes": _int(10, 95)}),
+    Function("convert_currency", "Convert an amount between currencies.",
+             {"amount": "number", "source": "string", "target": "string"}, (
+        "How much is {amount} {source} in {target}?",
+        "Convert {amount} {source} to {target}, please.",
+    ), {"amount": _int(5, 5000), "source": _CURRENCIES, "target": _CURRENCIES}),
+    Function("order_taxi", "Order a taxi.", {"pickup": "string", "destination": "string", "passengers": "integer"}, (
+        "Get a taxi from {pickup} to {destination} for {passengers} people.",
+        "We are {passengers}: we need a cab from {pickup} to {destination}.",
+    ), {"pickup": ["the airport", "Central Station", "City Hall", "the harbor"], "destination": _CITIES,
+        "passengers": _int(1, 6)}),
+]}
+
+
+def tool_case(fn: Function, template: int, rnd: random.Random) -> dict:
+    args = _draw(fn, rnd)  # type: ignore[arg-type]  (fields and pools, like a FieldSet)
+    text = fn.templates[template].format(**args)
+    offered = [fn] + rnd.sample([f for f in FUNCTIONS.values() if f.name != fn.name], 2)
+    rnd.shuffle(offered)
+    gold_args = {k: (int(v) if fn.params[k] == "integer" else float(v) if fn.params[k] == "number" else v)
+                 for k, v in args.items()}
+    return {"task": f"tool_{fn.name}", "messages": [{"role": "user", "content": text}],
+            "params": {"tools": [f.tool() for f in offered], "tool_choice": "auto"},
+            "gold": {"name": fn.name, "arguments": gold_args}, "metric": "tool_call", "family": "tools",
+            "tagged": template == 0}
+
+
+def tool_cases(n: int, seed, exclude: set[str] = frozenset()) -> list[dict]:
+    """n requests cycling over the functions and their wordings; no prompt twice or in `exclude`."""
+    rnd = random.Random(f"tools:{seed}")
+    fns = list(FUNCTIONS.values())
+    seen, out = set(exclude), []
+    for i in range(n):
+        fn = fns[i % len(fns)]
+        for _ in range(1000):
+            case = tool_case(fn, (i // len(fns)) % len(fn.templates), rnd)
+            if _text(case) not in seen:
+                break
+        else:
+            raise RuntimeError(f"function {fn.name!r} ran out of distinct requests")
+        seen.add(_text(case))
+        out.append(case)
+    return out
+
+
 # -- regression: general prompts training must not damage ----------------------------------------
 # (prompt, gold, metric). `exact` golds may list alternatives with "|". No gold occurs in its
 # own prompt (a test checks), so echoing the question earns nothing.
@@ -286,8 +412,9 @@ def regression_cases() -> list[dict]:
 
 
 # -- the suite -----------------------------------------------------------------------------------
-def make_suite(seed: int = 0, n_traffic: int = 160, n_eval: int = 60, n_math_traffic: int = 80,
-               n_math_eval: int = 60, unseen: tuple[str, ...] = UNSEEN) -> dict[str, list[dict]]:
+def make_suite(seed: int = 0, n_traffic: int = 160, n_eval: int = 75, n_math_traffic: int = 80,
+               n_math_eval: int = 60, n_tools_traffic: int = 60, n_tools_eval: int = 48,
+               unseen: tuple[str, ...] = UNSEEN) -> dict[str, list[dict]]:
     """Every split of the benchmark. Extraction traffic and eval_seen use the field sets not in
     `unseen`; eval_unseen uses only those in `unseen`. Eval prompts never occur in traffic."""
     unknown = set(unseen) - FIELD_SETS.keys()
@@ -296,24 +423,33 @@ def make_suite(seed: int = 0, n_traffic: int = 160, n_eval: int = 60, n_math_tra
     seen_sets = [name for name in FIELD_SETS if name not in unseen]
     if not seen_sets or not unseen:
         raise ValueError("need at least one seen and one unseen field set")
-    traffic = extraction_cases(seen_sets, n_traffic, f"{seed}:traffic")
+    all_families = (*TRAFFIC_FAMILIES, HELD_OUT_FAMILY)
+    traffic = extraction_cases(seen_sets, n_traffic, f"{seed}:traffic", families=TRAFFIC_FAMILIES)
     math_traffic = math_cases(n_math_traffic, f"{seed}:traffic")
+    tools_traffic = tool_cases(n_tools_traffic, f"{seed}:traffic")
     return {
         "traffic": traffic,
-        "eval_seen": extraction_cases(seen_sets, n_eval, f"{seed}:eval", exclude={_text(c) for c in traffic}),
-        "eval_unseen": extraction_cases(list(unseen), n_eval, f"{seed}:unseen"),
+        "eval_seen": extraction_cases(seen_sets, n_eval, f"{seed}:eval", exclude={_text(c) for c in traffic},
+                                      families=all_families),
+        "eval_unseen": extraction_cases(list(unseen), n_eval, f"{seed}:unseen", families=all_families),
         "math_traffic": math_traffic,
         "math_eval": math_cases(n_math_eval, f"{seed}:eval", exclude={_text(c) for c in math_traffic}),
+        "tools_traffic": tools_traffic,
+        "tools_eval": tool_cases(n_tools_eval, f"{seed}:eval", exclude={_text(c) for c in tools_traffic}),
         "regression": regression_cases(),
     }
 
 
-TRAFFIC_SPLITS = ("traffic", "math_traffic")
+TRAFFIC_SPLITS = ("traffic", "math_traffic", "tools_traffic")
 
 
 def strip_gold(case: dict) -> dict:
-    """What may be sent as traffic: the task tag and a copy of the bare prompt. Nothing else."""
-    return {"task": case["task"], "messages": copy.deepcopy(case["messages"])}
+    """What may be sent as traffic: the task tag, a copy of the bare prompt and of the request's
+    contract (params). Nothing else."""
+    sent = {"task": case["task"], "messages": copy.deepcopy(case["messages"])}
+    if case.get("params"):
+        sent["params"] = copy.deepcopy(case["params"])
+    return sent
 
 
 def _text(case: dict) -> str:
@@ -342,10 +478,18 @@ def validate_case(case) -> None:
             raise ValueError(f"messages[{i}] must be {{'role': one of {ROLES}, 'content': str}}")
     if msgs[-1]["role"] != "user":
         raise ValueError("the last message must be the user's")
+    params = case.get("params", {})
+    if not isinstance(params, dict) or set(params) - set(PARAM_KEYS):
+        raise ValueError(f"`params` must be an object with only {PARAM_KEYS}")
     metric, gold = case["metric"], case["gold"]
     if metric not in METRICS:
         raise ValueError(f"`metric` must be one of {METRICS}, got {metric!r}")
-    if metric == "json_fields":
+    if metric == "tool_call":
+        if not (isinstance(gold, dict) and isinstance(gold.get("name"), str) and isinstance(gold.get("arguments"), dict)):
+            raise ValueError('tool_call needs `gold` as {"name": str, "arguments": object}')
+        if not params.get("tools"):
+            raise ValueError("tool_call needs `params.tools`: the functions the request offers")
+    elif metric == "json_fields":
         if not isinstance(gold, dict) or not gold:
             raise ValueError("json_fields needs `gold` as a non-empty object")
         bad = [k for k, v in gold.items() if isinstance(v, bool) or not isinstance(v, (str, int, float))]
@@ -405,7 +549,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True, help="directory for <split>.jsonl files")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-traffic", type=int, default=160)
-    ap.add_argument("--n-eval", type=int, default=60)
+    ap.add_argument("--n-eval", type=int, default=75)
     args = ap.parse_args(argv)
     suite = make_suite(args.seed, n_traffic=args.n_traffic, n_eval=args.n_eval)
     for name, path in write_suite(args.out, suite).items():

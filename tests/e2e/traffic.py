@@ -19,3 +19,23 @@ def extraction_prompts(n: int, seed: int = 7) -> list[str]:
         out.append("Extract the fields customer, item, quantity, total from the text below. "
                    f"Reply with only a JSON object.\nText: {text}")
     return out
+
+
+# Requests that state their contract in parameters, worded unlike the benchmark's traffic.
+RECORD_ORDER = {"type": "function", "function": {
+    "name": "record_order", "description": "Store one customer order.",
+    "parameters": {"type": "object", "properties": {
+        "customer": {"type": "string"}, "item": {"type": "string"},
+        "quantity": {"type": "integer"}, "total": {"type": "number"}},
+        "required": ["customer", "item", "quantity", "total"]}}}
+ORDER_SCHEMA = {"type": "json_schema", "json_schema": {"name": "order", "strict": True, "schema": {
+    "type": "object", "properties": {"customer": {"type": "string"}, "item": {"type": "string"},
+                                     "quantity": {"type": "integer"}},
+    "required": ["customer", "item", "quantity"], "additionalProperties": False}}}
+
+
+def order_notes(n: int, seed: int = 11) -> list[str]:
+    """The bare one-line order notes, with no instruction around them."""
+    rnd = random.Random(seed)
+    return [TEMPLATES[i % 3].format(name=rnd.choice(NAMES), item=rnd.choice(ITEMS), qty=rnd.randint(2, 9),
+                                    total=f"{rnd.randint(10, 400)}.{rnd.randint(0, 99):02d}") for i in range(n)]

@@ -32,6 +32,21 @@ def final_answer_key(text: str) -> str | None:
     return "text:" + norm if norm else None
 
 
+def answer_key(candidate: Candidate) -> str | None:
+    """final_answer_key of the text, or for an answer that calls tools, the calls themselves
+    (names, and arguments parsed where they parse): two calls agree when they do the same."""
+    if not candidate.tool_calls:
+        return final_answer_key(candidate.text)
+    calls = []
+    for c in candidate.tool_calls:
+        try:
+            args = json.loads(c.get("arguments") or "{}")
+        except ValueError:
+            args = c.get("arguments")
+        calls.append([c.get("name"), args])
+    return "calls:" + json.dumps(calls, sort_keys=True, default=str)
+
+
 def _norm_number(s: str) -> str:
     x = float(s.replace(",", ""))
     return str(int(x)) if x.is_integer() else repr(x)
@@ -55,7 +70,7 @@ def agreement(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]
     answer. No opinion with fewer than 3 candidates (one other answer is no majority)."""
     if len(candidates) < 3:
         return [None] * len(candidates)
-    keys = [final_answer_key(c.text) for c in candidates]
+    keys = [answer_key(c) for c in candidates]
     others = len(candidates) - 1
     return [0.0 if k is None else (sum(1 for j, o in enumerate(keys) if o == k and j != i) / others)
             for i, k in enumerate(keys)]

@@ -25,6 +25,12 @@ PARSED_BUT_INVALID = 0.25
 # A tool call with valid arguments, some of whose values appear nowhere in the conversation:
 # scored between an invalid call and a fully grounded one.
 UNGROUNDED_FLOOR = 0.5
+# A call that is valid once its scalars are read as the schema's types ("24" for an integer,
+# 24 for a string): the 135M model wrote every argument right and grounded but quoted the
+# number in most of its calls (e2e loop, 2026-12-06), and a flat 0.25 put it level with calls
+# of the wrong shape. It scores this share of what the typed call would: above any invalid
+# call, below every valid one with the same grounding.
+COERCIBLE = 0.7
 
 _TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
 
@@ -140,10 +146,38 @@ def _score_call(call: dict, functions: dict[str, dict], conversation: str) -> fl
     if isinstance(schema.get("properties"), dict) and "additionalProperties" not in schema:
         strict["additionalProperties"] = False
     validator = _validator(strict)
-    if validator is None or not validator.is_valid(args):
-        return PARSED_BUT_INVALID if validator is not None else 0.0
+    if validator is None:
+        return 0.0
+    factor = 1.0
+    if not validator.is_valid(args):
+        coerced = _coerced(args, schema)
+        if coerced is None or not validator.is_valid(coerced):
+            return PARSED_BUT_INVALID
+        args, factor = coerced, COERCIBLE
     total, missing = _ungrounded(args, schema, conversation)
-    return 1.0 if not total else UNGROUNDED_FLOOR + (1 - UNGROUNDED_FLOOR) * (1 - missing / total)
+    return factor * (1.0 if not total else UNGROUNDED_FLOOR + (1 - UNGROUNDED_FLOOR) * (1 - missing / total))
+
+
+def _coerced(args: dict, schema: dict) -> dict | None:
+    """`args` with each top-level scalar read as its declared type where that loses nothing
+    ("24" -> 24 for an integer, "4.5" -> 4.5 for a number, 24 -> "24" for a string); None
+    when nothing changes."""
+    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    out, changed = dict(args), False
+    for key, value in args.items():
+        want = (props.get(key) or {}).get("type") if isinstance(props.get(key), dict) else None
+        new = value
+        if want in ("integer", "number") and isinstance(value, str):
+            try:
+                num = float(value.strip())
+            except ValueError:
+                continue
+            new = int(num) if want == "integer" and num.is_integer() else num if want == "number" else value
+        elif want == "string" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            new = str(value)
+        if new is not value:
+            out[key], changed = new, True
+    return out if changed else None
 
 
 def tool_call_verifier(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:

@@ -84,4 +84,6 @@ def json_verifier(prompt: Prompt, candidates: list[Candidate]) -> list[float | N
     keys = requested_keys(prompt)
     if keys is None:
         return [None] * len(candidates)
-    return [score_extraction(c.text, keys, prompt.text) for c in candidates]
+    # A tool call answers in its arguments, not its text: the tool-call verifier judges it.
+    return [None if c.tool_calls or "<tool_call>" in c.text else score_extraction(c.text, keys, prompt.text)
+            for c in candidates]

@@ -84,3 +84,12 @@ def test_the_vote_is_only_a_fallback_where_no_verifier_judges():
     unjudged = Fallback(majority_vote, {"v": lambda p, c: [None] * len(c)})
     pool = cands("12", "12", "13")
     assert judged(prompt("Q"), pool) == [None] * 3 and unjudged(prompt("Q"), pool) == [1.0, 1.0, 0.0]
+
+
+def test_agreement_compares_tool_calls_by_what_they_do():
+    def call(args):
+        return Candidate("", "plain", tool_calls=[{"name": "f", "arguments": args}])
+
+    same_a, same_b = call('{"city": "Lima", "unit": "C"}'), call('{"unit": "C",  "city": "Lima"}')
+    got = agreement(Prompt("p", [{"role": "user", "content": "x"}]), [same_a, same_b, call('{"city": "Oslo"}')])
+    assert got == [0.5, 0.5, 0.0]

@@ -122,3 +122,21 @@ def test_any_of_and_nested_enums_are_the_schemas_own_rules():
            {"contact": 1, "tags": ["urgent", "later", "urgent"]}]
     assert score(p, *map(json.dumps, good)) == [1.0, 1.0]
     assert score(p, *map(json.dumps, bad)) == [0.25] * len(bad)
+
+
+ORDER_TOOL = {"type": "function", "function": {"name": "record_order", "parameters": {
+    "type": "object", "properties": {"customer": {"type": "string"}, "quantity": {"type": "integer"},
+                                     "total": {"type": "number"}}, "required": ["customer", "quantity", "total"]}}}
+
+
+def test_a_call_right_but_for_quoted_numbers_ranks_between_invalid_and_valid():
+    p = Prompt("p", [{"role": "user", "content": "Log it: Ann Lee bought 24 mugs, total 45.50."}],
+               contract={"tools": [ORDER_TOOL], "tool_choice": {"type": "function", "function": {"name": "record_order"}}})
+    got = tool_call_verifier(p, [
+        call("record_order", customer="Ann Lee", quantity=24, total=45.5),        # typed and grounded
+        call("record_order", customer="Ann Lee", quantity="24", total="45.50"),   # quoted numbers
+        call("record_order", customer="Eve", quantity="24", total="45.50"),       # quoted, and Eve is invented
+        call("record_order", customer="Ann Lee", quantity="24.5", total=45.5),    # 24.5 is no integer
+        call("record_order", customer="Ann Lee", quantity="two dozen", total=45.5),
+    ])
+    assert got == [1.0, pytest.approx(0.7), pytest.approx(0.7 * 0.5), 0.25, 0.25]

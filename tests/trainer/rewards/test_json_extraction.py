@@ -71,3 +71,15 @@ def test_copying_the_whole_text_into_every_field_is_not_grounded():
     assert score_extraction(honest, keys, text) == pytest.approx(1.0)
     assert score_extraction(gamed, keys, text) == pytest.approx(0.5)        # keys present, nothing grounded
     assert score_extraction(same_value, keys, text) == pytest.approx(0.2 + 0.3 + 0.5 * 2 / 3)
+
+
+def test_a_tool_call_is_left_to_the_tool_call_verifier():
+    forced = {"tools": [{"type": "function", "function": {"name": "record", "parameters": {
+        "type": "object", "properties": {"customer": {"type": "string"}}}}}],
+        "tool_choice": {"type": "function", "function": {"name": "record"}}}
+    p = Prompt("p", [{"role": "user", "content": "Log: Maria Lopez ordered 3 lamps."}], contract=forced)
+    cands = [Candidate("", "plain", tool_calls=[{"name": "record", "arguments": '{"customer": "Maria Lopez"}'}]),
+             Candidate('<tool_call>\n{"name": "record", "arguments": {"customer": "x"', "plain"),
+             Candidate('{"customer": "Maria Lopez"}', "plain")]
+    got = json_verifier(p, cands)
+    assert got[:2] == [None, None] and got[2] > 0.9
