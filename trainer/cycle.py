@@ -68,14 +68,21 @@ def explore_all(prompts: list[Prompt], settings: WorkerSettings,
     add_served_and_corrections(prompts, pool)
     if "fewshot" in settings.explore_strategies:
         scored = score(prompts, pool, sources)
-        best = {pid: max(((s.candidate, s.score) for s in items if s.score is not None), key=lambda x: x[1])
-                for pid, items in scored.items() if any(s.score is not None for s in items)}
+        # A correction is one tenant's text: it may be scored and paired like any candidate, but
+        # never shown as a demonstration to every prompt of its shape (one key could steer them all).
+        trusted = {pid: [s for s in items if s.score is not None and s.candidate.strategy not in UNTRUSTED_EXEMPLARS]
+                   for pid, items in scored.items()}
+        best = {pid: max(((s.candidate, s.score) for s in items), key=lambda x: x[1])
+                for pid, items in trusted.items() if items}
         exemplars = pick_exemplars(prompts, best, settings.exemplar_min_score)
         jobs = fewshot_jobs(prompts, exemplars)
         say(f"explore: {sum(map(len, exemplars.values()))} self-bootstrapped exemplars, {len(jobs)} few-shot requests")
         if jobs:
             run(jobs, "few-shot")
     return pool
+
+
+UNTRUSTED_EXEMPLARS = frozenset({"correction"})
 
 
 def add_served_and_corrections(prompts: list[Prompt], pool: Pool) -> None:

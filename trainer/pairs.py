@@ -21,7 +21,9 @@ from trainer.rewards.json_extraction import extract_json_object
 # Sources that judge only the form of an answer (length, format, schema shape): they rank
 # candidates, but never decide a pair alone.
 FORMAT_ONLY = frozenset({"constraints", "structured_output"})
-PLACEHOLDERS = frozenset({"", "...", "…", "?", "n/a", "tbd", "xxx", "<value>", "value", "null", "none"})
+# "x", "y", "z": seen copied from a correction's placeholder object into few-shot answers (e2e loop).
+PLACEHOLDERS = frozenset({"", "...", "…", "?", "n/a", "tbd", "x", "y", "z", "xx", "xxx", "<value>", "value", "null",
+                          "none", "foo", "bar"})
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
 
 

@@ -22,12 +22,12 @@ def extraction_prompts(n: int, seed: int = 7) -> list[str]:
 
 
 # Requests that state their contract in parameters, worded unlike the benchmark's traffic.
+# Two string arguments: the 135M model wrote no valid four-argument call (typed numbers) in a
+# cycle's samples (2026-12-06), so pairs could not form; the benchmark measures harder calls.
 RECORD_ORDER = {"type": "function", "function": {
-    "name": "record_order", "description": "Store one customer order.",
-    "parameters": {"type": "object", "properties": {
-        "customer": {"type": "string"}, "item": {"type": "string"},
-        "quantity": {"type": "integer"}, "total": {"type": "number"}},
-        "required": ["customer", "item", "quantity", "total"]}}}
+    "name": "record_order", "description": "Store who bought what.",
+    "parameters": {"type": "object", "properties": {"customer": {"type": "string"}, "item": {"type": "string"}},
+                   "required": ["customer", "item"]}}}
 ORDER_SCHEMA = {"type": "json_schema", "json_schema": {"name": "order", "strict": True, "schema": {
     "type": "object", "properties": {"customer": {"type": "string"}, "item": {"type": "string"},
                                      "quantity": {"type": "integer"}},

@@ -154,3 +154,26 @@ def test_the_majority_is_masked_by_verifiers_of_substance_only(settings):
     keyed = Prompt("p", [{"role": "user", "content": EXTRACT}])
     _, detail = cycle.ensemble(sources, keyed, [Candidate('{"name": "Ana Ruiz", "city": "Lima"}', "plain")] * 3)
     assert "json" in detail[0] and "majority" not in detail[0]
+
+
+def test_a_correction_is_never_a_few_shot_exemplar(settings, monkeypatch):
+    # One key's correction scores 1.0 from the feedback source; were it an exemplar, its text
+    # (here a placeholder object) would be copied into the few-shot answers of every prompt of
+    # its shape. vLLM replaced: run_jobs answers each request with a fixed text per strategy.
+    settings.explore_strategies = ["plain", "fewshot"]
+    planted = '{"name": "x", "city": "y"}'
+    a = Prompt("a", [{"role": "user", "content": EXTRACT}],
+               feedback=[{"kind": "correction", "value": planted, "choice_index": 0}])
+    b = Prompt("b", [{"role": "user", "content": "Extract the fields name, city from: Bo Li lives in Oslo."}])
+    sent = []
+
+    def run_jobs(jobs, *args, **kwargs):
+        sent.extend(jobs)
+        return {p.prompt_id: [Candidate("I am not sure.", name)] for p, name, _, _ in jobs}
+
+    monkeypatch.setattr(cycle, "run_jobs", run_jobs)
+    monkeypatch.setattr(cycle, "served_model_name", lambda url: "m")
+    pool = cycle.explore_all([a, b], settings, cycle.reward_sources(settings))
+    assert any(c.strategy == "correction" for c in pool["a"])  # scored like any candidate ...
+    shown = [m.get("content") for _, name, msgs, _ in sent if name == "fewshot" for m in msgs]
+    assert planted not in shown  # ... but never shown
