@@ -266,8 +266,8 @@ def family_table(run: dict) -> list[str]:
             continue
         for kind in ("families", "tagged"):
             groups = base[kind]
-            if len(groups) < 2:
-                continue
+            if len(groups) < 2 and not any("exact_call" in r for r in groups.values()):
+                continue  # one group says no more than the split's own row
             for group, row in groups.items():
                 key = "exact_call" if "exact_call" in row else "score"
                 after = [c["measured"][split][kind].get(group, {}).get(key) for c in run["cycles"]]
