@@ -34,24 +34,37 @@ def _pairs() -> list[dict]:
     ]
 
 
-def _chosen_logprob(model_dir: Path) -> float:
-    """Mean log-probability per token of the chosen answers after their prompts."""
+def _load(model_dir: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+
+
+def _mean_logprob(model, sequences: list[tuple[list[int], list[int]]]) -> float:
+    """Mean log-probability per token of each sequence's answer: (prompt ids, prompt + answer ids)."""
+    import torch
+
     total, count = 0.0, 0
-    for pair in _pairs():
-        prompt = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
-        answer = tokenizer(pair["chosen"], add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([prompt + answer])
+    for prompt, whole in sequences:
+        ids = torch.tensor([whole])
         with torch.no_grad():
             logps = model(ids).logits[0, :-1].float().log_softmax(-1)
         targets = ids[0, len(prompt):]
         total += logps[len(prompt) - 1:].gather(1, targets[:, None]).sum().item()
-        count += len(answer)
+        count += len(targets)
     return total / count
+
+
+def _chosen_logprob(model_dir: Path) -> float:
+    """Mean log-probability per token of the chosen answers after their prompts."""
+    tokenizer, model = _load(model_dir)
+    seqs = []
+    for pair in _pairs():
+        prompt = list(tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True,
+                                                    return_dict=True)["input_ids"])
+        seqs.append((prompt, prompt + tokenizer(pair["chosen"], add_special_tokens=False)["input_ids"]))
+    return _mean_logprob(model, seqs)
 
 
 @pytest.fixture(scope="module")
@@ -182,15 +195,11 @@ def _tool_pairs() -> list[dict]:
 def _call_logprob(model_dir: Path) -> float:
     """Mean log-probability per token of the right call, written as the served model writes
     one (the tools template vLLM serves SmolLM2 with), after the prompt that shows the tool."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from schemas.chat_template import TOOLS_TEMPLATE
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tokenizer, model = _load(model_dir)
     template = TOOLS_TEMPLATE.read_text()
-    total, count = 0.0, 0
+    seqs = []
     for pair in _tool_pairs():
         call = {"role": "assistant", "content": "", "tool_calls": [
             {"type": "function", "function": pair["chosen_calls"][0]}]}
@@ -199,13 +208,8 @@ def _call_logprob(model_dir: Path) -> float:
         whole = list(tokenizer.apply_chat_template(pair["prompt"] + [call], tools=[WEATHER], chat_template=template,
                                                    return_dict=True)["input_ids"])
         assert whole[:len(prompt)] == prompt and "<tool_call>" in tokenizer.decode(whole[len(prompt):])
-        ids = torch.tensor([whole])
-        with torch.no_grad():
-            logps = model(ids).logits[0, :-1].float().log_softmax(-1)
-        targets = ids[0, len(prompt):]
-        total += logps[len(prompt) - 1:].gather(1, targets[:, None]).sum().item()
-        count += len(targets)
-    return total / count
+        seqs.append((prompt, whole))
+    return _mean_logprob(model, seqs)
 
 
 def test_tool_call_pairs_are_trained_as_calls_in_the_served_format(tmp_path):
