@@ -69,7 +69,7 @@ def test_the_loop_turns_once(stack):
 
         with ThreadPoolExecutor(8) as pool:
             tool_ids = list(pool.map(ask_tool, order_notes(10, seed=1)))
-            schema_ids = list(pool.map(ask_schema, order_notes(10, seed=2)))
+            schema_ids = list(pool.map(ask_schema, order_notes(12, seed=2)))
         ids += tool_ids + schema_ids
 
         # Feedback on some answers: thumbs, ratings and a correction.
@@ -85,7 +85,7 @@ def test_the_loop_turns_once(stack):
                        headers={"authorization": "Bearer team-b-key"})
         assert r.status_code == 404
 
-        stack.wait_rows(completions=44, feedback=5)
+        stack.wait_rows(completions=46, feedback=5)
 
         # One TAO cycle through the CLI, which asks the running worker.
         t0 = time.monotonic()
@@ -106,7 +106,7 @@ def test_the_loop_turns_once(stack):
             time.sleep(1)
         after = [ask((i, p)) for i, p in enumerate(extraction_prompts(3, seed=99))]
         assert all(v == "v1" and text for _, text, v in after)
-        stack.wait_rows(completions=47, feedback=5)
+        stack.wait_rows(completions=49, feedback=5)
     finally:
         stack.stop()  # this test is last to use the shared stack: its stop is part of what it checks
 
