@@ -7,7 +7,9 @@ BARE prompt later, so the tuned model gives the scaffold's quality without the s
 Strategies:
 - plain, plain_hot: the bare prompt at two temperatures (the model's own spread);
 - scaffold: a structured-output scaffold derived from what the prompt asks for: the JSON keys
-  of its schema, forced tool or words (any wording), or the functions it offers;
+  of its schema, forced tool or words (any wording); for a request that offers tools, one
+  skeleton per function of its arguments, each answer turned into a call of that function
+  (the 135M model wrote almost no valid call by itself, and fills skeletons well);
 - stepwise: think step by step, then "Answer:"; only the final answer is kept;
 - fewshot: a demonstration turn built from this cycle's best-scored answer to ANOTHER
   prompt of the same shape: the same tools, or the same JSON keys asked for in any wording,
@@ -23,16 +25,29 @@ import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import httpx
 
 from trainer.prompts import Candidate, Prompt, answer_turn
 from trainer.rewards.intent import requested_keys
+from trainer.rewards.json_extraction import extract_json_object
 
 log = logging.getLogger(__name__)
 
 Strategy = Callable[[Prompt], tuple[list[dict], dict]]
+
+
+class Job(NamedTuple):
+    """One exploration request: `n` samples of `messages` with `params` for `prompt`.
+    `as_call`: the request asks for one function's arguments as a JSON object in text (the
+    model fills such a skeleton far more reliably than it writes a call); each answer becomes
+    a call of that function, and the request's own tools are not sent with it."""
+    prompt: Prompt
+    strategy: str
+    messages: list[dict]
+    params: dict
+    as_call: str | None = None
 _ANSWER_RE = re.compile(r"(?:final answer|answer)\s*:\s*", re.IGNORECASE)
 
 
@@ -52,28 +67,46 @@ def scaffold(prompt: Prompt) -> tuple[list[dict], dict]:
                   f"{', '.join(keys)}, each value copied from the text. No other words.")
         msgs = [{"role": "system", "content": system}] + _append_to_last_user(
             prompt.messages, f"\n\nReply with only this JSON object filled in: {skeleton}")
-    elif tools := _tool_lines(prompt):
-        # The tools themselves travel with the request (the contract); this says how to use them.
-        system = ("Answer by calling exactly one of these functions, with every required argument taken from the "
-                  "user's message and no others:\n" + "\n".join(tools))
-        msgs = [{"role": "system", "content": system}] + _without_system(prompt.messages)
     else:
         system = "Answer correctly and concisely. Give exactly what was asked for, in the format asked for."
         msgs = [{"role": "system", "content": system}] + _without_system(prompt.messages)
     return msgs, {"temperature": 0.7}
 
 
-def _tool_lines(prompt: Prompt) -> list[str]:
-    """One line per offered function: its name and its parameters, required ones marked."""
+def _functions(prompt: Prompt) -> list[dict]:
+    """The request's offered functions ({"name", "parameters"}), or only the one it forces;
+    none when it forbids calls."""
+    choice = prompt.contract.get("tool_choice")
+    if choice == "none":
+        return []
+    forced = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    fns = [t.get("function") for t in prompt.contract.get("tools") or [] if isinstance(t, dict)]
+    return [f for f in fns if isinstance(f, dict) and isinstance(f.get("name"), str)
+            and (forced is None or f["name"] == forced)][:MAX_FUNCTIONS]
+
+
+MAX_FUNCTIONS = 4  # skeleton requests per tool prompt: one per offered function, at most this many
+
+
+def call_scaffolds(prompt: Prompt) -> list[tuple[str, list[dict], dict]]:
+    """For a request that offers tools: per function, (name, messages, params) asking for
+    that function's arguments as a filled-in JSON skeleton. Every value is "..." whatever its
+    type: with 0 for a number the 135M model left the 0 in most answers; a quoted number it
+    does write is read as a number by the verifier (trainer/rewards/contract.py COERCIBLE).
+    Which function fits is left to the verifiers: arguments made up to fit the wrong
+    function are not in the conversation, and score below the right one's."""
     out = []
-    for t in prompt.contract.get("tools") or []:
-        fn = (t.get("function") or {}) if isinstance(t, dict) else {}
+    for fn in _functions(prompt):
         params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
         props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
-        required = set(params.get("required") or []) if isinstance(params.get("required"), list) else set()
-        args = ", ".join(f"{k}{'' if k in required else '?'}" for k in props)
-        if fn.get("name"):
-            out.append(f"- {fn['name']}({args})")
+        skeleton = json.dumps(dict.fromkeys(props, "..."))
+        system = (f"You fill in the arguments of the function {fn['name']}"
+                  + (f" ({fn['description']})" if isinstance(fn.get("description"), str) else "")
+                  + ". Reply with only one JSON object with exactly its keys, each value taken from the user's "
+                    "message. No other words.")
+        msgs = [{"role": "system", "content": system}] + _append_to_last_user(
+            prompt.messages, f"\n\nReply with only this JSON object filled in: {skeleton}")
+        out.append((fn["name"], msgs, {"temperature": 0.7}))
     return out
 
 
@@ -144,22 +177,29 @@ def pick_exemplars(prompts: list[Prompt], best: dict[str, tuple[Candidate, float
     return {t: [(p, a) for _, p, a in sorted(v, key=lambda x: -x[0])[:per_shape]] for t, v in by_shape.items()}
 
 
-def fewshot_jobs(prompts: list[Prompt], exemplars: Exemplars) -> list[tuple[Prompt, str, list[dict], dict]]:
+def fewshot_jobs(prompts: list[Prompt], exemplars: Exemplars) -> list[Job]:
     """One few-shot request per prompt that has an exemplar from a different prompt of its shape."""
     jobs = []
     for i, p in enumerate(prompts):
         others = [e for e in exemplars.get(task_shape(p), []) if e[0].prompt_id != p.prompt_id]
         if others:
             msgs, params = fewshot(p, others[i % len(others)])  # spread the demonstrations around
-            jobs.append((p, "fewshot", msgs, params))
+            jobs.append(Job(p, "fewshot", msgs, params))
     return jobs
 
 
-def round_one_jobs(prompts: list[Prompt], strategies: list[str]) -> list[tuple[Prompt, str, list[dict], dict]]:
+def round_one_jobs(prompts: list[Prompt], strategies: list[str]) -> list[Job]:
     unknown = [s for s in strategies if s not in ROUND_ONE and s != "fewshot"]
     if unknown:
         raise ValueError(f"unknown exploration strategies {unknown}; known: {[*ROUND_ONE, 'fewshot']}")
-    return [(p, name, *ROUND_ONE[name](p)) for p in prompts for name in strategies if name in ROUND_ONE]
+    jobs = []
+    for p in prompts:
+        for name in strategies:
+            if name == "scaffold" and (calls := call_scaffolds(p)):
+                jobs += [Job(p, name, msgs, params, as_call=fn) for fn, msgs, params in calls]
+            elif name in ROUND_ONE:
+                jobs.append(Job(p, name, *ROUND_ONE[name](p)))
+    return jobs
 
 
 class Pace:
@@ -202,7 +242,7 @@ class Pace:
         return max(self.floor_s, self.slack * tokens * self.concurrency / tps)
 
 
-def run_jobs(jobs: list[tuple[Prompt, str, list[dict], dict]], vllm_url: str, model: str, n: int, max_tokens: int,
+def run_jobs(jobs: list[Job], vllm_url: str, model: str, n: int, max_tokens: int,
              concurrency: int, progress: Callable[[int, int], None] | None = None,
              seed: int | None = None, pace: Pace | None = None) -> dict[str, list[Candidate]]:
     """Send every request; candidates per prompt_id (failed requests are logged and skipped).
@@ -214,14 +254,15 @@ def run_jobs(jobs: list[tuple[Prompt, str, list[dict], dict]], vllm_url: str, mo
     pace = pace or Pace(concurrency)
     with httpx.Client(base_url=vllm_url) as client:
 
-        def run(job):
-            p, name, messages, params = job
+        def run(job: Job):
+            p, name, messages, params, as_call = job
             # Step-by-step needs room to think before it answers.
             budget = max_tokens * 2 if name == "stepwise" else max_tokens
             # The request's own contract (tools, response_format) goes with it: the candidates
             # answer what the client asked for, and the contract verifiers can judge them.
-            # Not for step-by-step, whose reasoning before the answer no schema allows.
-            contract = {} if name == "stepwise" else p.contract
+            # Not for step-by-step, whose reasoning before the answer no schema allows, nor
+            # for an argument skeleton, answered in text and made a call here.
+            contract = {} if name == "stepwise" or as_call else p.contract
             body = {"model": model, "messages": messages, "n": n, "max_tokens": budget, **contract, **params}
             if seed is not None:
                 body["seed"] = request_seed(seed, name, messages)
@@ -231,6 +272,8 @@ def run_jobs(jobs: list[tuple[Prompt, str, list[dict], dict]], vllm_url: str, mo
             r.raise_for_status()
             data = r.json()
             pace.answered(int((data.get("usage") or {}).get("completion_tokens") or 0))
+            if as_call:
+                return [as_call_candidate(as_call, c["message"].get("content") or "", name) for c in data["choices"]]
             return [Candidate(final_answer(name, c["message"].get("content") or ""), name,
                               tool_calls=[{"name": (t.get("function") or {}).get("name", ""),
                                            "arguments": (t.get("function") or {}).get("arguments") or ""}
@@ -247,6 +290,15 @@ def run_jobs(jobs: list[tuple[Prompt, str, list[dict], dict]], vllm_url: str, mo
                 if progress:
                     progress(done, len(jobs))
     return out
+
+
+def as_call_candidate(function: str, text: str, strategy: str) -> Candidate:
+    """An argument skeleton's answer as a call of `function`; text with no JSON object stays
+    text (no call: the tool-call verifier judges it as an answer that did not call)."""
+    obj, _ = extract_json_object(text)
+    if obj is None:
+        return Candidate(text, strategy)
+    return Candidate("", strategy, tool_calls=[{"name": function, "arguments": json.dumps(obj)}])
 
 
 def request_seed(seed: int, strategy: str, messages: list[dict]) -> int:

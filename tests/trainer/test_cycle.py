@@ -169,11 +169,11 @@ def test_a_correction_is_never_a_few_shot_exemplar(settings, monkeypatch):
 
     def run_jobs(jobs, *args, **kwargs):
         sent.extend(jobs)
-        return {p.prompt_id: [Candidate("I am not sure.", name)] for p, name, _, _ in jobs}
+        return {j.prompt.prompt_id: [Candidate("I am not sure.", j.strategy)] for j in jobs}
 
     monkeypatch.setattr(cycle, "run_jobs", run_jobs)
     monkeypatch.setattr(cycle, "served_model_name", lambda url: "m")
     pool = cycle.explore_all([a, b], settings, cycle.reward_sources(settings))
     assert any(c.strategy == "correction" for c in pool["a"])  # scored like any candidate ...
-    shown = [m.get("content") for _, name, msgs, _ in sent if name == "fewshot" for m in msgs]
+    shown = [m.get("content") for j in sent if j.strategy == "fewshot" for m in j.messages]
     assert planted not in shown  # ... but never shown

@@ -1,7 +1,7 @@
 import pytest
 
-from trainer.explore import (fewshot_jobs, final_answer, pick_exemplars, request_seed, round_one_jobs,
-                             scaffold, stepwise, task_shape)
+from trainer.explore import (as_call_candidate, fewshot_jobs, final_answer, pick_exemplars, request_seed,
+                             round_one_jobs, scaffold, stepwise, task_shape)
 from trainer.prompts import Candidate, Prompt, answer_turn
 
 EXTRACT = "Extract the fields name, city from the text below. Reply with only a JSON object.\nText: Ann lives in Oslo."
@@ -77,10 +77,33 @@ def test_tool_requests_share_exemplars_by_their_functions_and_are_shown_a_call()
     assert answer_turn("plain words") == {"role": "assistant", "content": "plain words"}
 
 
-def test_scaffold_of_a_tool_request_names_the_functions_and_their_required_arguments():
-    msgs, _ = scaffold(tool_prompt("a", "Weather in Lima?"))
-    assert msgs[0]["role"] == "system" and "- get_weather(city, unit?)" in msgs[0]["content"]
-    assert msgs[-1] == {"role": "user", "content": "Weather in Lima?"}
+BOOK = {"type": "function", "function": {"name": "book_room", "description": "Book a hotel room.", "parameters": {
+    "type": "object", "properties": {"guest": {"type": "string"}, "nights": {"type": "integer"}},
+    "required": ["guest", "nights"]}}}
+
+
+def test_a_tool_requests_scaffold_asks_each_functions_arguments_as_a_typed_skeleton():
+    p = tool_prompt("a", "Book 3 nights for Ann Lee.", tools=(WEATHER, BOOK))
+    jobs = round_one_jobs([p], ["plain", "scaffold"])
+    assert [(j.strategy, j.as_call) for j in jobs] == [("plain", None), ("scaffold", "get_weather"),
+                                                        ("scaffold", "book_room")]
+    book = jobs[2]
+    assert "book_room (Book a hotel room.)" in book.messages[0]["content"]
+    assert book.messages[-1]["content"].endswith('Reply with only this JSON object filled in: {"guest": "...", '
+                                                 '"nights": "..."}')
+    # A forced function gets its own skeleton only; "none" forbids calls: the plain scaffold.
+    forced = tool_prompt("b", "x", tools=(WEATHER, BOOK))
+    forced.contract["tool_choice"] = {"type": "function", "function": {"name": "book_room"}}
+    assert [j.as_call for j in round_one_jobs([forced], ["scaffold"])] == ["book_room"]
+    forced.contract["tool_choice"] = "none"
+    assert [j.as_call for j in round_one_jobs([forced], ["scaffold"])] == [None]
+
+
+def test_a_skeletons_answer_becomes_a_call_of_its_function():
+    got = as_call_candidate("book_room", 'Sure: {"guest": "Ann Lee", "nights": 3}', "scaffold")
+    assert got.text == "" and got.tool_calls == [{"name": "book_room", "arguments": '{"guest": "Ann Lee", "nights": 3}'}]
+    assert as_call_candidate("book_room", "I cannot book rooms.", "scaffold") == Candidate("I cannot book rooms.",
+                                                                                          "scaffold")
 
 
 def test_round_one_strategies_are_checked():

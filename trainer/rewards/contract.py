@@ -113,18 +113,36 @@ def _norm(s: str) -> str:
     return " ".join(s.casefold().split())
 
 
+_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
+
+
+def _numbers(text: str) -> set[float]:
+    out = set()
+    for n in _NUMBER.findall(text):
+        try:
+            out.add(float(n.replace(",", "")))
+        except ValueError:  # "1.2.3"
+            continue
+    return out
+
+
 def _ungrounded(args: dict, schema: dict, conversation: str) -> tuple[int, int]:
-    """(string values, of which not found in the conversation). A value an enum or a const
-    fixes, or one of a format the model must produce (a date, a URI), is not asked to be found."""
+    """(values, of which not found in the conversation): strings as written (an empty one is
+    never found), numbers by value (45 in "$45.00"; a skeleton's 0 left unfilled is not). A
+    value an enum or a const fixes, or one of a format the model must produce (a date, a
+    URI), is not asked to be found."""
     props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
     total = missing = 0
     for key, value in args.items():
         spec = props.get(key) if isinstance(props.get(key), dict) else {}
         if "enum" in spec or "const" in spec or "format" in spec:
             continue
-        if isinstance(value, str) and value.strip():
+        if isinstance(value, str):
             total += 1
-            missing += _norm(value) not in conversation
+            missing += not value.strip() or _norm(value) not in conversation
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            total += 1
+            missing += float(value) not in _numbers(conversation)
         elif isinstance(value, dict):
             t, m = _ungrounded(value, spec, conversation)
             total, missing = total + t, missing + m

@@ -135,8 +135,21 @@ def test_a_call_right_but_for_quoted_numbers_ranks_between_invalid_and_valid():
     got = tool_call_verifier(p, [
         call("record_order", customer="Ann Lee", quantity=24, total=45.5),        # typed and grounded
         call("record_order", customer="Ann Lee", quantity="24", total="45.50"),   # quoted numbers
-        call("record_order", customer="Eve", quantity="24", total="45.50"),       # quoted, and Eve is invented
+        call("record_order", customer="Eve", quantity="24", total="45.50"),       # quoted, and Eve is invented (1 of 3)
         call("record_order", customer="Ann Lee", quantity="24.5", total=45.5),    # 24.5 is no integer
         call("record_order", customer="Ann Lee", quantity="two dozen", total=45.5),
     ])
-    assert got == [1.0, pytest.approx(0.7), pytest.approx(0.7 * 0.5), 0.25, 0.25]
+    assert got == [1.0, pytest.approx(0.7), pytest.approx(0.7 * (0.5 + 0.5 * 2 / 3)), 0.25, 0.25]
+
+
+def test_numbers_are_grounded_by_value_and_an_unfilled_skeleton_is_not():
+    # Seen when exploring with per-function skeletons: {"customer": "", "amount": 0.0} was
+    # valid and scored 1.0, since only non-empty strings were looked for in the conversation.
+    p = Prompt("p", [{"role": "user", "content": "Log it: Ann Lee bought 24 mugs, total $45.50."}],
+               contract={"tools": [ORDER_TOOL]})
+    got = tool_call_verifier(p, [
+        call("record_order", customer="Ann Lee", quantity=24, total=45.5),   # 45.5 is $45.50
+        call("record_order", customer="Ann Lee", quantity=0, total=0.0),     # the skeleton's zeros
+        call("record_order", customer="", quantity=24, total=45.5),          # an empty name
+    ])
+    assert got == [1.0, pytest.approx(0.5 + 0.5 / 3), pytest.approx(0.5 + 0.5 * 2 / 3)]
