@@ -31,6 +31,8 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.bench.plot import pyplot
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -249,10 +251,9 @@ def _q(xs: list[float], q: float) -> float | None:
 
 
 def chart(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot(say)
+    if plt is None:
+        return
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     rounds = result["throughput"]["rounds"]

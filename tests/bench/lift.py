@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from feedback.procs import free_port
+from tests.bench.plot import pyplot
 from tests.bench.metrics import score_case, summarize
 from tests.bench.speed import compare, decode_speed
 from tests.models import BASE_MODEL
@@ -277,13 +278,8 @@ def family_table(run: dict) -> list[str]:
 
 
 def chart_png(run: dict, out: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        say("matplotlib missing (install the `bench` extra): no chart")
+    plt = pyplot(say)
+    if plt is None:
         return None
     splits = [k for k in run["base"] if k != "tokens_per_s"]
     xs = list(range(len(run["cycles"]) + 1))

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.bench.plot import pyplot
+
 RESULTS = Path(__file__).parent / "results"
 PROMPTS = [f"Write a few sentences about the number {i}." for i in range(64)]
 
@@ -182,13 +184,8 @@ def write_results(result: dict, command: str, out: Path) -> None:
 
 
 def chart_png(result: dict, out: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        say("matplotlib missing (install the `bench` extra): no chart")
+    plt = pyplot(say)
+    if plt is None:
         return None
     rows = result["overhead"]
     xs = [r["concurrency"] for r in rows]
