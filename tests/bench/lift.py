@@ -217,7 +217,7 @@ def run_config(name: str, env: dict[str, str], slices: list[list[dict]], evals: 
 def write_results(runs: list[dict], command: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "tao_lift.json").write_text(json.dumps(runs, indent=2, default=str))
-    lines = ["# TAO lift benchmark", "", f"Command: `{command}`", "",
+    lines = ["# TAO lift benchmark", "", f"Command: `{command}`", "", f"Machine: {machine()}", "",
              "Served model measured after each cycle against hidden gold (greedy, vLLM), and "
              "decoding tokens/s on fixed-length answers (64 tokens, 16 concurrent, `ignore_eos`).", ""]
     for run in runs:
@@ -253,6 +253,16 @@ def write_results(runs: list[dict], command: str, out: Path) -> None:
             lines += ["", f"![{run['name']}]({chart.name})"]
         lines.append("")
     (out / "tao_lift.md").write_text("\n".join(lines))
+
+
+def machine() -> str:
+    """The CPU the figures were taken on: its ISA decides vLLM's dtype and speed."""
+    import os
+
+    from feedback.hardware import cpu_flags
+
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")))
+    return f"{os.cpu_count()} cores; " + (" ".join(flags) if flags else "no AVX-512 or AMX (AVX2 at most)")
 
 
 def family_table(run: dict) -> list[str]:
