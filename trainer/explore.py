@@ -7,8 +7,9 @@ BARE prompt later, so the tuned model gives the scaffold's quality without the s
 Strategies:
 - plain, plain_hot: the bare prompt at two temperatures (the model's own spread);
 - scaffold: a structured-output scaffold derived from what the prompt asks for: the JSON keys
-  of its schema, forced tool or words (any wording); for a request that offers tools, one
-  skeleton per function of its arguments, each answer turned into a call of that function
+  of its schema, forced tool or words (any wording); for a request that lets the model choose
+  among tools, one skeleton per function of its arguments, each answer turned into a call of
+  that function
   (the 135M model wrote almost no valid call by itself, and fills skeletons well);
 - stepwise: think step by step, then "Answer:"; only the final answer is kept;
 - fewshot: a demonstration turn built from this cycle's best-scored answer to ANOTHER
@@ -74,15 +75,15 @@ def scaffold(prompt: Prompt) -> tuple[list[dict], dict]:
 
 
 def _functions(prompt: Prompt) -> list[dict]:
-    """The request's offered functions ({"name", "parameters"}), or only the one it forces;
-    none when it forbids calls."""
+    """The functions ({"name", "parameters"}) a request lets the model choose among; none when
+    it forbids calls or forces one. A forced call is explored by the plain scaffold with the
+    contract sent along: vLLM then makes the answer a call of that function, and the scaffold
+    names its keys (one e2e loop run: 6 pairs from 10 forced-tool requests; with skeletons 1)."""
     choice = prompt.contract.get("tool_choice")
-    if choice == "none":
+    if choice == "none" or isinstance(choice, dict):
         return []
-    forced = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
     fns = [t.get("function") for t in prompt.contract.get("tools") or [] if isinstance(t, dict)]
-    return [f for f in fns if isinstance(f, dict) and isinstance(f.get("name"), str)
-            and (forced is None or f["name"] == forced)][:MAX_FUNCTIONS]
+    return [f for f in fns if isinstance(f, dict) and isinstance(f.get("name"), str)][:MAX_FUNCTIONS]
 
 
 MAX_FUNCTIONS = 4  # skeleton requests per tool prompt: one per offered function, at most this many

@@ -91,10 +91,12 @@ def test_a_tool_requests_scaffold_asks_each_functions_arguments_as_a_typed_skele
     assert "book_room (Book a hotel room.)" in book.messages[0]["content"]
     assert book.messages[-1]["content"].endswith('Reply with only this JSON object filled in: {"guest": "...", '
                                                  '"nights": "..."}')
-    # A forced function gets its own skeleton only; "none" forbids calls: the plain scaffold.
-    forced = tool_prompt("b", "x", tools=(WEATHER, BOOK))
+    # A forced function: the key scaffold, sent with the contract, so vLLM makes it a call;
+    # "none" forbids calls: the plain scaffold.
+    forced = tool_prompt("b", "Book 3 nights for Ann Lee.", tools=(WEATHER, BOOK))
     forced.contract["tool_choice"] = {"type": "function", "function": {"name": "book_room"}}
-    assert [j.as_call for j in round_one_jobs([forced], ["scaffold"])] == ["book_room"]
+    [job] = round_one_jobs([forced], ["scaffold"])
+    assert job.as_call is None and "exactly the keys guest, nights" in job.messages[0]["content"]
     forced.contract["tool_choice"] = "none"
     assert [j.as_call for j in round_one_jobs([forced], ["scaffold"])] == [None]
 
