@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import NotRequired, TypedDict
 
 from trainer.prompts import Candidate, Prompt, request_text
+from trainer.rewards.grounding import numbers_in
 from trainer.rewards.intent import requested_keys
 from trainer.rewards.json_extraction import extract_json_object
 
@@ -24,7 +25,6 @@ FORMAT_ONLY = frozenset({"constraints", "structured_output"})
 # "x", "y", "z": seen copied from a correction's placeholder object into few-shot answers (e2e loop).
 PLACEHOLDERS = frozenset({"", "...", "…", "?", "n/a", "tbd", "x", "y", "z", "xx", "xxx", "<value>", "value", "null",
                           "none", "foo", "bar"})
-_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
 
 
 class Pair(TypedDict):
@@ -86,16 +86,6 @@ def _same(a: Candidate, b: Candidate) -> bool:
     return a.text == b.text and a.tool_calls == b.tool_calls
 
 
-def _numbers(text: str) -> set[float]:
-    out = set()
-    for n in _NUMBER.findall(text):
-        try:
-            out.add(float(n.replace(",", "")))
-        except ValueError:  # "1.2.3": a version or a date, not one number
-            continue
-    return out
-
-
 def grounded(value, conversation: str) -> bool:
     """A value copied from the conversation (case-insensitive), a number found in it whatever
     its formatting (45, 45.00, "$45.00"), or a boolean (nothing to copy)."""
@@ -103,8 +93,8 @@ def grounded(value, conversation: str) -> bool:
         return isinstance(value, bool)
     s = str(value).strip().lower()
     if re.fullmatch(r"[$€£]?\s*-?[\d.,]+\s*%?", s):  # a number: by value ("10" is not in "100")
-        nums = _numbers(s)
-        return bool(nums) and nums <= _numbers(conversation)
+        nums = numbers_in(s)
+        return bool(nums) and nums <= numbers_in(conversation)
     return bool(s) and s in conversation
 
 

@@ -18,6 +18,7 @@ import json
 import re
 
 from trainer.prompts import Candidate, Prompt, request_text
+from trainer.rewards.grounding import numbers_in
 
 # A whole-JSON answer that fails the schema still followed the format: it outranks prose,
 # and stays far below a valid one (a DPO pair needs a margin of 0.3 by default).
@@ -113,19 +114,6 @@ def _norm(s: str) -> str:
     return " ".join(s.casefold().split())
 
 
-_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
-
-
-def _numbers(text: str) -> set[float]:
-    out = set()
-    for n in _NUMBER.findall(text):
-        try:
-            out.add(float(n.replace(",", "")))
-        except ValueError:  # "1.2.3"
-            continue
-    return out
-
-
 def _ungrounded(args: dict, schema: dict, conversation: str) -> tuple[int, int]:
     """(values, of which not found in the conversation): strings as written (an empty one is
     never found), numbers by value (45 in "$45.00"; a skeleton's 0 left unfilled is not). A
@@ -142,7 +130,7 @@ def _ungrounded(args: dict, schema: dict, conversation: str) -> tuple[int, int]:
             missing += not value.strip() or _norm(value) not in conversation
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             total += 1
-            missing += float(value) not in _numbers(conversation)
+            missing += float(value) not in numbers_in(conversation)
         elif isinstance(value, dict):
             t, m = _ungrounded(value, spec, conversation)
             total, missing = total + t, missing + m
