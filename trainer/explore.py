@@ -29,7 +29,7 @@ from typing import Callable, NamedTuple
 
 import httpx
 
-from trainer.prompts import Candidate, Prompt, answer_turn
+from trainer.prompts import Candidate, Prompt, answer_turn, offered_functions
 from trainer.rewards.intent import requested_keys
 from trainer.rewards.json_extraction import extract_json_object
 
@@ -83,8 +83,7 @@ def _functions(prompt: Prompt) -> list[dict]:
     choice = prompt.contract.get("tool_choice")
     if choice == "none" or isinstance(choice, dict):
         return []
-    fns = [t.get("function") for t in prompt.contract.get("tools") or [] if isinstance(t, dict)]
-    return [f for f in fns if isinstance(f, dict) and isinstance(f.get("name"), str)][:MAX_FUNCTIONS]
+    return offered_functions(prompt)[:MAX_FUNCTIONS]
 
 
 MAX_FUNCTIONS = 4  # skeleton requests per tool prompt: one per offered function, at most this many
@@ -157,8 +156,7 @@ def task_shape(prompt: Prompt) -> tuple:
     (by name), else the JSON keys asked for (in any wording), else the client's task tag.
     Most clients send no `metadata.task`; two requests for the same keys or the same tools
     are the same kind of task whatever their tags or words."""
-    tools = sorted((t.get("function") or {}).get("name", "") for t in prompt.contract.get("tools") or []
-                   if isinstance(t, dict))
+    tools = sorted(fn["name"] for fn in offered_functions(prompt))
     if tools:
         return ("tools", *tools)
     keys = requested_keys(prompt)

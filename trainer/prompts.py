@@ -43,6 +43,13 @@ def contract_of(params: dict) -> dict:
     return {k: params[k] for k in CONTRACT_KEYS if params.get(k) not in (None, [], {})}
 
 
+def offered_functions(prompt: "Prompt") -> list[dict]:
+    """The function tools the request offers, each its `function` object with a string name
+    ({"name", "parameters", "description"?}), in the request's order; malformed entries skipped."""
+    fns = [t.get("function") for t in prompt.contract.get("tools") or [] if isinstance(t, dict)]
+    return [f for f in fns if isinstance(f, dict) and isinstance(f.get("name"), str)]
+
+
 class RewardSource(Protocol):
     def __call__(self, prompt: Prompt, candidates: list[Candidate]) -> list[float | None]: ...
 

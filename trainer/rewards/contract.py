@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 
-from trainer.prompts import Candidate, Prompt, request_text
+from trainer.prompts import Candidate, Prompt, offered_functions, request_text
 from trainer.rewards.grounding import numbers_in
 
 # A whole-JSON answer that fails the schema still followed the format: it outranks prose,
@@ -85,13 +85,9 @@ def structured_output_verifier(prompt: Prompt, candidates: list[Candidate]) -> l
 
 def _functions(prompt: Prompt) -> dict[str, dict]:
     """name -> parameters schema of the request's function tools."""
-    out = {}
-    for t in prompt.contract.get("tools") or []:
-        fn = t.get("function") if isinstance(t, dict) else None
-        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            params = fn.get("parameters")
-            out[fn["name"]] = params if isinstance(params, dict) else {"type": "object", "properties": {}}
-    return out
+    empty = {"type": "object", "properties": {}}
+    return {fn["name"]: fn["parameters"] if isinstance(fn.get("parameters"), dict) else empty
+            for fn in offered_functions(prompt)}
 
 
 def calls_of(candidate: Candidate) -> list[dict]:

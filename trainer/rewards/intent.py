@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 
-from trainer.prompts import Prompt
+from trainer.prompts import Prompt, offered_functions
 
 MAX_KEYS = 40
 
@@ -152,9 +152,8 @@ def requested_keys(prompt: Prompt) -> list[str] | None:
             return keys
     choice = prompt.contract.get("tool_choice")
     forced = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
-    for tool in prompt.contract.get("tools") or []:
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if isinstance(fn, dict) and forced and fn.get("name") == forced:
+    for fn in offered_functions(prompt):
+        if forced and fn["name"] == forced:
             if keys := _schema_keys(fn.get("parameters")):
                 return keys
     return json_keys_in_text(prompt.text)
