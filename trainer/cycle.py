@@ -26,8 +26,9 @@ from trainer.gate import GateResult, run_gate
 from trainer.job import CycleJob, CycleResult, Status
 from trainer.pairs import FORMAT_ONLY, Pair, ScoredCandidate, build_pairs
 from trainer.prompts import Candidate, Prompt, RewardSource, answer_text
-from trainer.rewards import agreement, constraint_verifier, ensemble, json_verifier, sql_verifier, user_feedback
+from trainer.rewards import agreement, constraint_verifier, ensemble, json_verifier, sql_verifier
 from trainer.rewards.consistency import Fallback, majority_vote
+from trainer.rewards.feedback import UserFeedback
 from trainer.rewards.contract import structured_output_verifier, tool_call_verifier
 from trainer.rewards.judge import make_relative_judge
 from trainer.selection import Selection, select_prompts
@@ -113,7 +114,8 @@ def reward_sources(settings: WorkerSettings, reward_model: RewardSource | None =
                # Where no verifier of substance judges (free questions, arithmetic): the clear
                # majority's short answer or JSON fields; masked where there is none.
                "majority": (settings.weight_majority, Fallback(majority_vote, SUBSTANCE)),
-               "feedback": (settings.weight_feedback, user_feedback)}
+               # Thumbs and ratings of served answers; a correction only when corroborated.
+               "feedback": (settings.weight_feedback, UserFeedback(SUBSTANCE, settings.correction_min_tenants))}
     if settings.judge_url:
         model = settings.judge_model or served_model_name(settings.judge_url.rstrip("/").removesuffix("/v1"))
         sources["judge"] = (settings.weight_judge, make_relative_judge(

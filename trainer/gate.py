@@ -19,9 +19,9 @@ from typing import Callable
 
 from trainer.prompts import Candidate, Prompt
 from trainer.rewards import ensemble
+from trainer.rewards.ensemble import PASS_AT
 
 TIE_EPS = 0.05     # score differences below this are ties: scorers are noisy
-PASS_AT = 0.8      # a verifier "passes" an answer scoring at least this
 
 
 @dataclass

@@ -5,8 +5,9 @@ The chosen answer must be better in substance, not only in form. Measured on uns
 "27." for 7 x 28 (it rewards the format it asked for, not the number), and the scaffold's own
 skeleton `{"shipment_id": "...", ...}` and an invented 19-digit value were chosen. So a
 candidate may be chosen only when (1) some source other than a format-only one judged it,
-and (2) for a request with known keys, none of its values is a placeholder or missing from
-the conversation.
+(2) for a request with known keys, none of its values is a placeholder or missing from
+the conversation, and (3) it is not a user's correction that nothing corroborated (issue
+"training no tenant can steer": one API key must not write the chosen answers).
 """
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ FORMAT_ONLY = frozenset({"constraints", "structured_output"})
 # "x", "y", "z": seen copied from a correction's placeholder object into few-shot answers (e2e loop).
 PLACEHOLDERS = frozenset({"", "...", "…", "?", "n/a", "tbd", "x", "y", "z", "xx", "xxx", "<value>", "value", "null",
                           "none", "foo", "bar"})
+
+
+# Candidates written by a user, not sampled from the model.
+USER_WRITTEN = frozenset({"correction"})
 
 
 class Pair(TypedDict):
@@ -68,8 +73,13 @@ def build_pairs(prompts: list[Prompt], scored: dict[str, list[ScoredCandidate]],
         eligible = [s for s in cands if choosable(s, keys, conversation)]
         if not eligible:
             continue
+        # The rejected side is the model's own answer: user-written text (a correction) is
+        # pushed neither up nor down unless corroborated (trainer/rewards/feedback.py).
+        rejectable = [s for s in cands if s.candidate.strategy not in USER_WRITTEN]
+        if not rejectable:
+            continue
         best = max(eligible, key=lambda s: s.score)
-        worst = min(cands, key=lambda s: s.score)
+        worst = min(rejectable, key=lambda s: s.score)
         margin = best.score - worst.score
         if margin < min_margin or best.score < min_best or _same(best.candidate, worst.candidate):
             continue
@@ -103,6 +113,8 @@ def choosable(s: ScoredCandidate, keys: list[str] | None, conversation: str) -> 
     prompt's requested keys; `conversation`: its request text, lowercased."""
     if s.detail and set(s.detail) <= FORMAT_ONLY:
         return False
+    if s.candidate.strategy in USER_WRITTEN and "feedback" not in s.detail:
+        return False  # one key's text, uncorroborated: the feedback source had no opinion of it
     if not keys:
         return True
     obj, _ = extract_json_object(s.candidate.text)

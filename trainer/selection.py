@@ -77,12 +77,14 @@ def select_prompts(snapshot: Path, since: str | None, *, limit: int = 256, repla
     heldout = [r for r, out in zip(rows, side) if out]
     train = [r for r, out in zip(rows, side) if not out]
 
-    # The limit cuts with tenants taking turns; the cap then makes sure no tenant dominates.
+    # The limit cuts with tenants taking turns; the cap then makes sure no tenant dominates,
+    # and holds even when one tenant sent everything (at most cap x limit prompts of one key).
     limited = trim(train, limit, replay_fraction)
-    final = cap_tenants(limited, tenant_cap)
-    # The gate scores every held-out prompt with two models: keep it in proportion to `limit`.
+    final = cap_tenants(limited, tenant_cap, most=limit)
+    # The gate scores every held-out prompt with two models: keep it in proportion to `limit`,
+    # each tenant in proportion to its traffic, capped like the training side.
     n_heldout = max(1, round(limit * holdout_fraction / max(1e-9, 1 - holdout_fraction)))
-    heldout_final = _priority(heldout)[:n_heldout]
+    heldout_final = proportional(heldout, n_heldout, tenant_cap)
 
     chosen = sorted(final, key=lambda r: r.ts) + sorted(heldout_final, key=lambda r: r.ts)
     _attach_feedback(con, snapshot, chosen)
@@ -123,14 +125,15 @@ def _attach_feedback(con, snapshot: Path, rows: list[_Row]) -> None:
     if not rows or not fb.exists():
         return
     by_id = {r.prompt.prompt_id: r for r in rows}
-    for cid, kind, value, idx in con.execute(
-        f"SELECT completion_id, kind, CAST(value AS VARCHAR), choice_index FROM read_parquet('{_sql_path(fb)}') "
+    for cid, kind, value, idx, tenant in con.execute(
+        f"SELECT completion_id, kind, CAST(value AS VARCHAR), choice_index, tenant FROM read_parquet('{_sql_path(fb)}') "
         "WHERE list_contains(?, completion_id) ORDER BY occurred_at", [list(by_id)]
     ).fetchall():
         value, n = scrub_value(json.loads(value))
         row = by_id[cid]
         row.redactions += n
-        row.prompt.feedback.append({"kind": kind, "value": value, "choice_index": idx})
+        # The tenant who said it: a correction counts only when corroborated (trainer/rewards/feedback.py).
+        row.prompt.feedback.append({"kind": kind, "value": value, "choice_index": idx, "tenant": tenant})
 
 
 # -- duplicates -------------------------------------------------------------------------
@@ -249,16 +252,21 @@ def _priority(rows: list[_Row]) -> list[_Row]:
     return [r for _, r in sorted(keyed, key=lambda kr: kr[0])]
 
 
-def cap_tenants(rows: list[_Row], cap: float) -> list[_Row]:
-    """Rows with no tenant above `cap` of the total, keeping each tenant's newest. With one
-    tenant there is no one to crowd out. If the cap cannot be met (cap < 1/tenants), every
-    tenant gets an equal share."""
+def cap_tenants(rows: list[_Row], cap: float, most: int | None = None) -> list[_Row]:
+    """Rows with no tenant above `cap` of the total, keeping each tenant's newest. If the cap
+    cannot be met (cap < 1/tenants), every tenant gets an equal share. `most`: the cycle's
+    prompt limit; no tenant gets more than cap x most either, so one key that sent all the
+    traffic still supplies at most that share of a cycle."""
     counts = Counter(r.tenant for r in rows)
-    if len(counts) < 2 or cap >= 1:
+    if not counts or cap >= 1:
         return rows
     # Largest per-tenant quota m with m <= cap * sum(min(count, m)).
     quota = next((m for m in range(max(counts.values()), 0, -1)
                   if m <= cap * sum(min(c, m) for c in counts.values())), min(counts.values()))
+    if len(counts) < 2:
+        quota = max(counts.values())  # alone: nobody to crowd out, only the absolute bound below
+    if most is not None:
+        quota = min(quota, max(1, math.floor(cap * most)))
     taken: Counter = Counter()
     kept = []
     for r in _priority(rows):
@@ -266,6 +274,28 @@ def cap_tenants(rows: list[_Row], cap: float) -> list[_Row]:
             taken[r.tenant] += 1
             kept.append(r)
     return kept
+
+
+def proportional(rows: list[_Row], n: int, cap: float) -> list[_Row]:
+    """At most `n` rows, each tenant's share in proportion to its rows (largest remainders),
+    none above max(1, cap x n) when others are there to fill; each tenant's newest first."""
+    by_tenant: dict[str, list[_Row]] = defaultdict(list)
+    for r in _priority(rows):
+        by_tenant[r.tenant].append(r)
+    total = sum(map(len, by_tenant.values()))
+    if total <= n and (len(by_tenant) < 2 or cap >= 1):
+        return _priority(rows)
+    bound = max(1, math.floor(cap * n)) if len(by_tenant) > 1 and cap < 1 else n
+    exact = {t: min(n * len(rs) / total, bound) for t, rs in by_tenant.items()}
+    share = {t: min(math.floor(q), len(by_tenant[t])) for t, q in exact.items()}
+    # Seats left by rounding (or by the cap) go to the largest remainders that still have rows and room.
+    for t in sorted(by_tenant, key=lambda t: exact[t] - math.floor(exact[t]), reverse=True) * n:
+        if sum(share.values()) >= n:
+            break
+        if share[t] < min(len(by_tenant[t]), bound):
+            share[t] += 1
+    picked = {id(r) for t, rs in by_tenant.items() for r in rs[: share[t]]}
+    return [r for r in _priority(rows) if id(r) in picked]
 
 
 def trim(rows: list[_Row], limit: int, replay_fraction: float) -> list[_Row]:

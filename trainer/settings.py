@@ -34,7 +34,11 @@ class WorkerSettings(CollectorSettings):
     max_prompts: int = Field(256, ge=1, description="prompts explored per cycle at most")
     # Select
     replay_fraction: float = Field(0.25, ge=0, le=4, description="older prompts replayed, as a share of new ones")
-    tenant_cap: float = Field(0.5, gt=0, le=1, description="most of a cycle's prompts one API key may supply")
+    tenant_cap: float = Field(0.5, gt=0, le=1, description="most of a cycle's prompts one API key may supply, as a "
+                              "share of TAO_MAX_PROMPTS (held even when only one tenant sent traffic) and of the "
+                              "held-out side")
+    correction_min_tenants: int = Field(2, ge=1, description="a correction speaks for itself only when this many "
+                                        "tenants wrote the same text, or a verifier of substance passes it")
     holdout_fraction: float = Field(0.2, ge=0, lt=1, description="prompts kept out of training for the gate")
     near_dup_threshold: float = Field(0.9, gt=0, le=1, description="word-shingle Jaccard above which prompts are "
                                       "near-duplicates")

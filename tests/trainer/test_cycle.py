@@ -157,13 +157,14 @@ def test_the_majority_is_masked_by_verifiers_of_substance_only(settings):
 
 
 def test_a_correction_is_never_a_few_shot_exemplar(settings, monkeypatch):
-    # One key's correction scores 1.0 from the feedback source; were it an exemplar, its text
-    # (here a placeholder object) would be copied into the few-shot answers of every prompt of
-    # its shape. vLLM replaced: run_jobs answers each request with a fixed text per strategy.
+    # Even a correction corroborated twice over (two tenants wrote it, the JSON verifier passes
+    # it: the best-scored candidate of its prompt) is user text: were it an exemplar, it would be
+    # copied into the few-shot answers of every prompt of its shape. vLLM replaced: run_jobs
+    # answers each request with a fixed text per strategy.
     settings.explore_strategies = ["plain", "fewshot"]
-    planted = '{"name": "x", "city": "y"}'
+    planted = '{"name": "Ana Ruiz", "city": "Lima"}'
     a = Prompt("a", [{"role": "user", "content": EXTRACT}],
-               feedback=[{"kind": "correction", "value": planted, "choice_index": 0}])
+               feedback=[{"kind": "correction", "value": planted, "choice_index": 0, "tenant": t} for t in ("t1", "t2")])
     b = Prompt("b", [{"role": "user", "content": "Extract the fields name, city from: Bo Li lives in Oslo."}])
     sent = []
 
@@ -174,6 +175,8 @@ def test_a_correction_is_never_a_few_shot_exemplar(settings, monkeypatch):
     monkeypatch.setattr(cycle, "run_jobs", run_jobs)
     monkeypatch.setattr(cycle, "served_model_name", lambda url: "m")
     pool = cycle.explore_all([a, b], settings, cycle.reward_sources(settings))
-    assert any(c.strategy == "correction" for c in pool["a"])  # scored like any candidate ...
+    assert any(c.strategy == "correction" for c in pool["a"])  # in the pool, scored like any candidate ...
+    scored = cycle.score([a], pool, cycle.reward_sources(settings))["a"]
+    assert max(scored, key=lambda s: s.score or 0).candidate.strategy == "correction"
     shown = [m.get("content") for j in sent if j.strategy == "fewshot" for m in j.messages]
     assert planted not in shown  # ... but never shown

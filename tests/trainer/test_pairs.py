@@ -73,3 +73,19 @@ def test_a_tool_call_answer_makes_a_pair_that_carries_the_calls_and_the_tools():
     # A request without tools keeps the plain shape (no tools/calls keys).
     assert "tools" not in build_pairs([Prompt("p2", [{"role": "user", "content": "x"}])],
                                       {"p2": [sc("good", 0.9), sc("bad", 0.1)]}, 0.3, 0.5)[0]
+
+
+def test_an_uncorroborated_correction_is_neither_side_of_a_pair():
+    # One key's correction: the feedback source had no opinion of it (trainer/rewards/feedback.py).
+    p = Prompt("p1", [{"role": "user", "content": "Say hello."}])
+    planted = ScoredCandidate(Candidate("hello, visit evil.example", "correction"), 0.95, {"agreement": 0.95})
+    own = [ScoredCandidate(Candidate("Hello!", "plain"), 0.7, {"agreement": 0.7}),
+           ScoredCandidate(Candidate("Goodbye.", "plain"), 0.1, {"agreement": 0.1})]
+    pairs = build_pairs([p], {"p1": [planted, *own]}, 0.3, 0.5)
+    assert [(x["chosen"], x["rejected"]) for x in pairs] == [("Hello!", "Goodbye.")]
+    # A correction scored worst is not the rejected side either: that is the model's own worst.
+    low = ScoredCandidate(Candidate("visit evil.example", "correction"), 0.0, {"agreement": 0.0})
+    assert [x["rejected"] for x in build_pairs([p], {"p1": [low, *own]}, 0.3, 0.5)] == ["Goodbye."]
+    # Corroborated (the feedback source spoke for it): it may be chosen.
+    vouched = ScoredCandidate(Candidate("Hello there.", "correction"), 0.9, {"agreement": 0.9, "feedback": 0.8})
+    assert [x["chosen"] for x in build_pairs([p], {"p1": [vouched, *own]}, 0.3, 0.5)] == ["Hello there."]

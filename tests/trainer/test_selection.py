@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import random
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -82,8 +83,8 @@ def test_feedback_and_served_answer_are_joined(store, tmp_path):
     sel = select_prompts(snapshot(store, tmp_path), None, **PLAIN)
     p = sel.train[0]
     assert p.served == "served!" and p.messages == [{"role": "user", "content": "hello there"}]
-    assert p.feedback == [{"kind": "thumbs", "value": "down", "choice_index": 0},
-                          {"kind": "correction", "value": "better", "choice_index": 0}]
+    assert p.feedback == [{"kind": "thumbs", "value": "down", "choice_index": 0, "tenant": "anonymous"},
+                          {"kind": "correction", "value": "better", "choice_index": 0, "tenant": "anonymous"}]
     assert sel.train[1].feedback == []
 
 
@@ -170,10 +171,30 @@ def test_one_tenant_cannot_dominate(store, tmp_path):
     assert len(small.train) <= 8 and max(small.stats["tenants"].values()) <= len(small.train) / 2
 
 
-def test_a_single_tenant_is_not_capped(store, tmp_path):
+def test_a_single_tenant_is_capped_at_its_share_of_the_limit(store, tmp_path):
+    """One key that sent all the traffic still supplies at most cap x limit prompts of a cycle."""
     store.write_batch([completion(f"a{i}", distinct_text(i), at=i) for i in range(30)], {})
-    sel = select_prompts(snapshot(store, tmp_path), None, **{**PLAIN, "tenant_cap": 0.5})
-    assert len(sel.train) == 30 and sel.stats["capped"] == 0
+    snap = snapshot(store, tmp_path)
+    roomy = select_prompts(snap, None, **{**PLAIN, "tenant_cap": 0.5})  # limit 1000: 30 is under 500
+    assert len(roomy.train) == 30 and roomy.stats["capped"] == 0
+    tight = select_prompts(snap, None, **{**PLAIN, "tenant_cap": 0.5, "limit": 20})
+    assert ids(tight.train) == [f"a{i}" for i in range(20, 30)] and tight.stats["capped"] == 10
+
+
+def test_heldout_comes_from_every_tenant_in_proportion_and_capped(store, tmp_path):
+    rows = [completion(f"big{i}", distinct_text(i), at=i, tenant="t-big") for i in range(300)]
+    rows += [completion(f"small{i}", distinct_text(1000 + i), at=1000 + i, tenant="t-small") for i in range(100)]
+    rows += [completion(f"tiny{i}", distinct_text(2000 + i), at=2000 + i, tenant="t-tiny") for i in range(4)]
+    store.write_batch(rows, {})
+    snap = snapshot(store, tmp_path)
+    # limit 60, held-out 0.5: 60 held-out seats for about 200 held-out prompts.
+    sel = select_prompts(snap, None, **{**PLAIN, "holdout_fraction": 0.5, "limit": 60, "tenant_cap": 1.0})
+    held = Counter(i.rstrip("0123456789") for i in ids(sel.heldout))
+    assert sum(held.values()) == 60
+    assert 40 <= held["big"] <= 48 and 12 <= held["small"] <= 18  # about 3 : 1, the traffic's proportion
+    capped = select_prompts(snap, None, **{**PLAIN, "holdout_fraction": 0.5, "limit": 60, "tenant_cap": 0.5})
+    held = Counter(i.rstrip("0123456789") for i in ids(capped.heldout))
+    assert held["big"] <= 30 and held["small"] >= 15 and held["tiny"] >= 1
 
 
 def test_limit_keeps_the_newest(store, tmp_path):

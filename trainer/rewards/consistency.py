@@ -152,6 +152,8 @@ class Fallback:
     The ensemble passes the scores it already has (`judged`, by source name), so a verifier
     that is also a source (the SQL one executes every candidate) does not run twice."""
 
+    reads_others = True  # the ensemble passes the scores it already has (ensemble.reads_others)
+
     def __init__(self, source: Callable, verifiers: dict[str, Callable]):
         self.source, self.verifiers = source, verifiers
 

@@ -1,11 +1,33 @@
-"""What users said: thumbs and ratings of the served answer, and their corrections."""
+"""What users said: thumbs and ratings of the served answer, and their corrections.
+
+Feedback is evidence, not truth. A correction is one API key's text: any key can write one,
+so on its own it says nothing about the answer. It joins the pool as a candidate that the
+other sources score like any other (verifiers, consistency, judge), and this source speaks
+for it only when it is corroborated:
+  - at least `min_tenants` different tenants wrote the same correction for the prompt, or
+  - a verifier of substance (one that checks what the answer says, not only its form)
+    finds nothing wrong with it (full marks: 0.875 for a JSON answer can be one planted value
+    in four).
+Even then its bonus is bounded (`CORRECTION_SCORE`, below a verifier's full marks), so the
+ensemble's other sources still rank it. trainer/pairs.py lets an uncorroborated correction
+be neither side of a pair.
+"""
 from __future__ import annotations
 
+from typing import Callable
+
 from trainer.prompts import Candidate, Prompt
+# What a corroborated correction gets from this source: good, never above a check's full marks.
+CORRECTION_SCORE = 0.8
+FULL_MARKS = 1.0 - 1e-9
 
 
-def user_feedback(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:
-    """What users said about the served answer; a correction is the best answer there is."""
+def _norm(text: str) -> str:
+    return " ".join(str(text).casefold().split())
+
+
+def served_score(prompt: Prompt) -> float | None:
+    """Thumbs or rating of the served answer (choice 0); the last one said wins."""
     served = None
     for fb in prompt.feedback:
         if fb.get("choice_index", 0) != 0:
@@ -15,12 +37,49 @@ def user_feedback(prompt: Prompt, candidates: list[Candidate]) -> list[float | N
             served = 1.0 if value == "up" else 0.0
         elif kind == "rating":
             served = (float(value) - 1) / 4
-    out: list[float | None] = []
-    for c in candidates:
-        if c.strategy == "served":
-            out.append(served)
-        elif c.strategy == "correction":
-            out.append(1.0)
-        else:
-            out.append(None)
+    return served
+
+
+def correction_tenants(prompt: Prompt) -> dict[str, set[str]]:
+    """Normalized correction text -> the tenants that wrote it. Feedback without a tenant
+    (older snapshots) counts as one unknown tenant."""
+    out: dict[str, set[str]] = {}
+    for fb in prompt.feedback:
+        if fb["kind"] == "correction":
+            out.setdefault(_norm(fb["value"]), set()).add(str(fb.get("tenant") or "?"))
     return out
+
+
+class UserFeedback:
+    """The feedback source (see the module docstring). Reads the first-phase sources' scores
+    (ensemble.reads_others) to see whether a verifier of substance passes a correction."""
+
+    reads_others = True
+
+    def __init__(self, substance: dict[str, Callable], min_tenants: int = 2):
+        self.substance, self.min_tenants = substance, min_tenants
+
+    def __call__(self, prompt: Prompt, candidates: list[Candidate],
+                 judged: dict[str, list[float | None]] | None = None) -> list[float | None]:
+        judged = judged or {}
+        served = served_score(prompt)
+        tenants = correction_tenants(prompt)
+        verdicts = {name: judged[name] if name in judged else fn(prompt, candidates)
+                    for name, fn in self.substance.items()} if any(c.strategy == "correction" for c in candidates) else {}
+        out: list[float | None] = []
+        for i, c in enumerate(candidates):
+            if c.strategy == "served":
+                out.append(served)
+            elif c.strategy == "correction":
+                by_tenants = len(tenants.get(_norm(c.text), ())) >= self.min_tenants
+                by_verifier = any((v[i] or 0) >= FULL_MARKS for v in verdicts.values())
+                out.append(CORRECTION_SCORE if by_tenants or by_verifier else None)
+            else:
+                out.append(None)
+        return out
+
+
+def user_feedback(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:
+    """The feedback source with no verifier to corroborate: a correction counts only when
+    several tenants wrote it."""
+    return UserFeedback({})(prompt, candidates)
