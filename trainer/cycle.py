@@ -14,6 +14,7 @@ worker's job and the result are typed (trainer/job.py); each stage is timed and 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 import zlib
@@ -22,7 +23,8 @@ from pathlib import Path
 from feedback.registry import publish_promoted, write_metadata
 from schemas.registry import VersionMetadata
 from trainer.explore import Pace, fewshot_jobs, pick_exemplars, round_one_jobs, run_jobs, served_model_name
-from trainer.gate import GateResult, run_gate
+from trainer.gate import Gate, GateResult
+from trainer.interpolate import interpolate
 from trainer.job import CycleJob, CycleResult, Status
 from trainer.pairs import FORMAT_ONLY, Pair, ScoredCandidate, build_pairs
 from trainer.prompts import Candidate, Prompt, RewardSource, answer_text
@@ -223,15 +225,43 @@ def optimize(settings: WorkerSettings, job: CycleJob, pairs: list[Pair], sources
 
 def gate(settings: WorkerSettings, job: CycleJob, weights: Path, heldout: list[Prompt],
          sources: Sources) -> GateResult:
-    """The candidate must beat the live model on held-out prompts and the canary set."""
+    """The candidate must beat the live model on held-out prompts and be non-inferior to it and
+    to the base on the probe suite (trainer/gate.py). A candidate that is better on held-out
+    traffic but fails elsewhere is interpolated toward its parent (TAO_GATE_MIXES, largest
+    first); the first mix that passes replaces `weights`."""
     if not settings.gate_enabled:
         return GateResult(promote=True, reasons=["gate disabled (TAO_GATE_ENABLED=false)"], win_rate=None)
     choice = settings.dtype_choice()
     say(f"gate: generating in {choice.dtype} ({choice.reason})")
     # At most N held-out prompts: generating on the CPU is what the gate costs.
-    return run_gate(Path(job.parent_path), weights, heldout[: settings.gate_max_prompts], gate_sources(sources),
-                    VERIFIERS, threshold=settings.gate_threshold, canary_tolerance=settings.canary_tolerance,
-                    max_new_tokens=settings.gate_max_tokens, dtype=choice.dtype, log=say)
+    judge = Gate(Path(job.parent_path), settings.base_model, heldout[: settings.gate_max_prompts],
+                 gate_sources(sources), VERIFIERS, cache_dir=settings.data_dir / "gate_cache",
+                 margin=settings.gate_margin, confidence=settings.gate_confidence,
+                 max_new_tokens=settings.gate_max_tokens, dtype=choice.dtype, seed=settings.seed or 0, log=say).judge
+    verdict = judge(weights)
+    tries = [_try(1.0, verdict)]
+    for alpha in sorted((a for a in settings.gate_mixes if a < 1), reverse=True):
+        if verdict.promote or not verdict.heldout_better:
+            break  # passed, or no better where it was trained: a mix toward the parent will not be either
+        mix_dir = weights.with_name(f"weights-mix-{alpha:g}")
+        say(f"gate: trying {alpha:g} x candidate + {1 - alpha:g} x parent")
+        interpolate(Path(job.parent_path), weights, mix_dir, alpha)
+        mixed = judge(mix_dir)
+        tries.append(_try(alpha, mixed))
+        if mixed.promote:
+            shutil.rmtree(weights)
+            mix_dir.rename(weights)
+            verdict, verdict.mix = mixed, alpha
+        else:
+            shutil.rmtree(mix_dir)
+    verdict.tries = tries
+    return verdict
+
+
+def _try(alpha: float, v: GateResult) -> dict:
+    return {"mix": alpha, "promote": v.promote, "reasons": v.reasons, "win_rate": v.win_rate,
+            "probes_vs_parent": (v.probes.get("vs_parent") or {}).get("value"),
+            "probes_vs_base": (v.probes.get("vs_base") or {}).get("value")}
 
 
 def export_adapter(settings: WorkerSettings, weights: Path, version_dir: Path) -> dict:

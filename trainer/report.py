@@ -4,11 +4,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trainer.stats import Interval
+
 
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
     return "" if v is None else str(v)
+
+
+def _interval(d: dict | None, points: bool = False) -> str:
+    return Interval(**d).text(points) if d else "n/a"
 
 
 def render_markdown(result: dict) -> str:
@@ -35,13 +41,32 @@ def render_markdown(result: dict) -> str:
     if gate:
         lines += ["## Gate", "", f"- verdict: **{'promote' if gate.get('promote') else 'reject'}**",
                   f"- reasons: {'; '.join(gate.get('reasons', []))}"]
-        if gate.get("win_rate") is not None:
-            lines.append(f"- held-out pairwise: win rate {gate['win_rate']:.2f} "
+        win = gate.get("win_interval") or {}
+        if win.get("value") is not None:
+            lines.append(f"- held-out win rate (ties are not half wins): {_interval(win)} "
                          f"({gate.get('wins')} wins, {gate.get('losses')} losses, {gate.get('ties')} ties)")
+        elif gate.get("ties"):
+            lines.append(f"- held-out: {gate['ties']} ties, nothing told the models apart")
         for name, rates in (gate.get("verifier_pass") or {}).items():
-            lines.append(f"- {name} verifier pass rate: {_fmt(rates.get('current'))} -> {_fmt(rates.get('candidate'))}")
-        if gate.get("canary"):
-            lines.append("- canary: " + ", ".join(f"{k} {_fmt(v)}" for k, v in gate["canary"].items()))
+            lines.append(f"- {name} verifier pass rate: {_fmt(rates.get('current'))} -> {_fmt(rates.get('candidate'))}"
+                         + (f" (n={rates['n']})" if rates.get("n") is not None else ""))
+        probes = gate.get("probes") or {}
+        if probes:
+            rate = probes.get("pass_rate") or {}
+            lines += [f"- probe suite ({probes.get('checked')} checked of {probes.get('n')}): pass rate base "
+                      f"{_fmt(rate.get('base'))}, parent {_fmt(rate.get('parent'))}, candidate {_fmt(rate.get('candidate'))}",
+                      f"  - candidate - parent: {_interval(probes.get('vs_parent'), points=True)} points",
+                      f"  - candidate - base: {_interval(probes.get('vs_base'), points=True)} points"]
+            agree = probes.get("agreement") or {}
+            if agree.get("n"):
+                lines.append(f"  - short answers agreeing (n={agree['n']}): with the parent {_fmt(agree.get('parent'))}, "
+                             f"with the base {_fmt(agree.get('base'))}")
+            if probes.get("drift"):
+                lines.append(f"  - drift, log-prob per token of the parent's answers under the candidate: "
+                             f"{_interval(probes['drift'])}")
+            lines += ["", "| probe kind | n | base | parent | candidate |", "|---|---|---|---|---|"]
+            lines += [f"| {k} | {v.get('n')} | {_fmt(v.get('base'))} | {_fmt(v.get('parent'))} | "
+                      f"{_fmt(v.get('candidate'))} |" for k, v in (probes.get("by_kind") or {}).items()]
         for ex in gate.get("examples", [])[:3]:
             lines += ["", f"<details><summary>{ex['prompt_id']}: {ex['verdict']}</summary>", "",
                       f"current ({_fmt(ex.get('score_current'))}): `{ex['current'][:300]}`", "",

@@ -91,8 +91,15 @@ class WorkerSettings(CollectorSettings):
     min_pairs: int = Field(4, ge=1, description="fewer pairs than this: no training, no new version")
     # Gate
     gate_enabled: bool = Field(True, description="false: promote every trained candidate (for tests and demos)")
-    gate_threshold: float = Field(0.55, ge=0, le=1, description="pairwise win rate on held-out prompts needed")
-    canary_tolerance: float = Field(0.1, ge=0, le=1, description="canary regression allowed")
+    gate_confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence of the gate's intervals: the "
+                                   "held-out win rate's must lie above 0.5, the probe suite's differences above "
+                                   "-TAO_GATE_MARGIN")
+    gate_mixes: Annotated[list[float], NoDecode] = Field(
+        [1.0, 0.5, 0.25], description="comma-separated weights of the trained candidate against its parent "
+        "(WiSE-FT): a candidate better on held-out traffic that fails the probe suite is interpolated toward its "
+        "parent, the largest weight that passes is published")
+    gate_margin: float = Field(0.01, ge=0, le=1, description="non-inferiority margin on the probe suite's pass rate, "
+                               "against the parent and the base (0.01 = 1 point)")
     gate_max_tokens: int = Field(128, ge=8, description="answer length when the gate compares models")
     gate_max_prompts: int = Field(32, ge=1, description="held-out prompts the gate compares on at most "
                                   "(generation on CPU is the gate's cost)")
@@ -131,6 +138,17 @@ class WorkerSettings(CollectorSettings):
             raise ValueError(f"TAO_EXPLORE_STRATEGIES: unknown {sorted(set(names) - set(STRATEGIES)) or 'empty'}; "
                              f"known: {', '.join(STRATEGIES)}")
         return names
+
+    @field_validator("gate_mixes", mode="before")
+    @classmethod
+    def _mixes(cls, v):
+        try:
+            mixes = [float(x) for x in v.split(",") if x.strip()] if isinstance(v, str) else [float(x) for x in v]
+        except ValueError as e:
+            raise ValueError(f"TAO_GATE_MIXES: numbers in (0, 1] separated by commas, e.g. 1,0.5,0.25 ({e})") from e
+        if not mixes or any(not 0 < m <= 1 for m in mixes):
+            raise ValueError(f"TAO_GATE_MIXES: numbers in (0, 1] separated by commas, e.g. 1,0.5,0.25; got {v!r}")
+        return sorted(set(mixes) | {1.0}, reverse=True)  # the trained candidate itself is always judged first
 
     @model_validator(mode="after")
     def _check(self) -> "WorkerSettings":

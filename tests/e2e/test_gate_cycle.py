@@ -1,5 +1,6 @@
 """One full TAO cycle whose candidate is deliberately broken (trained with a learning rate
-thousands of times too high): the gate must reject it, say why, and publish nothing.
+thousands of times too high): the gate must reject it, name the probe suite's figures, and
+publish nothing.
 Real vLLM (the shared stack's) for exploration, real TRL training, real generation."""
 from __future__ import annotations
 
@@ -39,8 +40,13 @@ def test_gate_rejects_a_broken_candidate(stack, tmp_path):
         gate = result["gate"]
         assert gate["promote"] is False
         reasons = " | ".join(gate["reasons"])
-        assert "canary checks regressed" in reasons or "pass rate dropped" in reasons, reasons
-        assert gate["canary"]["checks_candidate"] < gate["canary"]["checks_current"], gate["canary"]
+        assert "probe suite vs parent" in reasons and "probe suite vs base" in reasons, reasons
+        probes = gate["probes"]
+        assert probes["pass_rate"]["candidate"] < probes["pass_rate"]["parent"] == probes["pass_rate"]["base"], probes
+        assert probes["vs_parent"]["high"] < 0 and probes["checked"] >= 200, probes
+        assert probes["drift"]["value"] < 0, probes["drift"]  # it would no longer say what the parent said
+        # The base's probe answers are cached for the next cycle; the candidate's too.
+        assert len(list((tmp_path / "gate_cache").glob("*.json"))) == 2
         assert "publish" not in result["timings"]
         meta = get_version(tmp_path, result["version"])
         assert meta.status == "rejected" and meta.gate["reasons"] == gate["reasons"]

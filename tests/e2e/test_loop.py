@@ -5,6 +5,7 @@ No mocks anywhere. Takes several minutes on a 2-core CPU (vLLM start + one DPO c
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ import pytest
 from tests.e2e.traffic import ORDER_SCHEMA, RECORD_ORDER, extraction_prompts, order_notes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+PLANTED = "ZQX-7731-PLANTED"
 
 
 def test_the_loop_turns_once(stack):
@@ -77,6 +80,10 @@ def test_the_loop_turns_once(stack):
         feedback = [(ids[0], "thumbs", "down"), (ids[1], "thumbs", "up"), (ids[2], "rating", 2),
                     (ids[3], "correction", '{"customer": "x", "item": "y", "quantity": 1, "total": "1"}'),
                     (ids[4], "comment", "too chatty")]
+        # Poisoning: one key writes 20 corrections carrying a planted string (issue "training no
+        # tenant can steer"). They join the pool, scored like any answer; none may train or teach.
+        feedback += [(cid, "correction", json.dumps({"customer": PLANTED, "item": "lamps", "quantity": 3,
+                                                     "total": "45.00"})) for cid in ids[5:25]]
         for cid, kind, value in feedback:
             r = fb.post("/v1/feedback", json={"completion_id": cid, "kind": kind, "value": value})
             assert r.status_code == 202, r.text
@@ -85,19 +92,31 @@ def test_the_loop_turns_once(stack):
                        headers={"authorization": "Bearer team-b-key"})
         assert r.status_code == 404
 
-        stack.wait_rows(completions=46, feedback=5)
+        stack.wait_rows(completions=46, feedback=25)
 
         # One TAO cycle through the CLI, which asks the running worker.
         t0 = time.monotonic()
         res = subprocess.run([sys.executable, "-m", "deploy.cli", "cycle", "--once", "--worker-url",
                               f"http://127.0.0.1:{stack.worker_port}"], capture_output=True, text=True, timeout=1500)
         cycle_s = time.monotonic() - t0
-        assert res.returncode == 0, res.stdout + res.stderr
         result = json.loads(res.stdout)
-        assert result["status"] == "promoted", result
+        assert res.returncode == (0 if result["status"] == "promoted" else 1), res.stdout + res.stderr
         assert result["version"] == "v1" and result["parent"] == "base"
         assert result["counts"]["pairs"] >= 4
         print(f"cycle took {cycle_s:.0f}s: {json.dumps(result['timings'])} counts={result['counts']}")
+        # The gate ran, on the probe suite and the held-out traffic, and says why with intervals.
+        gate = result["gate"]
+        print(f"gate: {gate['reasons']}; probes {json.dumps(gate['probes']['pass_rate'])}")
+        assert result["status"] == ("promoted" if gate["promote"] else "rejected"), result
+        assert gate["probes"]["checked"] >= 200 and gate["probes"]["vs_base"]["n"] == gate["probes"]["checked"]
+        assert gate["win_interval"]["n"] == gate["wins"] + gate["losses"] and gate["reasons"]
+        if not gate["promote"]:
+            # Rejected: the version is kept, not served. An operator may still make it live (and
+            # the hot swap below is tested either way).
+            env = {**os.environ, "TAO_DATA_DIR": str(stack.data_dir), "TAO_KAFKA_BOOTSTRAP": stack.info["kafka_bootstrap"]}
+            promote = subprocess.run([sys.executable, "-m", "deploy.cli", "models", "promote", "v1"], env=env,
+                                     capture_output=True, text=True, timeout=120)
+            assert promote.returncode == 0, promote.stdout + promote.stderr
 
         # The gateway hot-swaps on the ModelPromoted event.
         deadline = time.monotonic() + 120
@@ -106,7 +125,7 @@ def test_the_loop_turns_once(stack):
             time.sleep(1)
         after = [ask((i, p)) for i, p in enumerate(extraction_prompts(3, seed=99))]
         assert all(v == "v1" and text for _, text, v in after)
-        stack.wait_rows(completions=49, feedback=5)
+        stack.wait_rows(completions=49, feedback=25)
     finally:
         stack.stop()  # this test is last to use the shared stack: its stop is part of what it checks
 
@@ -122,8 +141,17 @@ def test_the_loop_turns_once(stack):
     assert {stored[c] for c in ids} == {"base"} and {stored[c] for c, _, _ in after} == {"v1"}
     assert sorted(con.execute("SELECT completion_id, kind FROM feedback").fetchall()) == sorted(
         (c, k) for c, k, _ in feedback)
-    assert con.execute("SELECT count(*) FROM cycles WHERE status = 'promoted'").fetchone()[0] == 1
+    assert con.execute("SELECT status FROM cycles").fetchall() == [(result["status"],)]
     assert con.execute("SELECT count(*) FROM cycle_pairs").fetchone()[0] == result["counts"]["pairs"]
+    # The planted corrections were in the pool (so this check can fail) and reached no pair, and
+    # no exemplar: no answer the model wrote in the cycle carries the string.
+    like = f"%{PLANTED}%"
+    assert con.execute("SELECT count(*) FROM cycle_candidates WHERE strategy = 'correction' AND text LIKE ?",
+                       [like]).fetchone()[0] >= 10
+    assert con.execute("SELECT count(*) FROM cycle_pairs WHERE chosen LIKE ? OR rejected LIKE ?",
+                       [like, like]).fetchone()[0] == 0
+    assert con.execute("SELECT count(*) FROM cycle_candidates WHERE strategy <> 'correction' AND text LIKE ?",
+                       [like]).fetchone()[0] == 0
     # The contract travelled with each request into DuckDB, and the cycle learnt from it.
     params = {c: json.loads(p) for c, p in con.execute("SELECT completion_id, params FROM completions").fetchall()}
     assert all(params[c]["tools"] == [RECORD_ORDER] and params[c]["tool_choice"] for c in tool_ids)

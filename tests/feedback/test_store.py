@@ -172,7 +172,7 @@ def test_feedback_before_its_completion_is_kept_and_joined(store, tmp_path):
     sel = select_prompts(store.export_snapshot(tmp_path / "snaps"), None, holdout_fraction=0, seed="t")
     [prompt] = sel.train
     assert prompt.prompt_id == c.payload.completion_id
-    assert prompt.feedback == [{"kind": "thumbs", "value": "up", "choice_index": 0}]
+    assert prompt.feedback == [{"kind": "thumbs", "value": "up", "choice_index": 0, "tenant": "anonymous"}]
 
 
 def feedback_as(tenant: str, feedback_id: str, completion_id: str = "cmpl-1") -> FeedbackSubmitted:

@@ -180,3 +180,44 @@ def test_a_correction_is_never_a_few_shot_exemplar(settings, monkeypatch):
     assert max(scored, key=lambda s: s.score or 0).candidate.strategy == "correction"
     shown = [m.get("content") for j in sent if j.strategy == "fewshot" for m in j.messages]
     assert planted not in shown  # ... but never shown
+
+
+def test_gate_interpolates_toward_the_parent_and_publishes_the_largest_mix_that_passes(settings, job, tmp_path,
+                                                                                      monkeypatch):
+    # Gate replaced (its decisions are tests/trainer/test_gate.py's, on real models
+    # tests/trainer/test_gate_models.py's): the trained candidate is better on held-out traffic but
+    # forgets; the 0.5 mix forgets too; the 0.25 mix passes. Interpolation itself is real.
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.trainer.test_interpolate import model_dir
+
+    settings.gate_mixes = [1.0, 0.5, 0.25]
+    model_dir(Path(job.parent_path), {"w": torch.zeros(2)})
+    (tmp_path / "v1").mkdir()
+    weights = model_dir(tmp_path / "v1" / "weights", {"w": torch.ones(2)})
+    judged = []
+
+    class FakeGate:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def judge(self, d):
+            w = load_file(d / "model.safetensors")["w"][0].item()
+            judged.append(w)
+            ok = w <= 0.25
+            return GateResult(promote=ok, reasons=["passed"] if ok else ["probe suite vs parent: -3.0"], win_rate=1.0,
+                              heldout_better=True)
+
+    monkeypatch.setattr(cycle, "Gate", FakeGate)
+    verdict = cycle.gate(settings, job, weights, [], {})
+    assert judged == [1.0, 0.5, 0.25] and verdict.promote and verdict.mix == 0.25
+    assert [t["mix"] for t in verdict.tries] == [1.0, 0.5, 0.25] and [t["promote"] for t in verdict.tries] == [
+        False, False, True]
+    assert load_file(weights / "model.safetensors")["w"].tolist() == [0.25, 0.25]  # the mix is what is published
+    assert sorted(p.name for p in weights.parent.iterdir()) == ["weights"]  # the failed mix is gone
+
+    # Not better where it was trained: no mix is tried (none would be).
+    judged.clear()
+    FakeGate.judge = lambda self, d: judged.append(d) or GateResult(promote=False, reasons=["held-out"], win_rate=0.4)
+    assert not cycle.gate(settings, job, weights, [], {}).promote and len(judged) == 1
