@@ -24,3 +24,10 @@ def kafka_topics(kafka_bootstrap) -> dict[str, str]:
     names = {key: f"{topic}.{suffix}" for key, topic in TOPICS.items()}
     create_topics(kafka_bootstrap, {names[key]: TOPIC_PARTITIONS[topic] for key, topic in TOPICS.items()})
     return names
+
+
+@pytest.fixture(scope="session")
+def gate_cache(tmp_path_factory):
+    """One probe-answer cache for every test that gates (TAO_GATE_CACHE_DIR): the base model
+    answers the probe suite once per session, not once per data dir (about a minute each)."""
+    return tmp_path_factory.mktemp("gate_cache")

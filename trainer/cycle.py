@@ -30,7 +30,7 @@ from trainer.pairs import FORMAT_ONLY, Pair, ScoredCandidate, build_pairs
 from trainer.prompts import Candidate, Prompt, RewardSource, answer_text
 from trainer.rewards import agreement, constraint_verifier, ensemble, json_verifier, sql_verifier
 from trainer.rewards.consistency import Fallback, majority_vote
-from trainer.rewards.feedback import UserFeedback
+from trainer.rewards.feedback import UserFeedback, corroborated
 from trainer.rewards.contract import structured_output_verifier, tool_call_verifier
 from trainer.rewards.judge import make_relative_judge
 from trainer.selection import Selection, select_prompts
@@ -136,7 +136,9 @@ def fit_reward_model(prompts: list[Prompt], settings: WorkerSettings):
 
     if settings.weight_reward_model == 0:
         return None, None
-    examples = examples_from_prompts(prompts)
+    # A correction labels the reward model's "good" only when corroborated, as in the ensemble.
+    examples = examples_from_prompts(prompts, lambda p, text: corroborated(p, text, SUBSTANCE,
+                                                                          settings.correction_min_tenants))
     seed = zlib.crc32(settings.split_seed.encode())  # the reward model wants an int seed
     rm = train_reward_model(examples, seed=seed, encoder=FrozenEncoder(settings.base_model)) if examples else None
     if rm is None:
@@ -235,7 +237,7 @@ def gate(settings: WorkerSettings, job: CycleJob, weights: Path, heldout: list[P
     say(f"gate: generating in {choice.dtype} ({choice.reason})")
     # At most N held-out prompts: generating on the CPU is what the gate costs.
     judge = Gate(Path(job.parent_path), settings.base_model, heldout[: settings.gate_max_prompts],
-                 gate_sources(sources), VERIFIERS, cache_dir=settings.data_dir / "gate_cache",
+                 gate_sources(sources), VERIFIERS, cache_dir=settings.gate_cache_dir or settings.data_dir / "gate_cache",
                  margin=settings.gate_margin, confidence=settings.gate_confidence,
                  max_new_tokens=settings.gate_max_tokens, dtype=choice.dtype, seed=settings.seed or 0, log=say).judge
     verdict = judge(weights)

@@ -26,6 +26,7 @@ import re
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -42,19 +43,23 @@ PROMPT_TOKENS, ANSWER_TOKENS = 384, 128
 
 
 # -- training data from feedback ---------------------------------------------------------
-def examples_from_prompts(prompts: list[Prompt]) -> list[Example]:
+def examples_from_prompts(prompts: list[Prompt],
+                          trusted: Callable[[Prompt, str], bool] = lambda p, text: False) -> list[Example]:
     """(prompt, answer, label) from each prompt's feedback. Thumbs up/down -> 1/0; rating >= 4
-    -> 1, <= 2 -> 0, 3 says nothing; a correction is a good answer and makes the served one
-    bad; preferring choice 0 makes the served answer good. Only choice 0's text is logged, so
-    feedback about another choice teaches nothing (skipped); comments have no label. When
-    feedback on one answer disagrees, the latest wins (feedback comes oldest first)."""
+    -> 1, <= 2 -> 0, 3 says nothing; a correction makes the served one bad, and is a good
+    answer itself only when `trusted` (corroborated: trainer/rewards/feedback.py), or one key
+    could teach the reward model its planted text; preferring choice 0 makes the served answer
+    good. Only choice 0's text is logged, so feedback about another choice teaches nothing
+    (skipped); comments have no label. When feedback on one answer disagrees, the latest wins
+    (feedback comes oldest first)."""
     out: list[Example] = []
     for p in prompts:
         labels: dict[str, int] = {}  # answer text -> label; dict order = first seen
         for fb in p.feedback:
             kind, value, idx = fb.get("kind"), fb.get("value"), fb.get("choice_index") or 0
             if kind == "correction" and isinstance(value, str) and value.strip():
-                labels[value] = 1
+                if trusted(p, value):
+                    labels[value] = 1
                 if idx == 0 and p.served and p.served != value:
                     labels[p.served] = 0
                 continue

@@ -2,6 +2,7 @@
 those every process shares come from feedback.settings.TaoSettings, through CollectorSettings."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -98,6 +99,17 @@ class WorkerSettings(CollectorSettings):
         [1.0, 0.5, 0.25], description="comma-separated weights of the trained candidate against its parent "
         "(WiSE-FT): a candidate better on held-out traffic that fails the probe suite is interpolated toward its "
         "parent, the largest weight that passes is published")
+    live_check_interval_s: float = Field(300, ge=0, description="seconds between live-canary checks of the live "
+                                         "version's thumbs-down and verifier pass rates against its parent's (0: off)")
+    live_bound: float = Field(0.1, gt=0, le=1, description="a live version is rolled back when its thumbs-down or "
+                              "verifier failure rate is worse than its parent's by more than this, with confidence "
+                              "TAO_GATE_CONFIDENCE")
+    live_min_samples: int = Field(20, ge=1, description="rated (or verified) answers each version needs before "
+                                  "the live canary judges that figure")
+    live_window: int = Field(500, ge=1, description="newest completions per version the live canary reads")
+    gate_cache_dir: Path | None = Field(None, description="where each model's probe-suite answers are cached "
+                                        "(default DATA_DIR/gate_cache); keyed by the model's path and weight files, "
+                                        "so one directory may serve several data dirs")
     gate_margin: float = Field(0.01, ge=0, le=1, description="non-inferiority margin on the probe suite's pass rate, "
                                "against the parent and the base (0.01 = 1 point)")
     gate_max_tokens: int = Field(128, ge=8, description="answer length when the gate compares models")

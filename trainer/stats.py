@@ -57,3 +57,15 @@ def wilson(successes: int, n: int, *, confidence: float = 0.95) -> Interval:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n, confidence)
+
+
+def difference(successes_a: int, n_a: int, successes_b: int, n_b: int, *, confidence: float = 0.95) -> Interval:
+    """p_a - p_b for two independent proportions, with Newcombe's interval (from the two
+    Wilson intervals): good at small counts and rates near 0 or 1, as thumbs-down rates are."""
+    a, b = wilson(successes_a, n_a, confidence=confidence), wilson(successes_b, n_b, confidence=confidence)
+    if a.value is None or b.value is None:
+        return Interval(None, None, None, min(n_a, n_b), confidence)
+    d = a.value - b.value
+    low = d - ((a.value - a.low) ** 2 + (b.high - b.value) ** 2) ** 0.5
+    high = d + ((a.high - a.value) ** 2 + (b.value - b.low) ** 2) ** 0.5
+    return Interval(d, max(-1.0, low), min(1.0, high), min(n_a, n_b), confidence)

@@ -29,6 +29,7 @@ from feedback.metrics import collector_registry
 from feedback.store import Store
 from feedback.registry import next_version
 from trainer.job import CycleJob, CycleResult
+from trainer.live import LiveCanary
 from trainer.report import write_report
 from trainer.settings import WorkerSettings
 
@@ -192,8 +193,12 @@ def create_app(settings: WorkerSettings):
         trigger = (CronTrigger.from_crontab(settings.cycle_cron, timezone="UTC") if settings.cycle_cron
                    else IntervalTrigger(seconds=settings.cycle_interval_s))
         scheduler.add_job(runner.run, trigger, id="tao-cycle", max_instances=1, coalesce=True)
+        canary = LiveCanary(settings, store)
+        if settings.live_check_interval_s > 0:  # after a promotion, users' verdict can roll it back
+            scheduler.add_job(canary.run, IntervalTrigger(seconds=settings.live_check_interval_s), id="tao-live-canary",
+                              max_instances=1, coalesce=True)
         scheduler.start()
-        app.state.store, app.state.runner, app.state.collector = store, runner, collector
+        app.state.store, app.state.runner, app.state.collector, app.state.canary = store, runner, collector, canary
         app.state.metrics = collector_registry(collector.counters)
         log.info("worker up: DuckDB %s, cycles %s", settings.db_path,
                  f"on cron '{settings.cycle_cron}'" if settings.cycle_cron else f"every {settings.cycle_interval_s:.0f}s")
@@ -228,6 +233,11 @@ def create_app(settings: WorkerSettings):
     def models():
         events = app.state.store.cycles.model_events()
         return {"live": events[-1]["version"] if events else "base", "events": events}
+
+    @app.post("/live-check")
+    def live_check():
+        """The live canary now: the live version against its parent, rolled back if worse."""
+        return app.state.canary.run()
 
     @app.post("/cycles")
     def run_cycle_now():

@@ -8,14 +8,14 @@ from tests.stack import Stack
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, gate_cache):
     # The e2e tests check the loop's mechanics with the gate on (its verdict on so little
     # traffic may go either way; tests/e2e/test_gate_cycle.py makes it refuse).
     # Sized for a 2-core CPU without native bf16 (float32 vLLM, ~80 tok/s): two samples per
     # strategy and no step-by-step (twice the tokens; its parsing is unit-tested) keep the
     # cycle's exploration near 10k tokens, where the defaults asked ~50k (20 minutes there).
     s = Stack(tmp_path_factory.mktemp("stack") / "data",
-              env={"TAO_EXPLORE_MAX_TOKENS": "96", "TAO_GATE_MAX_TOKENS": "64",
+              env={"TAO_EXPLORE_MAX_TOKENS": "96", "TAO_GATE_MAX_TOKENS": "64", "TAO_GATE_CACHE_DIR": str(gate_cache),
                    "TAO_EXPLORE_STRATEGIES": "plain,scaffold,fewshot", "TAO_SAMPLES_PER_STRATEGY": "2"})
     try:
         s.wait_ready()

@@ -291,6 +291,59 @@ def test_admin_promote_and_rollback(env):
     assert 'tao_swap_duration_seconds_count{mode="weights"}' in httpx.get(gw.url + "/metrics").text
 
 
+def test_live_canary_rolls_back_a_version_users_dislike(env):
+    """Real traffic through the gateway and thumbs through its feedback API, collected into
+    DuckDB: v1 gets thumbs down where the base got thumbs up, and the worker's live canary
+    rolls it back; the gateway serves the base again."""
+    from trainer.live import LiveCanary
+    from trainer.settings import WorkerSettings
+
+    bootstrap = running(env)
+    gw = env["gw"]
+    store = Store(env["root"] / "canary.duckdb")
+    collector = Collector(bootstrap, store).start()
+    try:
+        def rated(n, thumb):
+            ids = [chat(env, 1000 + i) for i in range(n)]
+            for cid in ids:
+                r = httpx.post(gw.url + "/v1/feedback", headers=headers(env), timeout=30,
+                               json={"completion_id": cid, "kind": "thumbs", "value": thumb})
+                assert r.status_code == 202, r.text
+            return ids
+
+        assert gw.readyz()["version"] == "base"
+        liked = rated(24, "up")
+        promote(bootstrap, gw.data_dir, "v1")
+        wait_live(gw, "v1")
+        disliked = rated(24, "down")
+        deadline = time.monotonic() + 120
+        while store.query("SELECT count(*) FROM feedback WHERE completion_id IN (SELECT unnest(?))",
+                          [liked + disliked])[0][0] < 48 or store.cycles.model_events()[-1]["version"] != "v1":
+            assert time.monotonic() < deadline, "feedback or the promotion never reached DuckDB"
+            time.sleep(0.5)
+        versions = dict(store.query("SELECT completion_id, model_version FROM completions"))
+        assert {versions[c] for c in liked} == {"base"} and {versions[c] for c in disliked} == {"v1"}
+
+        settings = WorkerSettings(data_dir=gw.data_dir, kafka_bootstrap=bootstrap, live_min_samples=20)
+        check = LiveCanary(settings, store).run()
+        assert check["rollback"] and (check["live"], check["parent"]) == ("v1", "base"), check
+        assert check["figures"]["live"]["downs"] >= 24 and check["figures"]["thumbs_down_diff"]["low"] > 0
+        wait_live(gw, "base")
+        assert ask(gw, stream=False)[1] == "base"
+        deadline = time.monotonic() + 60
+        while store.cycles.model_events()[-1]["type"] != "ModelRolledBack":
+            assert time.monotonic() < deadline, "the rollback never reached DuckDB"
+            time.sleep(0.5)
+        reason = store.query("SELECT raw FROM model_events WHERE type = 'ModelRolledBack' ORDER BY occurred_at DESC "
+                             "LIMIT 1")[0][0]
+        assert "live canary: thumbs-down rate of v1 is worse than base's" in reason
+        # Judged once: the version a rollback made live is not rolled back again.
+        assert not LiveCanary(settings, store).run()["rollback"]
+    finally:
+        collector.stop()
+        store.close()
+
+
 def test_vllm_killed_answers_503_at_once_and_recovers_on_the_live_version(env):
     bootstrap = running(env)
     gw = env["gw"]

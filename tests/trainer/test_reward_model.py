@@ -11,6 +11,8 @@ import pytest
 from tests.models import require_base_model
 from trainer.prompts import Candidate, Prompt
 from trainer.reward_model import FrozenEncoder, _split_by_prompt, examples_from_prompts, train_reward_model
+from trainer.rewards import json_verifier
+from trainer.rewards.feedback import corroborated
 
 
 def _prompt(pid: str, served: str | None, *feedback: dict, text: str = "Extract the fields name, city as JSON.") -> Prompt:
@@ -39,11 +41,16 @@ def test_examples_from_every_feedback_kind():
         _prompt("noserved", None, _fb("thumbs", "up")),
         _prompt("latest", "L", _fb("thumbs", "up"), _fb("rating", 1)),  # the later opinion wins
     ]
-    got = [(p.prompt_id, text, y) for p, text, y in examples_from_prompts(prompts)]
+    got = [(p.prompt_id, text, y) for p, text, y in examples_from_prompts(prompts, lambda p, text: True)]
     assert got == [
         ("up", "A", 1), ("down", "B", 0), ("r5", "C", 1), ("r4", "C4", 1), ("r2", "E", 0), ("r1", "E1", 0),
         ("fix", "F fixed", 1), ("fix", "F", 0), ("pref0", "G", 1), ("fix2", "J fixed", 1), ("latest", "L", 0),
     ]
+    # An uncorroborated correction (the default: none is trusted) still says the served answer
+    # was bad, but its own text teaches the reward model nothing: one key cannot plant it.
+    untrusted = [(p.prompt_id, text, y) for p, text, y in examples_from_prompts(prompts)]
+    assert ("fix", "F fixed", 1) not in untrusted and ("fix", "F", 0) in untrusted
+    assert ("fix2", "J fixed", 1) not in untrusted
 
 
 def test_too_few_examples_or_one_label_gives_none_with_a_reason(caplog):
@@ -134,7 +141,8 @@ def feedback_prompts(n: int = 120, noise: float = 0.1, seed: int = 7) -> list[Pr
 
 @pytest.fixture(scope="module")
 def examples():
-    ex = examples_from_prompts(feedback_prompts())
+    # Each correction here is the right extraction, so the JSON verifier corroborates it.
+    ex = examples_from_prompts(feedback_prompts(), lambda p, text: corroborated(p, text, {"json": json_verifier}, 2))
     assert len(ex) >= 120
     return ex
 

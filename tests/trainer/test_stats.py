@@ -28,3 +28,13 @@ def test_wilson_covers_the_true_rate_about_as_often_as_it_says(p, seed):
     covered = sum(w.low <= p <= w.high for w in (wilson(sum(rng.random() < p for _ in range(60)), 60)
                                                    for _ in range(200)))
     assert covered >= 200 * 0.88  # 95% nominal; binomial noise of 200 trials stays well above 88%
+
+
+def test_difference_of_two_rates_newcombe():
+    from trainer.stats import difference
+
+    d = difference(56, 70, 48, 80)  # Newcombe (1998), example (a): 0.2 [0.0524, 0.3339]
+    assert round(d.value, 4) == 0.2 and (round(d.low, 4), round(d.high, 4)) == (0.0524, 0.3339)
+    assert difference(0, 0, 1, 2).value is None
+    same = difference(3, 30, 3, 30)
+    assert same.value == 0 and same.low < 0 < same.high

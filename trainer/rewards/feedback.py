@@ -50,6 +50,14 @@ def correction_tenants(prompt: Prompt) -> dict[str, set[str]]:
     return out
 
 
+def corroborated(prompt: Prompt, text: str, substance: dict[str, Callable], min_tenants: int) -> bool:
+    """Is this correction more than one key's word? (see the module docstring)"""
+    if len(correction_tenants(prompt).get(_norm(text), ())) >= min_tenants:
+        return True
+    answer = [Candidate(text, "correction")]
+    return any((fn(prompt, answer)[0] or 0) >= FULL_MARKS for fn in substance.values())
+
+
 class UserFeedback:
     """The feedback source (see the module docstring). Reads the first-phase sources' scores
     (ensemble.reads_others) to see whether a verifier of substance passes a correction."""

@@ -1,0 +1,96 @@
+"""The live canary's figures and verdict (trainer/live.py) on a real DuckDB Store. The rollback
+through a real gateway is tests/serving/test_gateway_live.py's."""
+from datetime import timedelta
+
+import pytest
+
+from feedback.registry import write_metadata
+from feedback.store import Store
+from schemas.events import (ChatCompleted, ChatCompletedPayload, FeedbackSubmitted, FeedbackSubmittedPayload,
+                            ModelPromoted, ModelPromotedPayload, ModelRolledBack, ModelRolledBackPayload)
+from schemas.registry import VersionMetadata
+from tests.trainer.test_selection import T0
+from trainer.cycle import VERIFIERS
+from trainer.live import check_live, version_figures
+
+ASK = "Extract the fields name, city from the text. Reply with only a JSON object.\nText: Ana Ruiz lives in Lima."
+GOOD, BAD = '{"name": "Ana Ruiz", "city": "Lima"}', "Ana lives somewhere."
+
+
+def served(cid, version, answer, at):
+    ev = ChatCompleted(occurred_at=T0 + timedelta(seconds=at), tenant="t", payload=ChatCompletedPayload(
+        completion_id=cid, model_version=version, messages=[{"role": "user", "content": ASK}],
+        choices=[{"index": 0, "text": answer}], latency_ms=1.0))
+    return ev, ev.model_dump_json()
+
+
+def thumbs(cid, value, at):
+    ev = FeedbackSubmitted(occurred_at=T0 + timedelta(seconds=at), payload=FeedbackSubmittedPayload(
+        feedback_id=f"f-{cid}-{at}", completion_id=cid, kind="thumbs", value=value))
+    return ev, ev.model_dump_json()
+
+
+def promoted(version, at):
+    ev = ModelPromoted(occurred_at=T0 + timedelta(seconds=at), payload=ModelPromotedPayload(
+        version=version, artifact_path="/m", parent="base"))
+    return ev, ev.model_dump_json()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "tao.duckdb")
+    (tmp_path / "models" / "v1").mkdir(parents=True)
+    write_metadata(tmp_path / "models" / "v1", VersionMetadata(version="v1", artifact_path="/m", parent="base"))
+    yield s
+    s.close()
+
+
+def traffic(version, n, *, downs, bad, start):
+    """n answers of `version`, each rated: the first `downs` thumbs down; the first `bad` answers fail the verifier."""
+    rows = []
+    for i in range(n):
+        cid = f"{version}-{i}"
+        rows += [served(cid, version, BAD if i < bad else GOOD, start + i),
+                 thumbs(cid, "down" if i < downs else "up", start + i)]
+    return rows
+
+
+def check(store, tmp_path, **kw):
+    return check_live(store, tmp_path, VERIFIERS, **{"bound": 0.1, "min_samples": 20, "confidence": 0.95,
+                                                     "window": 500, **kw})
+
+
+def test_figures_per_version_take_the_last_thumbs(store):
+    store.write_batch(traffic("base", 30, downs=3, bad=2, start=0) + [thumbs("base-0", "up", 99)], {})
+    f = version_figures(store, "base", 500, VERIFIERS)
+    assert (f.served, f.rated, f.downs, f.verified, f.passes) == (30, 30, 2, 30, 28)
+    assert version_figures(store, "base", 10, VERIFIERS).served == 10  # the newest 10
+
+
+def test_a_version_users_dislike_is_rolled_back(store, tmp_path):
+    store.write_batch(traffic("base", 40, downs=4, bad=0, start=0) + [promoted("v1", 100)]
+                      + traffic("v1", 40, downs=20, bad=0, start=200), {})
+    c = check(store, tmp_path)
+    assert c.rollback and (c.live, c.parent) == ("v1", "base")
+    assert c.reasons[0].startswith("ROLLBACK: thumbs-down rate of v1 is worse than base's by +40.0 [")
+    assert c.figures["live"]["downs"] == 20 and c.figures["parent"]["downs"] == 4
+
+
+def test_failing_verifiers_alone_roll_back(store, tmp_path):
+    store.write_batch(traffic("base", 40, downs=0, bad=0, start=0) + [promoted("v1", 100)]
+                      + traffic("v1", 40, downs=0, bad=12, start=200), {})
+    c = check(store, tmp_path)
+    assert c.rollback and "ROLLBACK: verifier failure rate of v1" in c.reasons[1]
+
+
+def test_no_rollback_within_the_bound_on_few_answers_or_after_a_rollback(store, tmp_path):
+    store.write_batch(traffic("base", 40, downs=4, bad=0, start=0) + [promoted("v1", 100)]
+                      + traffic("v1", 40, downs=6, bad=0, start=200), {})
+    c = check(store, tmp_path)
+    assert not c.rollback and "within bounds" in c.reasons[0]  # +5 points: under the 10-point bound
+    few = check(store, tmp_path, min_samples=50)
+    assert not few.rollback and "too few answers to judge (v1 40, base 40" in few.reasons[0]
+    ev = ModelRolledBack(occurred_at=T0 + timedelta(seconds=500), payload=ModelRolledBackPayload(
+        version="base", artifact_path="/m", rolled_back_from="v1", reason="r"))
+    store.write_batch([(ev, ev.model_dump_json())], {})
+    assert not check(store, tmp_path).rollback and check(store, tmp_path).live == "base"

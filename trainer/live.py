@@ -1,0 +1,126 @@
+"""The live canary: after a promotion, how the new version does with real users, against the
+version it replaced, and an automatic rollback when it does worse beyond a bound.
+
+Per version, from DuckDB (the worker's store): the thumbs-down rate of its served answers
+(the last thumbs on choice 0 of each completion) and the verifier pass rate of those answers
+(the cycle's verifiers, on each request's own contract: JSON, schemas, tools, SQL, stated
+formats; an answer passes when every verifier with an opinion passes it). The live version
+is rolled back (ModelRolledBack, through feedback/registry.py) when, for either figure, the
+difference to its parent is worse than `bound` and its interval (Newcombe, `confidence`)
+excludes zero, with at least `min_samples` answers on each side. A version made live by a
+rollback is not judged again: it is the one that was good before.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from feedback.registry import get_version, rollback
+from trainer.prompts import Candidate, Prompt, contract_of
+from trainer.rewards.ensemble import PASS_AT
+from trainer.stats import difference
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VersionFigures:
+    version: str
+    served: int = 0
+    rated: int = 0       # completions with a thumbs on the served answer
+    downs: int = 0
+    verified: int = 0    # completions some verifier had an opinion on
+    passes: int = 0
+
+
+@dataclass
+class LiveCheck:
+    live: str
+    parent: str | None
+    rollback: bool
+    reasons: list[str]
+    figures: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def version_figures(store, version: str, window: int, verifiers: dict) -> VersionFigures:
+    """The version's newest `window` completions: their thumbs and their verifiers' verdicts."""
+    rows = store.query(
+        "WITH c AS (SELECT completion_id, CAST(messages AS VARCHAR) AS messages, CAST(params AS VARCHAR) AS params, "
+        "response, CAST(choices AS VARCHAR) AS choices FROM completions WHERE model_version = ? "
+        "ORDER BY occurred_at DESC LIMIT ?), "
+        "t AS (SELECT completion_id, arg_max(CAST(value AS VARCHAR), occurred_at) AS thumb FROM feedback "
+        "WHERE kind = 'thumbs' AND choice_index = 0 GROUP BY completion_id) "
+        "SELECT c.*, t.thumb FROM c LEFT JOIN t USING (completion_id)", [version, window])
+    fig = VersionFigures(version, served=len(rows))
+    for cid, messages, params, response, choices, thumb in rows:
+        if thumb is not None:
+            fig.rated += 1
+            fig.downs += json.loads(thumb) == "down"
+        first = next((c for c in json.loads(choices or "[]") if c.get("index") == 0), {})
+        calls = [{"name": c.get("name", ""), "arguments": c.get("arguments", "")} for c in first.get("tool_calls") or []]
+        prompt = Prompt(cid, json.loads(messages), None, [], served=response,
+                        contract=contract_of(json.loads(params or "{}")), served_tool_calls=calls)
+        answer = [Candidate(response, "served", tool_calls=calls)]
+        scores = [s for s in (v(prompt, answer)[0] for v in verifiers.values()) if s is not None]
+        if scores:
+            fig.verified += 1
+            fig.passes += all(s >= PASS_AT for s in scores)
+    return fig
+
+
+def check_live(store, data_dir: Path, verifiers: dict, *, bound: float, min_samples: int, confidence: float,
+               window: int) -> LiveCheck:
+    events = store.cycles.model_events()
+    last = events[-1] if events else None
+    if last is None or last["version"] == "base":
+        return LiveCheck("base", None, False, ["the base model is live: nothing to compare it with"])
+    live = last["version"]
+    if last["type"] != "ModelPromoted":
+        return LiveCheck(live, None, False, [f"{live} is live by a rollback: it is not judged again"])
+    parent = get_version(data_dir, live).parent or "base"
+    new, old = (version_figures(store, v, window, verifiers) for v in (live, parent))
+    down = difference(new.downs, new.rated, old.downs, old.rated, confidence=confidence)
+    fail = difference(new.verified - new.passes, new.verified, old.verified - old.passes, old.verified,
+                      confidence=confidence)
+    reasons = []
+    for name, d, n_new, n_old in (("thumbs-down rate", down, new.rated, old.rated),
+                                  ("verifier failure rate", fail, new.verified, old.verified)):
+        if min(n_new, n_old) < min_samples:
+            reasons.append(f"{name}: too few answers to judge ({live} {n_new}, {parent} {n_old}; "
+                           f"TAO_LIVE_MIN_SAMPLES={min_samples})")
+        elif d.value > bound and d.low > 0:
+            reasons.append(f"ROLLBACK: {name} of {live} is worse than {parent}'s by {d.text(points=True)} points, "
+                           f"beyond the {100 * bound:.0f}-point bound")
+        else:
+            reasons.append(f"{name}: {live} - {parent} = {d.text(points=True)} points: within bounds")
+    return LiveCheck(live, parent, any(r.startswith("ROLLBACK") for r in reasons), reasons,
+                     {"live": asdict(new), "parent": asdict(old), "thumbs_down_diff": down.as_dict(),
+                      "verifier_fail_diff": fail.as_dict()})
+
+
+
+
+class LiveCanary:
+    """The worker's service: check the live version, roll it back when the check says so."""
+
+    def __init__(self, settings, store):
+        self.settings, self.store = settings, store
+
+    def run(self) -> dict:
+        from trainer.cycle import VERIFIERS
+
+        s = self.settings
+        c = check_live(self.store, s.data_dir, VERIFIERS, bound=s.live_bound, min_samples=s.live_min_samples,
+                       confidence=s.gate_confidence, window=s.live_window)
+        if c.rollback:
+            reason = "live canary: " + "; ".join(r.removeprefix("ROLLBACK: ") for r in c.reasons if r.startswith("ROLLBACK"))
+            rollback(s.kafka_bootstrap, s.data_dir, c.live, c.parent, s.base_model, reason, key=s.signing_key_bytes())
+            log.warning("rolled back %s to %s: %s", c.live, c.parent, reason)
+        else:
+            log.info("live canary: %s", "; ".join(c.reasons))
+        return c.as_dict()
