@@ -28,6 +28,7 @@ from trainer.interpolate import interpolate
 from trainer.job import CycleJob, CycleResult, Status
 from trainer.pairs import FORMAT_ONLY, Pair, ScoredCandidate, build_pairs
 from trainer.prompts import Candidate, Prompt, RewardSource, answer_text
+from trainer.replay import replay_pairs
 from trainer.rewards import agreement, constraint_verifier, ensemble, json_verifier, sql_verifier
 from trainer.rewards.consistency import Fallback, majority_vote
 from trainer.rewards.feedback import UserFeedback, corroborated
@@ -219,10 +220,17 @@ def optimize(settings: WorkerSettings, job: CycleJob, pairs: list[Pair], sources
         scores, _ = ensemble(gate_sources(sources), Prompt("grpo", messages), [Candidate(a, "grpo") for a in answers])
         return scores
 
-    say(f"optimize: {settings.optimizer} on {len(pairs)} pairs")
+    replay = []
+    if settings.replay_general and settings.optimizer in ("dpo_nll", "sft"):
+        # The parent's own answers to general prompts, NLL only: what it could do, it keeps doing.
+        replay = replay_pairs(Path(job.parent_path), settings.replay_general, dtype=settings.dtype_choice().dtype,
+                              cache_dir=settings.gate_cache_dir or settings.data_dir / "gate_cache", seed=job.parent,
+                              log=say)
+    say(f"optimize: {settings.optimizer} on {len(pairs)} pairs + {len(replay)} replayed general prompts")
     weights.parent.mkdir(parents=True, exist_ok=True)  # the version directory; train() writes weights/ once
-    return {"method": settings.optimizer,
-            **train(settings.optimizer, Path(job.parent_path), pairs, weights, reward_fn=grpo_reward, **options)}
+    return {"method": settings.optimizer, "replay": len(replay),
+            **train(settings.optimizer, Path(job.parent_path), pairs + replay, weights, reward_fn=grpo_reward,
+                    **options)}
 
 
 def gate(settings: WorkerSettings, job: CycleJob, weights: Path, heldout: list[Prompt],

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from trainer.probes import Probe, load_probes, passed, short_answer, suite_digest
+from trainer.probes import Probe, load_probes, passed, short_answer
 from trainer.prompts import Candidate, Prompt
 from trainer.rewards import ensemble
 from trainer.rewards.ensemble import PASS_AT
@@ -157,16 +157,18 @@ def decide(heldout: list[Prompt], current: list[str], candidate: list[str], prob
                       examples=details[:5], heldout_better=win.low is not None and win.low > 0.5)
 
 
-# -- generation, with the probe answers of a model cached (a version never changes) ------
-class ProbeCache:
-    """Each model's greedy probe answers (and their log-probs under the model itself), kept in
-    DATA_DIR/gate_cache: the base and the parent answered in earlier cycles, so a cycle
-    generates the probes for its candidate only."""
+# -- generation, with the probe answers of a model cached (a version never changes) -------
+class AnswerCache:
+    """A model's greedy answers to a fixed prompt set (and their log-probs under the model
+    itself), kept in a directory (DATA_DIR/gate_cache): a version never changes, so the base
+    and the parent answered in earlier cycles, and a cycle generates for its candidate only.
+    Used for the probe suite (the gate) and the replay set (trainer/replay.py)."""
 
-    def __init__(self, root: Path, probes: list[Probe], max_new_tokens: int, dtype: str,
+    def __init__(self, root: Path, conversations: list[list[dict]], max_new_tokens: int, dtype: str,
                  log: Callable[[str], None] = print):
-        self.root, self.probes, self.max_new_tokens, self.dtype, self.log = root, probes, max_new_tokens, dtype, log
-        self.digest = suite_digest(probes)
+        self.root, self.conversations, self.max_new_tokens, self.dtype, self.log = (
+            root, conversations, max_new_tokens, dtype, log)
+        self.digest = hashlib.sha256(json.dumps(conversations, sort_keys=True).encode()).hexdigest()[:16]
 
     def _path(self, model_dir: Path) -> Path:
         # The weight files' sizes and times too: an interpolated model renamed into a version's
@@ -181,20 +183,20 @@ class ProbeCache:
         if "answers" not in entry:
             from trainer.generate import generate
 
-            entry["answers"] = generate(model_dir, [p.messages for p in self.probes], dtype=self.dtype,
+            entry["answers"] = generate(model_dir, self.conversations, dtype=self.dtype,
                                         max_new_tokens=self.max_new_tokens, log=self.log)
             self._put(path, entry)
         return entry
 
     def own_logprobs(self, model_dir: Path) -> list[list[float]]:
-        """[sum log-prob, tokens] of the model's own probe answers."""
+        """[sum log-prob, tokens] of the model's own answers."""
         path = self._path(model_dir)
         entry = self.get(model_dir)
         if "logprobs" not in entry:
             from trainer.generate import answer_logprobs
 
-            entry["logprobs"] = [list(x) for x in answer_logprobs(
-                model_dir, [p.messages for p in self.probes], entry["answers"], dtype=self.dtype)]
+            entry["logprobs"] = [list(x) for x in answer_logprobs(model_dir, self.conversations, entry["answers"],
+                                                                  dtype=self.dtype)]
             self._put(path, entry)
         return entry["logprobs"]
 
@@ -225,7 +227,7 @@ class Gate:
         self.margin, self.confidence, self.max_new_tokens, self.dtype, self.seed, self.log = (
             margin, confidence, max_new_tokens, dtype, seed, log)
         self.probes = load_probes()
-        self.cache = ProbeCache(cache_dir, self.probes, PROBE_MAX_TOKENS, dtype, log)
+        self.cache = AnswerCache(cache_dir, [p.messages for p in self.probes], PROBE_MAX_TOKENS, dtype, log)
         self._parent_heldout: list[str] | None = None
 
     def _answers(self, model_dir: Path) -> list[str]:

@@ -16,7 +16,6 @@ the base (trainer/gate.py), with the short answers' agreement and a drift figure
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -51,12 +50,6 @@ class Probe:
 def load_probes() -> list[Probe]:
     text = files("trainer").joinpath("probes.jsonl").read_text()
     return [Probe(**json.loads(line)) for line in text.splitlines() if line.strip()]
-
-
-def suite_digest(probes: list[Probe]) -> str:
-    """Changes when any probe does: cached answers of another suite are never reused."""
-    blob = json.dumps([[p.id, p.messages, p.check] for p in probes], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _has_word(answer: str, word: str) -> bool:

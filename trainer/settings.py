@@ -121,6 +121,9 @@ class WorkerSettings(CollectorSettings):
     optimizer: Literal[METHODS] = Field(
         "dpo_nll", description="dpo (best vs worst), dpo_nll (+ NLL on the chosen answer), sft (on the best answer), "
                            "grpo (online, rewarded by the ensemble; slow on CPU)")
+    replay_general: int = Field(64, ge=0, description="general prompts (trainer/replay.jsonl) answered by the parent "
+                                "itself and mixed into training with the NLL term only, against forgetting; "
+                                "0: off (dpo has no NLL term: replay needs dpo_nll or sft)")
     epochs: int = Field(1, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
     beta: float = Field(0.1, gt=0)
