@@ -18,7 +18,9 @@ from typing import Callable
 
 from trainer.pairs import Pair
 
-REPLAY_MAX_TOKENS = 64  # as the probes: the rows stay short, and a rejected side is never cut shorter
+# Rows stay short (training cost), and a rejected side (cut at optimize.REJECTED_TOKENS = 64)
+# is never cut shorter than its chosen twin, which would make DPO's term non-zero.
+REPLAY_MAX_TOKENS = 64
 
 
 def load_replay() -> list[list[dict]]:
@@ -36,5 +38,12 @@ def replay_pairs(parent_dir: Path, n: int, *, cache_dir: Path, dtype: str, seed:
     everything = load_replay()
     picked = random.Random(seed).sample(everything, min(n, len(everything)))
     answers = AnswerCache(cache_dir, picked, REPLAY_MAX_TOKENS, dtype, log).get(parent_dir)["answers"]
+    # An answer cut at the token limit would teach the model to stop mid-sentence (the chat
+    # template closes the turn after it): only answers the parent finished are replayed.
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(parent_dir)
+    finished = [(c, a) for c, a in zip(picked, answers)
+                if a.strip() and len(tok(a, add_special_tokens=False)["input_ids"]) < REPLAY_MAX_TOKENS - 1]
     return [Pair(prompt_id=f"replay-{i}", prompt=c, chosen=a, rejected=a, margin=0.0, chosen_strategy="replay")
-            for i, (c, a) in enumerate(zip(picked, answers)) if a.strip()]
+            for i, (c, a) in enumerate(finished)]

@@ -121,7 +121,9 @@ class WorkerSettings(CollectorSettings):
     optimizer: Literal[METHODS] = Field(
         "dpo_nll", description="dpo (best vs worst), dpo_nll (+ NLL on the chosen answer), sft (on the best answer), "
                            "grpo (online, rewarded by the ensemble; slow on CPU)")
-    replay_general: int = Field(64, ge=0, description="general prompts (trainer/replay.jsonl) answered by the parent "
+    # Off by default: measured on SmolLM2-135M it did not reduce forgetting on the probe suite
+    # (docs/measurements.md, 2026-12-06); the mechanism stays for models and runs where it does.
+    replay_general: int = Field(0, ge=0, description="general prompts (trainer/replay.jsonl) answered by the parent "
                                 "itself and mixed into training with the NLL term only, against forgetting; "
                                 "0: off (dpo has no NLL term: replay needs dpo_nll or sft)")
     epochs: int = Field(1, ge=1)
