@@ -74,6 +74,12 @@ def read_live(data_dir: Path) -> tuple[bytes, bytes] | None:
     return d["event"].encode(), d["signature"].encode()
 
 
+def live_version(data_dir: Path) -> str:
+    """The version the last control event made live ("base" when there was none)."""
+    got = read_live(data_dir)
+    return json.loads(got[0])["payload"]["version"] if got else "base"
+
+
 # -- versions on disk, and the events that make one live --------------------------------
 def _read_metadata(path: Path) -> VersionMetadata:
     d = json.loads(path.read_text())

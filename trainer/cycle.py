@@ -20,7 +20,7 @@ import time
 import zlib
 from pathlib import Path
 
-from feedback.registry import publish_promoted, write_metadata
+from feedback.registry import live_version, publish_promoted, write_metadata
 from schemas.registry import VersionMetadata
 from trainer.explore import Pace, fewshot_jobs, pick_exemplars, round_one_jobs, run_jobs, served_model_name
 from trainer.gate import Gate, GateResult
@@ -138,8 +138,7 @@ def fit_reward_model(prompts: list[Prompt], settings: WorkerSettings):
     if settings.weight_reward_model == 0:
         return None, None
     # A correction labels the reward model's "good" only when corroborated, as in the ensemble.
-    examples = examples_from_prompts(prompts, lambda p, text: corroborated(p, text, SUBSTANCE,
-                                                                          settings.correction_min_tenants))
+    examples = examples_from_prompts(prompts, lambda p, text: corroborated(p, text, settings.correction_min_tenants))
     seed = zlib.crc32(settings.split_seed.encode())  # the reward model wants an int seed
     rm = train_reward_model(examples, seed=seed, encoder=FrozenEncoder(settings.base_model)) if examples else None
     if rm is None:
@@ -184,7 +183,8 @@ def select(settings: WorkerSettings, job: CycleJob) -> Selection:
     return select_prompts(Path(job.snapshot), job.since, limit=settings.max_prompts,
                           replay_fraction=settings.replay_fraction, tenant_cap=settings.tenant_cap,
                           holdout_fraction=settings.holdout_fraction,
-                          near_dup_threshold=settings.near_dup_threshold, seed=settings.split_seed)
+                          near_dup_threshold=settings.near_dup_threshold, seed=settings.split_seed,
+                          heldout_limit=settings.gate_max_prompts)
 
 
 def reward_summary(scored: Scored) -> dict[str, float | None]:
@@ -255,12 +255,21 @@ def gate(settings: WorkerSettings, job: CycleJob, weights: Path, heldout: list[P
             break  # passed, or no better where it was trained: a mix toward the parent will not be either
         mix_dir = weights.with_name(f"weights-mix-{alpha:g}")
         say(f"gate: trying {alpha:g} x candidate + {1 - alpha:g} x parent")
-        interpolate(Path(job.parent_path), weights, mix_dir, alpha)
-        mixed = judge(mix_dir)
+        try:
+            interpolate(Path(job.parent_path), weights, mix_dir, alpha)
+            mixed = judge(mix_dir)
+        except Exception as e:  # a mix that cannot be judged is a failed try, not a failed cycle
+            shutil.rmtree(mix_dir, ignore_errors=True)
+            tries.append({"mix": alpha, "promote": False, "reasons": [f"could not judge: {type(e).__name__}: {e}"]})
+            say(f"gate: the {alpha:g} mix could not be judged: {type(e).__name__}: {e}")
+            break
         tries.append(_try(alpha, mixed))
         if mixed.promote:
-            shutil.rmtree(weights)
+            # Aside, in, then away: at no moment is weights/ missing or half the old model.
+            trained = weights.with_name("weights-trained")
+            weights.rename(trained)
             mix_dir.rename(weights)
+            shutil.rmtree(trained)
             verdict, verdict.mix = mixed, alpha
         else:
             shutil.rmtree(mix_dir)
@@ -341,6 +350,13 @@ def run_cycle(settings: WorkerSettings, job: CycleJob, cycle_dir: Path) -> Cycle
 
     with stages("gate"):
         verdict = gate(settings, job, weights, sel.heldout, sources)
+    # The live model may have changed while this cycle ran (the live canary rolled the parent
+    # back, or someone promoted another version): a child of a version no longer live must not
+    # bring that version's weights back.
+    live = live_version(settings.data_dir)
+    if verdict.promote and live != job.parent:
+        verdict.promote = False
+        verdict.reasons.append(f"the parent {job.parent} is no longer live ({live} is): not published")
     res.gate = verdict.as_dict()
     say(f"gate: {'promote' if verdict.promote else 'reject'}: {'; '.join(verdict.reasons)}")
 

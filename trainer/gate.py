@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -201,10 +203,12 @@ class AnswerCache:
         return entry["logprobs"]
 
     def _put(self, path: Path, entry: dict) -> None:
+        # A temporary name of this writer's own: several processes may share the directory.
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entry))
-        tmp.rename(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(entry))
+        os.replace(tmp, path)
 
 
 def drift_per_probe(parent_own: list[list[float]], candidate_on_parent: list[tuple[float, int]]) -> list[float]:
@@ -246,7 +250,7 @@ class Gate:
         if self._parent_heldout is None:
             self._parent_heldout = self._answers(self.parent_dir)
         cand = self._answers(candidate_dir)
-        cand_probes = self.cache.get(candidate_dir)["answers"]  # cached: the next cycle's parent, if promoted
+        cand_probes = self.cache.get(candidate_dir)["answers"]  # cached: a promoted mix, renamed, answers anew
         on_parent = answer_logprobs(candidate_dir, [p.messages for p in self.probes], parent, dtype=self.dtype)
         return decide(self.heldout, self._parent_heldout, cand, self.probes, ProbeAnswers(base, parent, cand_probes),
                       self.sources, self.verifiers, margin=self.margin, confidence=self.confidence,

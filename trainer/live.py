@@ -5,8 +5,8 @@ Per version, from DuckDB (the worker's store): the thumbs-down rate of its serve
 (the last thumbs on choice 0 of each completion) and the verifier pass rate of those answers
 (the cycle's verifiers, on each request's own contract: JSON, schemas, tools, SQL, stated
 formats; an answer passes when every verifier with an opinion passes it). The live version
-is rolled back (ModelRolledBack, through feedback/registry.py) when, for either figure, the
-difference to its parent is worse than `bound` and its interval (Newcombe, `confidence`)
+is rolled back (ModelRolledBack, through feedback/registry.py) to the version its promotion
+replaced when, for either figure, the difference to that version's is worse than `bound` and its interval (Newcombe, `confidence`)
 excludes zero, with at least `min_samples` answers on each side. A version made live by a
 rollback is not judged again: it is the one that was good before.
 """
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from feedback.registry import get_version, rollback
+from feedback.registry import rollback
 from trainer.prompts import Candidate, Prompt, contract_of
 from trainer.rewards.ensemble import PASS_AT
 from trainer.stats import difference
@@ -73,8 +73,9 @@ def version_figures(store, version: str, window: int, verifiers: dict) -> Versio
     return fig
 
 
-def check_live(store, data_dir: Path, verifiers: dict, *, bound: float, min_samples: int, confidence: float,
+def check_live(store, verifiers: dict, *, bound: float, min_samples: int, confidence: float,
                window: int) -> LiveCheck:
+    """The live version against the one its promotion replaced (see the module docstring)."""
     events = store.cycles.model_events()
     last = events[-1] if events else None
     if last is None or last["version"] == "base":
@@ -82,7 +83,10 @@ def check_live(store, data_dir: Path, verifiers: dict, *, bound: float, min_samp
     live = last["version"]
     if last["type"] != "ModelPromoted":
         return LiveCheck(live, None, False, [f"{live} is live by a rollback: it is not judged again"])
-    parent = get_version(data_dir, live).parent or "base"
+    # The baseline is the version this promotion replaced (what users had before), which is
+    # not always the metadata's parent: a human may promote an older version, or a child of a
+    # version that was rolled back.
+    parent = events[-2]["version"] if len(events) > 1 else "base"
     new, old = (version_figures(store, v, window, verifiers) for v in (live, parent))
     down = difference(new.downs, new.rated, old.downs, old.rated, confidence=confidence)
     fail = difference(new.verified - new.passes, new.verified, old.verified - old.passes, old.verified,
@@ -110,14 +114,27 @@ class LiveCanary:
 
     def __init__(self, settings, store):
         self.settings, self.store = settings, store
+        # One check at a time (the schedule and POST /live-check), and a rollback sent once: it
+        # reaches DuckDB only when the collector has read it back from tao.control.
+        self._lock = threading.Lock()
+        self._sent: set[tuple[str, str]] = set()  # (version, occurred_at) of promotions rolled back
 
     def run(self) -> dict:
+        with self._lock:
+            return self._run()
+
+    def _run(self) -> dict:
         from trainer.cycle import VERIFIERS
 
         s = self.settings
-        c = check_live(self.store, s.data_dir, VERIFIERS, bound=s.live_bound, min_samples=s.live_min_samples,
+        events = self.store.cycles.model_events()
+        promotion = (events[-1]["version"], events[-1]["occurred_at"]) if events else None
+        if promotion in self._sent:
+            return LiveCheck(promotion[0], None, False, [f"rollback of {promotion[0]} already sent"]).as_dict()
+        c = check_live(self.store, VERIFIERS, bound=s.live_bound, min_samples=s.live_min_samples,
                        confidence=s.gate_confidence, window=s.live_window)
         if c.rollback:
+            self._sent.add(promotion)
             reason = "live canary: " + "; ".join(r.removeprefix("ROLLBACK: ") for r in c.reasons if r.startswith("ROLLBACK"))
             rollback(s.kafka_bootstrap, s.data_dir, c.live, c.parent, s.base_model, reason, key=s.signing_key_bytes())
             log.warning("rolled back %s to %s: %s", c.live, c.parent, reason)

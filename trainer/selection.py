@@ -46,11 +46,14 @@ class _Row:
     ts: int                        # occurred_at, microseconds since the epoch
     replay: bool
     redactions: int
+    # Exact duplicates dropped in its favour: their feedback joins this row's (the same
+    # question asked by several tenants is how several tenants can vouch for one correction).
+    merged: list[str] = field(default_factory=list)
 
 
 def select_prompts(snapshot: Path, since: str | None, *, limit: int = 256, replay_fraction: float = 0.25,
                    tenant_cap: float = 0.5, holdout_fraction: float = 0.2, near_dup_threshold: float = 0.9,
-                   seed: str = "tao") -> Selection:
+                   seed: str = "tao", heldout_limit: int | None = None) -> Selection:
     import duckdb  # the trainer child process pays for it, not importers of this module
 
     con = duckdb.connect()
@@ -83,7 +86,9 @@ def select_prompts(snapshot: Path, since: str | None, *, limit: int = 256, repla
     final = cap_tenants(limited, tenant_cap, most=limit)
     # The gate scores every held-out prompt with two models: keep it in proportion to `limit`,
     # each tenant in proportion to its traffic, capped like the training side.
+    # `heldout_limit`: what the gate compares on at most, so the proportions hold in what it sees.
     n_heldout = max(1, round(limit * holdout_fraction / max(1e-9, 1 - holdout_fraction)))
+    n_heldout = min(n_heldout, heldout_limit) if heldout_limit else n_heldout
     heldout_final = proportional(heldout, n_heldout, tenant_cap)
 
     chosen = sorted(final, key=lambda r: r.ts) + sorted(heldout_final, key=lambda r: r.ts)
@@ -124,13 +129,15 @@ def _attach_feedback(con, snapshot: Path, rows: list[_Row]) -> None:
     fb = snapshot / "feedback.parquet"
     if not rows or not fb.exists():
         return
-    by_id = {r.prompt.prompt_id: r for r in rows}
+    by_id = {cid: r for r in rows for cid in (r.prompt.prompt_id, *r.merged)}
     for cid, kind, value, idx, tenant in con.execute(
         f"SELECT completion_id, kind, CAST(value AS VARCHAR), choice_index, tenant FROM read_parquet('{_sql_path(fb)}') "
         "WHERE list_contains(?, completion_id) ORDER BY occurred_at", [list(by_id)]
     ).fetchall():
-        value, n = scrub_value(json.loads(value))
         row = by_id[cid]
+        if cid != row.prompt.prompt_id and kind != "correction":
+            continue  # a duplicate's thumbs and ratings judge its own served answer, not this row's
+        value, n = scrub_value(json.loads(value))
         row.redactions += n
         # The tenant who said it: a correction counts only when corroborated (trainer/rewards/feedback.py).
         row.prompt.feedback.append({"kind": kind, "value": value, "choice_index": idx, "tenant": tenant})
@@ -195,19 +202,20 @@ def dedupe(rows: list[_Row], threshold: float) -> tuple[list[_Row], int, int]:
     """Rows in order with exact and near duplicates of an earlier row dropped; returns
     (kept, exact duplicates, near duplicates). Runs on scrubbed text, so prompts that differ
     only in an email address or a key are duplicates too."""
-    seen: set[str] = set()
+    seen: dict[str, _Row] = {}
     index = NearDupIndex(threshold)
     kept, exact, near = [], 0, 0
     for r in rows:
         key = exact_key(r.prompt)
         if key in seen:
             exact += 1
+            seen[key].merged.append(r.prompt.prompt_id)
             continue
         sh = shingles(r.prompt.text)
         if sh and threshold <= 1 and index.has_near(sh):
             near += 1
             continue
-        seen.add(key)
+        seen[key] = r
         if sh:
             index.add(sh)
         kept.append(r)

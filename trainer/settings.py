@@ -2,6 +2,7 @@
 those every process shares come from feedback.settings.TaoSettings, through CollectorSettings."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -174,6 +175,13 @@ class WorkerSettings(CollectorSettings):
         weights = [self.weight_verifier, self.weight_constraints, self.weight_agreement, self.weight_majority,
                    self.weight_feedback,
                    self.weight_judge if self.judge_url else 0, self.weight_reward_model]
+        if self.replay_general and self.optimizer not in ("dpo_nll", "sft"):
+            raise ValueError(f"TAO_REPLAY_GENERAL={self.replay_general} needs TAO_OPTIMIZER dpo_nll or sft (replay rows "
+                             f"act through the NLL term), not {self.optimizer}; set TAO_REPLAY_GENERAL=0")
+        stale = sorted({"TAO_GATE_THRESHOLD", "TAO_CANARY_TOLERANCE"} & set(os.environ))
+        if stale:  # settings ignore unknown names: say so rather than drop a gate setting silently
+            raise ValueError(f"{', '.join(stale)}: no longer settings. The gate decides by intervals now: "
+                             "TAO_GATE_CONFIDENCE, TAO_GATE_MARGIN (probe suite), TAO_GATE_MIXES; unset them")
         if not any(weights):
             raise ValueError("at least one reward weight (TAO_WEIGHT_VERIFIER, TAO_WEIGHT_CONSTRAINTS, "
                              "TAO_WEIGHT_AGREEMENT, TAO_WEIGHT_MAJORITY, TAO_WEIGHT_FEEDBACK, TAO_WEIGHT_JUDGE with TAO_JUDGE_URL, "

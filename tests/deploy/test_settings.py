@@ -67,3 +67,22 @@ def test_cron_schedule_is_checked(monkeypatch):
     monkeypatch.setenv("TAO_CYCLE_CRON", "every night")
     with pytest.raises(ValidationError, match="TAO_CYCLE_CRON is not a crontab expression"):
         WorkerSettings()
+
+
+def test_gate_settings_are_checked_and_old_names_are_refused(monkeypatch):
+    monkeypatch.setenv("TAO_GATE_MIXES", "0.5, 0.25")
+    assert WorkerSettings().gate_mixes == [1.0, 0.5, 0.25]  # the trained candidate is always judged first
+    monkeypatch.setenv("TAO_GATE_MIXES", "1.5")
+    with pytest.raises(ValidationError, match="TAO_GATE_MIXES: numbers in"):
+        WorkerSettings()
+    monkeypatch.delenv("TAO_GATE_MIXES")
+    monkeypatch.setenv("TAO_GATE_THRESHOLD", "0.55")  # the gate before intervals
+    with pytest.raises(ValidationError, match="TAO_GATE_THRESHOLD: no longer settings"):
+        WorkerSettings()
+    monkeypatch.delenv("TAO_GATE_THRESHOLD")
+    monkeypatch.setenv("TAO_REPLAY_GENERAL", "32")
+    monkeypatch.setenv("TAO_OPTIMIZER", "dpo")
+    with pytest.raises(ValidationError, match="needs TAO_OPTIMIZER dpo_nll or sft"):
+        WorkerSettings()
+    monkeypatch.setenv("TAO_OPTIMIZER", "dpo_nll")
+    assert WorkerSettings().replay_general == 32

@@ -221,3 +221,50 @@ def test_gate_interpolates_toward_the_parent_and_publishes_the_largest_mix_that_
     judged.clear()
     FakeGate.judge = lambda self, d: judged.append(d) or GateResult(promote=False, reasons=["held-out"], win_rate=0.4)
     assert not cycle.gate(settings, job, weights, [], {}).promote and len(judged) == 1
+
+
+def test_a_cycle_whose_parent_is_no_longer_live_publishes_nothing(settings, job, tmp_path, monkeypatch):
+    # select, explore, optimize and the gate replaced (no snapshot, vLLM or training): the gate
+    # passes, but the live canary rolled the parent back while the cycle ran (live.json says v9).
+    from feedback.registry import write_live
+    from schemas.events import ModelRolledBack, ModelRolledBackPayload
+
+    prompts = [Prompt(f"p{i}", [{"role": "user", "content": EXTRACT}]) for i in range(2)]
+    good, bad = '{"name": "Ana Ruiz", "city": "Lima"}', "I cannot help with that."
+    monkeypatch.setattr(cycle, "select", lambda s, j: Selection(train=prompts, heldout=[], watermark="2026-01-01"))
+    monkeypatch.setattr(cycle, "explore_all", lambda ps, s, src: {p.prompt_id: [Candidate(good, "plain"),
+                                                                              Candidate(bad, "plain")] for p in ps})
+    monkeypatch.setattr(cycle, "optimize", lambda s, j, pairs, src, w: w.mkdir(parents=True) or {"method": "test"})
+    monkeypatch.setattr(cycle, "gate", lambda *a: GateResult(promote=True, reasons=["passed"], win_rate=1.0))
+    monkeypatch.setattr(cycle, "publish_promoted", lambda *a, **k: pytest.fail("a stale child was published"))
+    ev = ModelRolledBack(payload=ModelRolledBackPayload(version="v9", artifact_path="/m", rolled_back_from="v10"))
+    write_live(tmp_path, ev.to_bytes(), b"sig")
+    res = cycle.run_cycle(settings, job, tmp_path)
+    assert res.status == "rejected" and "the parent base is no longer live (v9 is): not published" in res.reason
+    assert get_version(tmp_path, "v1").status == "rejected"
+
+
+def test_a_mix_that_cannot_be_judged_is_a_failed_try_and_leaves_nothing(settings, job, tmp_path, monkeypatch):
+    # Gate replaced, as above; judging the 0.5 mix raises (out of memory, say).
+    import torch
+
+    from tests.trainer.test_interpolate import model_dir
+
+    model_dir(Path(job.parent_path), {"w": torch.zeros(2)})
+    (tmp_path / "v1").mkdir()
+    weights = model_dir(tmp_path / "v1" / "weights", {"w": torch.ones(2)})
+
+    class FakeGate:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def judge(self, d):
+            if d != weights:
+                raise MemoryError("no room")
+            return GateResult(promote=False, reasons=["probe suite vs parent: -3.0"], win_rate=1.0, heldout_better=True)
+
+    monkeypatch.setattr(cycle, "Gate", FakeGate)
+    verdict = cycle.gate(settings, job, weights, [], {})
+    assert not verdict.promote and verdict.reasons == ["probe suite vs parent: -3.0"]
+    assert verdict.tries[-1] == {"mix": 0.5, "promote": False, "reasons": ["could not judge: MemoryError: no room"]}
+    assert sorted(p.name for p in weights.parent.iterdir()) == ["weights"]

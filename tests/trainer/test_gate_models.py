@@ -7,7 +7,7 @@ zero); the other's probe difference must be far smaller, its interval reaching a
 Measured (docs/measurements.md, 2026-12-06; this test's 1 epoch): the candidate that forgot
 -11.8 points [-18.6, -5.0] (fact 0.63 -> 0.28); the extraction-only one -2.7 [-6.4, +0.9]
 (code 0.93 -> 0.83), so at the 1-point margin the gate refuses it as well, for that alone; at n=220 probes a 1-point margin can be shown only by a
-candidate that changes at most one probe's verdict. SmolLM2-135M, TRL DPO, transformers
+candidate that changes almost no probe's verdict (one lost, none gained: -1.4 at the low end). SmolLM2-135M, TRL DPO, transformers
 generation; no vLLM. Several minutes on a 2-core CPU."""
 from __future__ import annotations
 

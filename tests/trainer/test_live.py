@@ -56,7 +56,7 @@ def traffic(version, n, *, downs, bad, start):
 
 
 def check(store, tmp_path, **kw):
-    return check_live(store, tmp_path, VERIFIERS, **{"bound": 0.1, "min_samples": 20, "confidence": 0.95,
+    return check_live(store, VERIFIERS, **{"bound": 0.1, "min_samples": 20, "confidence": 0.95,
                                                      "window": 500, **kw})
 
 
@@ -94,3 +94,37 @@ def test_no_rollback_within_the_bound_on_few_answers_or_after_a_rollback(store, 
         version="base", artifact_path="/m", rolled_back_from="v1", reason="r"))
     store.write_batch([(ev, ev.model_dump_json())], {})
     assert not check(store, tmp_path).rollback and check(store, tmp_path).live == "base"
+
+
+def test_a_gap_above_the_bound_that_may_be_chance_is_no_rollback(store, tmp_path):
+    # v1: 6 of 20 down, base 2 of 20: +20 points, above the bound, but its interval reaches below 0.
+    store.write_batch(traffic("base", 20, downs=2, bad=0, start=0) + [promoted("v1", 100)]
+                      + traffic("v1", 20, downs=6, bad=0, start=200), {})
+    c = check(store, tmp_path)
+    assert not c.rollback and c.figures["thumbs_down_diff"]["value"] == 0.2 and c.figures["thumbs_down_diff"]["low"] < 0
+
+
+def test_the_baseline_is_the_version_the_promotion_replaced(store, tmp_path):
+    # v2 (whose metadata parent is v1) was promoted over base: users had base before, so v2 is
+    # judged against base, and a rollback goes back to base.
+    (tmp_path / "models" / "v2").mkdir(parents=True)
+    write_metadata(tmp_path / "models" / "v2", VersionMetadata(version="v2", artifact_path="/m", parent="v1"))
+    store.write_batch(traffic("base", 40, downs=4, bad=0, start=0) + [promoted("v2", 100)]
+                      + traffic("v2", 40, downs=20, bad=0, start=200), {})
+    c = check(store, tmp_path)
+    assert c.rollback and c.parent == "base"
+
+
+def test_the_canary_sends_a_rollback_once(store, tmp_path, monkeypatch):
+    from trainer import live
+    from trainer.settings import WorkerSettings
+
+    store.write_batch(traffic("base", 40, downs=4, bad=0, start=0) + [promoted("v1", 100)]
+                      + traffic("v1", 40, downs=20, bad=0, start=200), {})
+    sent = []
+    monkeypatch.setattr(live, "rollback", lambda *a, **k: sent.append(a))  # the broker is another test's
+    canary = live.LiveCanary(WorkerSettings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:1"), store)
+    assert canary.run()["rollback"]
+    # The rollback has not come back through the collector yet: a second check sends nothing.
+    again = canary.run()
+    assert not again["rollback"] and again["reasons"] == ["rollback of v1 already sent"] and len(sent) == 1

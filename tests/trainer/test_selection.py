@@ -287,3 +287,35 @@ def test_the_requests_contract_and_the_served_tool_calls_reach_the_prompt_scrubb
     assert "ops@example.com" not in json.dumps(p.contract) and "ops@example.com" not in json.dumps(p.served_tool_calls)
     assert p.served_tool_calls[0]["name"] == "notify" and p.served == ""
     assert by_id["c-plain"].contract == {} and by_id["c-plain"].served_tool_calls == []
+
+
+def test_corrections_of_the_same_question_from_other_tenants_join_the_kept_prompt(store, tmp_path):
+    """The feedback API lets a key correct only its own completions, so two tenants vouch for
+    one correction by asking the same question: the duplicate's correction (not its thumbs,
+    which judged another served answer) joins the prompt that is kept."""
+    from trainer.rewards.feedback import corroborated
+
+    def fb(cid, kind, value, at, tenant):
+        ev = FeedbackSubmitted(occurred_at=T0 + timedelta(seconds=at), tenant=tenant, payload=FeedbackSubmittedPayload(
+            feedback_id=f"f-{cid}-{kind}", completion_id=cid, kind=kind, value=value))
+        return ev, ev.model_dump_json()
+
+    store.write_batch([completion("a1", "What is the capital of Peru?", at=1, tenant="t-a"),
+                       completion("b1", "what is the capital  of Peru?", at=2, tenant="t-b"),
+                       fb("a1", "correction", "Lima", 3, "t-a"), fb("b1", "correction", "Lima", 4, "t-b"),
+                       fb("b1", "thumbs", "down", 5, "t-b")], {})
+    sel = select_prompts(snapshot(store, tmp_path), None, **PLAIN)
+    assert ids(sel.train) == ["a1"] and sel.stats["exact_dups"] == 1
+    p = sel.train[0]
+    assert [(f["kind"], f["tenant"]) for f in p.feedback] == [("correction", "t-a"), ("correction", "t-b")]
+    assert corroborated(p, "Lima", 2) and not corroborated(p, "Lima", 3)
+
+
+def test_the_heldout_limit_keeps_the_proportions_in_what_the_gate_sees(store, tmp_path):
+    rows = [completion(f"big{i}", distinct_text(i), at=i, tenant="t-big") for i in range(150)]
+    rows += [completion(f"small{i}", distinct_text(1000 + i), at=1000 + i, tenant="t-small") for i in range(50)]
+    store.write_batch(rows, {})
+    sel = select_prompts(snapshot(store, tmp_path), None, **{**PLAIN, "holdout_fraction": 0.5, "limit": 100,
+                                                             "heldout_limit": 20})
+    held = Counter(i.rstrip("0123456789") for i in ids(sel.heldout))
+    assert sum(held.values()) == 20 and 13 <= held["big"] <= 17 and 3 <= held["small"] <= 7

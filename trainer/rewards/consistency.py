@@ -68,11 +68,13 @@ def _norm_value(v) -> str:
 def agreement(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:
     """Self-consistency: each candidate's share of the OTHER candidates giving the same final
     answer. No opinion with fewer than 3 candidates (one other answer is no majority)."""
-    if len(candidates) < 3:
-        return [None] * len(candidates)
+    # Only the model's own answers are counted as the others: a user's correction is scored,
+    # never a vote that lifts the samples copying it (NON_VOTERS, as in the majority vote).
     keys = [answer_key(c) for c in candidates]
-    others = len(candidates) - 1
-    return [0.0 if k is None else (sum(1 for j, o in enumerate(keys) if o == k and j != i) / others)
+    voters = [j for j, c in enumerate(candidates) if c.strategy not in NON_VOTERS]
+    if len(voters) < 3:
+        return [None] * len(candidates)
+    return [0.0 if k is None else (sum(1 for j in voters if keys[j] == k and j != i) / (len(voters) - (i in voters)))
             for i, k in enumerate(keys)]
 
 

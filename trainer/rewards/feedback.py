@@ -7,7 +7,9 @@ for it only when it is corroborated:
   - at least `min_tenants` different tenants wrote the same correction for the prompt, or
   - a verifier of substance (one that checks what the answer says, not only its form)
     finds nothing wrong with it (full marks: 0.875 for a JSON answer can be one planted value
-    in four).
+    in four) AND one of the model's own answers in the group says the same (`answer_key`): a
+    verifier alone is too weak a witness ("SELECT 1" runs on any schema; grounded values can
+    sit under the wrong keys).
 Even then its bonus is bounded (`CORRECTION_SCORE`, below a verifier's full marks), so the
 ensemble's other sources still rank it. trainer/pairs.py lets an uncorroborated correction
 be neither side of a pair.
@@ -17,6 +19,7 @@ from __future__ import annotations
 from typing import Callable
 
 from trainer.prompts import Candidate, Prompt
+from trainer.rewards.consistency import answer_key
 # What a corroborated correction gets from this source: good, never above a check's full marks.
 CORRECTION_SCORE = 0.8
 FULL_MARKS = 1.0 - 1e-9
@@ -50,12 +53,10 @@ def correction_tenants(prompt: Prompt) -> dict[str, set[str]]:
     return out
 
 
-def corroborated(prompt: Prompt, text: str, substance: dict[str, Callable], min_tenants: int) -> bool:
-    """Is this correction more than one key's word? (see the module docstring)"""
-    if len(correction_tenants(prompt).get(_norm(text), ())) >= min_tenants:
-        return True
-    answer = [Candidate(text, "correction")]
-    return any((fn(prompt, answer)[0] or 0) >= FULL_MARKS for fn in substance.values())
+def corroborated(prompt: Prompt, text: str, min_tenants: int) -> bool:
+    """Did several tenants write this correction? (Outside a group of candidates, as for the
+    reward model, that is the only witness there is.)"""
+    return len(correction_tenants(prompt).get(_norm(text), ())) >= min_tenants
 
 
 class UserFeedback:
@@ -74,13 +75,15 @@ class UserFeedback:
         tenants = correction_tenants(prompt)
         verdicts = {name: judged[name] if name in judged else fn(prompt, candidates)
                     for name, fn in self.substance.items()} if any(c.strategy == "correction" for c in candidates) else {}
+        own = {answer_key(c) for c in candidates if c.strategy != "correction"} - {None}
         out: list[float | None] = []
         for i, c in enumerate(candidates):
             if c.strategy == "served":
                 out.append(served)
             elif c.strategy == "correction":
                 by_tenants = len(tenants.get(_norm(c.text), ())) >= self.min_tenants
-                by_verifier = any((v[i] or 0) >= FULL_MARKS for v in verdicts.values())
+                by_verifier = (any((v[i] or 0) >= FULL_MARKS for v in verdicts.values())
+                               and answer_key(c) in own)
                 out.append(CORRECTION_SCORE if by_tenants or by_verifier else None)
             else:
                 out.append(None)

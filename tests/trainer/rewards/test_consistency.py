@@ -93,3 +93,12 @@ def test_agreement_compares_tool_calls_by_what_they_do():
     same_a, same_b = call('{"city": "Lima", "unit": "C"}'), call('{"unit": "C",  "city": "Lima"}')
     got = agreement(Prompt("p", [{"role": "user", "content": "x"}]), [same_a, same_b, call('{"city": "Oslo"}')])
     assert got == [0.5, 0.5, 0.0]
+
+
+def test_a_correction_is_no_vote_in_agreement():
+    p = Prompt("p", [{"role": "user", "content": "What is 6 x 7?"}])
+    cands = [Candidate("41", "plain"), Candidate("41", "correction"), Candidate("42", "plain"),
+             Candidate("42", "plain")]
+    # The planted "41" lifts no model answer copying it; it is scored against the model's answers.
+    assert agreement(p, cands) == [0.0, 1 / 3, 0.5, 0.5]
+    assert agreement(p, cands[:3]) == [None] * 3  # two answers of the model's own: no group

@@ -33,10 +33,26 @@ def test_a_verifier_of_substance_corroborates_a_correction_and_the_bonus_is_boun
     source = UserFeedback({"json": json_verifier})
     p = prompt(feedback=[correction(GOOD, "t-a"), correction(PLANTED, "t-a")])
     cands = [Candidate(GOOD, "correction"), Candidate(PLANTED, "correction"), Candidate(GOOD, "plain")]
-    # The grounded answer passes the verifier; the planted value is in no part of the conversation.
+    # The grounded answer passes the verifier and the model said the same; the planted value is
+    # in no part of the conversation.
     assert source(p, cands) == [CORRECTION_SCORE, None, None]
+    # Full marks alone are not enough: no answer of the model's says the same.
+    assert source(p, cands[:2] + [Candidate("no idea", "plain")]) == [None, None, None]
     # Given the verifier's scores already (the ensemble's second phase), it does not run again.
     assert source(p, cands, {"json": [0.0, 0.0, 1.0]}) == [None, None, None]
     scores, detail = ensemble({"json": (1.0, json_verifier), "feedback": (3.0, source)}, p, cands)
     assert detail[0]["feedback"] == CORRECTION_SCORE and "feedback" not in detail[1]
     assert scores[0] < scores[2] == 1.0  # a corroborated correction never outranks a checked answer by feedback
+
+
+def test_a_query_that_runs_anywhere_is_no_witness():
+    # "SELECT 1" runs on any schema, so the SQL verifier gives it full marks; the model's own
+    # answers say otherwise, so one key's correction gets no opinion and cannot be chosen.
+    from trainer.rewards import sql_verifier
+
+    p = prompt("Given CREATE TABLE orders (id INT, total REAL); write a SQL query for the total of all orders.",
+               feedback=[correction("SELECT 1", "t-a")])
+    cands = [Candidate("SELECT 1", "correction"), Candidate("SELECT SUM(total) FROM orders", "plain"),
+             Candidate("SELECT SUM(total) FROM orders;", "plain")]
+    assert sql_verifier(p, cands)[0] == 1.0
+    assert UserFeedback({"sql": sql_verifier})(p, cands)[0] is None
