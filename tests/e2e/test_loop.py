@@ -162,5 +162,13 @@ def test_the_loop_turns_once(stack):
     print(f"pairs from tool requests: {len(paired & set(tool_ids))}, from json_schema requests: "
           f"{len(paired & set(schema_ids))}, tool requests with a call among candidates: {len(tool_calls)}")
     assert tool_calls & set(tool_ids), "no tool request's candidates called the tool"
-    assert paired & set(tool_ids) and paired & set(schema_ids), (paired, tool_ids, schema_ids)
+    assert paired & set(tool_ids), (paired, tool_ids)
+    # Every explored json_schema request was judged against its own schema. Whether one makes a
+    # pair depends on the spread of its values (vLLM holds every answer to the schema): 0 to 3
+    # of them per run, measured; the reward model that used to widen the spread learnt from
+    # uncorroborated corrections, which it no longer does.
+    explored = {r[0] for r in con.execute("SELECT DISTINCT prompt_id FROM cycle_candidates").fetchall()}
+    judged = {r[0] for r in con.execute("SELECT DISTINCT prompt_id FROM cycle_candidates "
+                                        "WHERE CAST(scores AS VARCHAR) LIKE '%structured_output%'").fetchall()}
+    assert explored & set(schema_ids) and explored & set(schema_ids) <= judged, (explored, judged)
     assert con.execute("SELECT version FROM model_events").fetchall() == [("v1",)]
