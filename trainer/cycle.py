@@ -27,7 +27,7 @@ from trainer.gate import Gate, GateResult
 from trainer.interpolate import interpolate
 from trainer.job import CycleJob, CycleResult, Status
 from trainer.pairs import FORMAT_ONLY, Pair, ScoredCandidate, build_pairs
-from trainer.prompts import Candidate, Prompt, RewardSource, answer_text
+from trainer.prompts import USER_WRITTEN, Candidate, Prompt, RewardSource, answer_text
 from trainer.replay import replay_pairs
 from trainer.rewards import agreement, constraint_verifier, ensemble, json_verifier, sql_verifier
 from trainer.rewards.consistency import Fallback, majority_vote
@@ -74,7 +74,7 @@ def explore_all(prompts: list[Prompt], settings: WorkerSettings,
         scored = score(prompts, pool, sources)
         # A correction is one tenant's text: it may be scored and paired like any candidate, but
         # never shown as a demonstration to every prompt of its shape (one key could steer them all).
-        trusted = {pid: [s for s in items if s.score is not None and s.candidate.strategy not in UNTRUSTED_EXEMPLARS]
+        trusted = {pid: [s for s in items if s.score is not None and s.candidate.strategy not in USER_WRITTEN]
                    for pid, items in scored.items()}
         best = {pid: max(((s.candidate, s.score) for s in items), key=lambda x: x[1])
                 for pid, items in trusted.items() if items}
@@ -84,9 +84,6 @@ def explore_all(prompts: list[Prompt], settings: WorkerSettings,
         if jobs:
             run(jobs, "few-shot")
     return pool
-
-
-UNTRUSTED_EXEMPLARS = frozenset({"correction"})
 
 
 def add_served_and_corrections(prompts: list[Prompt], pool: Pool) -> None:
@@ -224,7 +221,7 @@ def optimize(settings: WorkerSettings, job: CycleJob, pairs: list[Pair], sources
     if settings.replay_general and settings.optimizer in ("dpo_nll", "sft"):
         # The parent's own answers to general prompts, NLL only: what it could do, it keeps doing.
         replay = replay_pairs(Path(job.parent_path), settings.replay_general, dtype=settings.dtype_choice().dtype,
-                              cache_dir=settings.gate_cache_dir or settings.data_dir / "gate_cache", seed=job.parent,
+                              cache_dir=settings.gate_cache(), seed=job.parent,
                               log=say)
     say(f"optimize: {settings.optimizer} on {len(pairs)} pairs + {len(replay)} replayed general prompts")
     weights.parent.mkdir(parents=True, exist_ok=True)  # the version directory; train() writes weights/ once
@@ -243,9 +240,9 @@ def gate(settings: WorkerSettings, job: CycleJob, weights: Path, heldout: list[P
         return GateResult(promote=True, reasons=["gate disabled (TAO_GATE_ENABLED=false)"], win_rate=None)
     choice = settings.dtype_choice()
     say(f"gate: generating in {choice.dtype} ({choice.reason})")
-    # At most N held-out prompts: generating on the CPU is what the gate costs.
-    judge = Gate(Path(job.parent_path), settings.base_model, heldout[: settings.gate_max_prompts],
-                 gate_sources(sources), VERIFIERS, cache_dir=settings.gate_cache_dir or settings.data_dir / "gate_cache",
+    # `heldout` is at most TAO_GATE_MAX_PROMPTS (select caps it): generating on the CPU is what the gate costs.
+    judge = Gate(Path(job.parent_path), settings.base_model, heldout,
+                 gate_sources(sources), VERIFIERS, cache_dir=settings.gate_cache(),
                  margin=settings.gate_margin, confidence=settings.gate_confidence,
                  max_new_tokens=settings.gate_max_tokens, dtype=choice.dtype, seed=settings.seed or 0, log=say).judge
     verdict = judge(weights)

@@ -6,8 +6,8 @@ Per version, from DuckDB (the worker's store): the thumbs-down rate of its serve
 (the cycle's verifiers, on each request's own contract: JSON, schemas, tools, SQL, stated
 formats; an answer passes when every verifier with an opinion passes it). The live version
 is rolled back (ModelRolledBack, through feedback/registry.py) to the version its promotion
-replaced when, for either figure, the difference to that version's is worse than `bound` and its interval (Newcombe, `confidence`)
-excludes zero, with at least `min_samples` answers on each side. A version made live by a
+replaced when, for either figure, the difference to that version's is worse than `bound` and
+its interval (Newcombe, `confidence`) excludes zero, with at least `min_samples` answers on each side. A version made live by a
 rollback is not judged again: it is the one that was good before.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 
 from feedback.registry import rollback
-from trainer.prompts import Candidate, Prompt, contract_of
+from trainer.prompts import Candidate, Prompt, contract_of, served_calls
 from trainer.rewards.ensemble import PASS_AT
 from trainer.stats import difference
 
@@ -61,8 +61,7 @@ def version_figures(store, version: str, window: int, verifiers: dict) -> Versio
         if thumb is not None:
             fig.rated += 1
             fig.downs += json.loads(thumb) == "down"
-        first = next((c for c in json.loads(choices or "[]") if c.get("index") == 0), {})
-        calls = [{"name": c.get("name", ""), "arguments": c.get("arguments", "")} for c in first.get("tool_calls") or []]
+        calls = served_calls(json.loads(choices or "[]"))
         prompt = Prompt(cid, json.loads(messages), None, [], served=response,
                         contract=contract_of(json.loads(params or "{}")), served_tool_calls=calls)
         answer = [Candidate(response, "served", tool_calls=calls)]
@@ -105,8 +104,6 @@ def check_live(store, verifiers: dict, *, bound: float, min_samples: int, confid
     return LiveCheck(live, parent, any(r.startswith("ROLLBACK") for r in reasons), reasons,
                      {"live": asdict(new), "parent": asdict(old), "thumbs_down_diff": down.as_dict(),
                       "verifier_fail_diff": fail.as_dict()})
-
-
 
 
 class LiveCanary:

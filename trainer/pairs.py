@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import NotRequired, TypedDict
 
-from trainer.prompts import Candidate, Prompt, request_text
+from trainer.prompts import USER_WRITTEN, Candidate, Prompt, request_text
 from trainer.rewards.grounding import numbers_in
 from trainer.rewards.intent import requested_keys
 from trainer.rewards.json_extraction import extract_json_object
@@ -26,10 +26,6 @@ FORMAT_ONLY = frozenset({"constraints", "structured_output"})
 # "x", "y", "z": seen copied from a correction's placeholder object into few-shot answers (e2e loop).
 PLACEHOLDERS = frozenset({"", "...", "…", "?", "n/a", "tbd", "x", "y", "z", "xx", "xxx", "<value>", "value", "null",
                           "none", "foo", "bar"})
-
-
-# Candidates written by a user, not sampled from the model.
-USER_WRITTEN = frozenset({"correction"})
 
 
 class Pair(TypedDict):

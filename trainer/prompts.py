@@ -35,6 +35,18 @@ class Candidate:
     tool_calls: list[dict] = field(default_factory=list)  # [{"name", "arguments" (JSON text)}]
 
 
+# Strategies whose text a user wrote, not the model: one API key's word. They are scored like
+# any candidate, but never a vote (consistency), an exemplar (explore), a pair's rejected side,
+# or its chosen side uncorroborated (pairs); trainer/rewards/feedback.py says when they count.
+USER_WRITTEN = frozenset({"correction"})
+
+
+def served_calls(choices: list[dict]) -> list[dict]:
+    """The tool calls of choice 0 of a logged completion's choices, as [{"name", "arguments"}]."""
+    first = next((c for c in choices if c.get("index") == 0), {})
+    return [{"name": c.get("name", ""), "arguments": c.get("arguments", "")} for c in first.get("tool_calls") or []]
+
+
 # The request parameters that state what the answer must be (the rest only say how to sample).
 CONTRACT_KEYS = ("tools", "tool_choice", "response_format")
 

@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.prompts import Prompt, contract_of
+from trainer.prompts import Prompt, contract_of, served_calls
 from trainer.rewards import asked_keys
 from trainer.scrub import scrub_value
 
@@ -117,9 +117,7 @@ def _row(r: tuple, replay: bool) -> _Row:
     served, n_served = scrub_value(response)
     # The contract (schemas, tool definitions) is the client's own text: scrubbed like the messages.
     contract, n_contract = scrub_value(contract_of(json.loads(params or "{}")))
-    first = next((c for c in json.loads(choices or "[]") if c.get("index") == 0), {})
-    calls, n_calls = scrub_value([{"name": c.get("name", ""), "arguments": c.get("arguments", "")}
-                                  for c in first.get("tool_calls") or []])
+    calls, n_calls = scrub_value(served_calls(json.loads(choices or "[]")))
     prompt = Prompt(cid, messages, task or None, [], served=served, contract=contract, served_tool_calls=calls)
     return _Row(prompt, tenant, ts, replay, n_msg + n_served + n_contract + n_calls)
 

@@ -157,6 +157,10 @@ class WorkerSettings(CollectorSettings):
                              f"known: {', '.join(STRATEGIES)}")
         return names
 
+    def gate_cache(self) -> Path:
+        """Where model answers to the probe suite and the replay set are cached."""
+        return self.gate_cache_dir or self.data_dir / "gate_cache"
+
     @field_validator("gate_mixes", mode="before")
     @classmethod
     def _mixes(cls, v):

@@ -9,7 +9,7 @@ import json
 import re
 from typing import Callable
 
-from trainer.prompts import Candidate, Prompt
+from trainer.prompts import USER_WRITTEN, Candidate, Prompt
 from trainer.rewards.json_extraction import extract_json_object
 
 _LAST_NUMBER_RE = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
@@ -69,9 +69,9 @@ def agreement(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]
     """Self-consistency: each candidate's share of the OTHER candidates giving the same final
     answer. No opinion with fewer than 3 candidates (one other answer is no majority)."""
     # Only the model's own answers are counted as the others: a user's correction is scored,
-    # never a vote that lifts the samples copying it (NON_VOTERS, as in the majority vote).
+    # never a vote that lifts the samples copying it (as in the majority vote).
     keys = [answer_key(c) for c in candidates]
-    voters = [j for j, c in enumerate(candidates) if c.strategy not in NON_VOTERS]
+    voters = [j for j, c in enumerate(candidates) if c.strategy not in USER_WRITTEN]
     if len(voters) < 3:
         return [None] * len(candidates)
     return [0.0 if k is None else (sum(1 for j in voters if keys[j] == k and j != i) / (len(voters) - (i in voters)))
@@ -86,7 +86,6 @@ def agreement(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]
 MIN_VOTERS = 3           # fewer answers make no majority
 MAJORITY_SHARE = 0.5     # the top answer needs more than this share of the votes
 MAX_SHORT_WORDS = 4      # a text answer of more words is prose: no vote on it
-NON_VOTERS = ("correction",)  # one tenant's text: scored, never counted (it could steer the vote)
 
 
 def _short_key(text: str) -> str | None:
@@ -116,7 +115,7 @@ def majority_vote(prompt: Prompt, candidates: list[Candidate]) -> list[float | N
     """1 for the clear majority's answer, 0 for another; for JSON answers the share of fields
     that agree with each field's clear majority. None (masked) where no clear majority exists,
     and for answers of another kind (prose)."""
-    voters = [c for c in candidates if c.strategy not in NON_VOTERS]
+    voters = [c for c in candidates if c.strategy not in USER_WRITTEN]  # one key could steer the vote
     objs = [extract_json_object(c.text)[0] for c in candidates]
     voter_objs = [extract_json_object(c.text)[0] for c in voters]
     if sum(o is not None for o in voter_objs) >= MIN_VOTERS:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from trainer.prompts import Candidate, Prompt
+from trainer.prompts import USER_WRITTEN, Candidate, Prompt
 from trainer.rewards.consistency import answer_key
 # What a corroborated correction gets from this source: good, never above a check's full marks.
 CORRECTION_SCORE = 0.8
@@ -74,13 +74,13 @@ class UserFeedback:
         served = served_score(prompt)
         tenants = correction_tenants(prompt)
         verdicts = {name: judged[name] if name in judged else fn(prompt, candidates)
-                    for name, fn in self.substance.items()} if any(c.strategy == "correction" for c in candidates) else {}
-        own = {answer_key(c) for c in candidates if c.strategy != "correction"} - {None}
+                    for name, fn in self.substance.items()} if any(c.strategy in USER_WRITTEN for c in candidates) else {}
+        own = {answer_key(c) for c in candidates if c.strategy not in USER_WRITTEN} - {None}
         out: list[float | None] = []
         for i, c in enumerate(candidates):
             if c.strategy == "served":
                 out.append(served)
-            elif c.strategy == "correction":
+            elif c.strategy in USER_WRITTEN:
                 by_tenants = len(tenants.get(_norm(c.text), ())) >= self.min_tenants
                 by_verifier = (any((v[i] or 0) >= FULL_MARKS for v in verdicts.values())
                                and answer_key(c) in own)
