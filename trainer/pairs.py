@@ -11,12 +11,11 @@ the conversation, and (3) it is not a user's correction that nothing corroborate
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import NotRequired, TypedDict
 
 from trainer.prompts import USER_WRITTEN, Candidate, Prompt, request_text
-from trainer.rewards.grounding import numbers_in
+from trainer.rewards.grounding import copied
 from trainer.rewards.intent import requested_keys
 from trainer.rewards.json_extraction import extract_json_object
 
@@ -93,15 +92,9 @@ def _same(a: Candidate, b: Candidate) -> bool:
 
 
 def grounded(value, conversation: str) -> bool:
-    """A value copied from the conversation (case-insensitive), a number found in it whatever
-    its formatting (45, 45.00, "$45.00"), or a boolean (nothing to copy)."""
-    if isinstance(value, bool) or value is None:
-        return isinstance(value, bool)
-    s = str(value).strip().lower()
-    if re.fullmatch(r"[$€£]?\s*-?[\d.,]+\s*%?", s):  # a number: by value ("10" is not in "100")
-        nums = numbers_in(s)
-        return bool(nums) and nums <= numbers_in(conversation)
-    return bool(s) and s in conversation
+    """A value copied from the conversation (trainer/rewards/grounding.py: numbers by value,
+    text as whole words), or a boolean (nothing to copy)."""
+    return isinstance(value, bool) or copied(value, conversation)
 
 
 def choosable(s: ScoredCandidate, keys: list[str] | None, conversation: str) -> bool:

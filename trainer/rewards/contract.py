@@ -18,7 +18,7 @@ import json
 import re
 
 from trainer.prompts import Candidate, Prompt, offered_functions, request_text
-from trainer.rewards.grounding import numbers_in
+from trainer.rewards.grounding import copied, normalize
 
 # A whole-JSON answer that fails the schema still followed the format: it outranks prose,
 # and stays far below a valid one (a DPO pair needs a margin of 0.3 by default).
@@ -106,10 +106,6 @@ def calls_of(candidate: Candidate) -> list[dict]:
     return calls
 
 
-def _norm(s: str) -> str:
-    return " ".join(s.casefold().split())
-
-
 def _ungrounded(args: dict, schema: dict, conversation: str) -> tuple[int, int]:
     """(values, of which not found in the conversation): strings as written (an empty one is
     never found), numbers by value (45 in "$45.00"; a skeleton's 0 left unfilled is not). A
@@ -121,12 +117,9 @@ def _ungrounded(args: dict, schema: dict, conversation: str) -> tuple[int, int]:
         spec = props.get(key) if isinstance(props.get(key), dict) else {}
         if "enum" in spec or "const" in spec or "format" in spec:
             continue
-        if isinstance(value, str):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             total += 1
-            missing += not value.strip() or _norm(value) not in conversation
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            total += 1
-            missing += float(value) not in numbers_in(conversation)
+            missing += not copied(value, conversation)
         elif isinstance(value, dict):
             t, m = _ungrounded(value, spec, conversation)
             total, missing = total + t, missing + m
@@ -191,7 +184,7 @@ def tool_call_verifier(prompt: Prompt, candidates: list[Candidate]) -> list[floa
     if choice == "none":
         return [None] * len(candidates)
     must_call = choice == "required" or forced is not None
-    conversation = _norm(request_text(prompt) + "\n" + "\n".join(
+    conversation = normalize(request_text(prompt) + "\n" + "\n".join(
         str(m.get("content") or "") for m in prompt.messages if m.get("role") == "tool"))
     out: list[float | None] = []
     for c in candidates:

@@ -1,11 +1,18 @@
-"""Whether a value was copied from the conversation: the numbers a text holds, read by value
-("45" is in "$45.00", "10" is not in "100"). Shared by the tool-call verifier
-(trainer/rewards/contract.py) and the pairs' choosable check (trainer/pairs.py)."""
+"""Whether a value was copied from the conversation: one rule for every reader (the
+extraction verifier, trainer/rewards/json_extraction.py; the tool-call verifier,
+trainer/rewards/contract.py; the pairs' choosable check, trainer/pairs.py).
+
+- Numbers by value, whatever their formatting: 45 is in "$45.00", "10" is not in "100".
+- Text as whole words, case and spacing ignored: "Bo" is in "bo smith", not in "bought";
+  "new  york" is in "New York". A substring test let a two-letter fragment of any word in
+  the prompt pass as a grounded field value.
+"""
 from __future__ import annotations
 
 import re
 
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
+_NUMERIC = re.compile(r"[$€£]?\s*-?[\d.,]+\s*%?")  # a value that is a number, perhaps with a currency or a %
 
 
 def numbers_in(text: str) -> set[float]:
@@ -16,3 +23,29 @@ def numbers_in(text: str) -> set[float]:
         except ValueError:  # "1.2.3": a version or a date, not one number
             continue
     return out
+
+
+def normalize(text: str) -> str:
+    """Casefolded, runs of whitespace as one space: how `copied` reads both sides."""
+    return " ".join(text.casefold().split())
+
+
+def copied(value, conversation: str) -> bool:
+    """Is `value` (a string or a number) found in `conversation`? Numbers by value, text as
+    whole words; an empty value or a boolean is never found (a boolean has nothing to copy:
+    callers that accept one say so)."""
+    if value is None or isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return float(value) in numbers_in(conversation)
+    s = normalize(str(value))
+    if not s:
+        return False
+    if _NUMERIC.fullmatch(s) and any(ch.isdigit() for ch in s):
+        nums = numbers_in(s)
+        return bool(nums) and nums <= numbers_in(conversation)
+    # Word boundaries only where the value itself starts or ends with a word character:
+    # "$45 off" or "(555) 010" must still be found inside longer text.
+    left = r"(?<!\w)" if s[0].isalnum() or s[0] == "_" else ""
+    right = r"(?!\w)" if s[-1].isalnum() or s[-1] == "_" else ""
+    return re.search(left + re.escape(s) + right, normalize(conversation)) is not None

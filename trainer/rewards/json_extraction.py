@@ -9,6 +9,7 @@ import json
 import re
 
 from trainer.prompts import Candidate, Prompt
+from trainer.rewards.grounding import copied, normalize
 from trainer.rewards.intent import json_keys_in_text, requested_keys
 
 
@@ -72,8 +73,9 @@ def _grounded(obj: dict, keys: list[str], src: str) -> list[str]:
     out, used = [], set()
     for k in keys:
         v = obj[k]
-        s = str(v).strip().lower() if v is not None else ""
-        if s and s in src and len(s) <= max(24, len(src) // 4) and s not in used:
+        s = normalize(str(v)) if v is not None else ""
+        if s and copied(v if isinstance(v, (int, float)) else s, src) and len(s) <= max(24, len(src) // 4) \
+                and s not in used:
             out.append(k)
             used.add(s)
     return out
