@@ -77,7 +77,7 @@ def rebuild(settings: CollectorSettings, *, allow_partial: bool = False, progres
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"rebuild did not reach the end of the topics in {timeout_s:.0f}s: {st}")
         finally:
-            collector.close()
+            collector.stop()  # its writer thread too
         rows = {t: store.query(f"SELECT count(*) FROM {t}")[0][0] for t in EVENT_TABLES}
         records = collector.counters.as_dict()["consumed"]
         store.execute("CHECKPOINT")

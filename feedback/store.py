@@ -25,15 +25,18 @@ import pyarrow as pa
 
 from feedback.cycles import CycleLog
 from schemas.ddl import ddl
-from schemas.events import ChatCompleted, EventEnvelope, FeedbackSubmitted, ModelPromoted, ModelRolledBack
+from schemas.events import EventEnvelope
+from schemas.events_fast import FastEvent
 
 log = logging.getLogger(__name__)
 
 # consumer_offsets travels along: the positions the snapshot's rows reach, for audits.
 SNAPSHOT_TABLES = ("completions", "feedback", "model_events", "cycles", "consumer_offsets")
 
-# (event, the record value exactly as consumed from Kafka, decoded as UTF-8)
-RawEvent = tuple[EventEnvelope, str]
+# (event, the record value exactly as consumed from Kafka, decoded as UTF-8). The event is
+# the pydantic model or its msgspec mirror (the collector's fast path): the same attribute
+# names and values (tests/schemas/test_events_fast.py), so rows do not depend on which.
+RawEvent = tuple[EventEnvelope | FastEvent, str]
 
 # What write_batch raises when a row itself cannot be stored (a value the Arrow column or
 # the DuckDB table refuses), as opposed to DuckDB failing (disk, lock, memory: retry later).
@@ -274,7 +277,8 @@ def _columns_by_table(events: Sequence[RawEvent]) -> dict[str, dict[str, list]]:
         if not first("event_id", ev.event_id):
             continue
         common = {"event_id": ev.event_id, "occurred_at": ev.occurred_at, "raw": raw}
-        if isinstance(ev, ChatCompleted):
+        kind = ev.type
+        if kind == "ChatCompleted":
             p = ev.payload
             if not first("completion_id", p.completion_id):
                 continue
@@ -282,17 +286,17 @@ def _columns_by_table(events: Sequence[RawEvent]) -> dict[str, dict[str, list]]:
                 model_version=p.model_version, task=p.task, response=p.choices[0].text if p.choices else "",
                 prompt_tokens=p.usage.prompt_tokens, completion_tokens=p.usage.completion_tokens,
                 latency_ms=p.latency_ms, stream=p.stream)
-        elif isinstance(ev, FeedbackSubmitted):
+        elif kind == "FeedbackSubmitted":
             p = ev.payload
             if not first("feedback_id", (ev.tenant, p.feedback_id)):
                 continue
             add("feedback", **common, feedback_id=p.feedback_id, completion_id=p.completion_id, tenant=ev.tenant,
                 kind=p.kind.value, choice_index=p.choice_index)
-        elif isinstance(ev, ModelPromoted):
+        elif kind == "ModelPromoted":
             p = ev.payload
             add("model_events", **common, type=ev.type, version=p.version, artifact_path=p.artifact_path,
                 swap_mode=p.swap_mode, parent=p.parent, cycle_id=p.cycle_id)
-        elif isinstance(ev, ModelRolledBack):
+        elif kind == "ModelRolledBack":
             p = ev.payload
             # The version rolled back from is the parent of the state now live.
             add("model_events", **common, type=ev.type, version=p.version, artifact_path=p.artifact_path,

@@ -141,18 +141,23 @@ class FeedbackSubmittedPayload(_Strict):
 
     @model_validator(mode="after")
     def _value_fits_kind(self) -> "FeedbackSubmittedPayload":
-        v, k = self.value, self.kind
-        if k is FeedbackKind.thumbs and v not in ("up", "down"):
-            raise ValueError('value: thumbs feedback takes "up" or "down"')
-        if k is FeedbackKind.rating:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or not 1 <= v <= 5:
-                raise ValueError("value: rating feedback takes a number from 1 to 5")
-        if k in (FeedbackKind.correction, FeedbackKind.comment) and (not isinstance(v, str) or not v.strip()):
-            raise ValueError(f"value: {k.value} feedback takes non-empty text")
-        if k is FeedbackKind.preferred and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < MAX_CHOICES):
-            raise ValueError(f"value: preferred feedback takes the index of a choice (integer from 0 to "
-                             f"{MAX_CHOICES - 1})")
+        check_feedback_value(self.kind, self.value)
         return self
+
+
+def check_feedback_value(k: FeedbackKind, v: str | int | float) -> None:
+    """Raise ValueError unless `v` is a value for feedback of kind `k`. One function for
+    this model and its compiled mirror (schemas/events_fast.py), so the two cannot drift."""
+    if k is FeedbackKind.thumbs and v not in ("up", "down"):
+        raise ValueError('value: thumbs feedback takes "up" or "down"')
+    if k is FeedbackKind.rating:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or not 1 <= v <= 5:
+            raise ValueError("value: rating feedback takes a number from 1 to 5")
+    if k in (FeedbackKind.correction, FeedbackKind.comment) and (not isinstance(v, str) or not v.strip()):
+        raise ValueError(f"value: {k.value} feedback takes non-empty text")
+    if k is FeedbackKind.preferred and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < MAX_CHOICES):
+        raise ValueError(f"value: preferred feedback takes the index of a choice (integer from 0 to "
+                         f"{MAX_CHOICES - 1})")
 
 
 class ModelPromotedPayload(_Strict):

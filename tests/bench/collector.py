@@ -8,14 +8,16 @@
    drift on a shared machine hits both alike, the same topics are read from the start
    (a) by a bare kafka-python consumer that only touches each record: the raw consume
    rate, the limit; and (b) by the collector into a fresh DuckDB file on disk: parse,
-   validate, dedupe, insert, positions, one transaction per poll. Reported: events/s of
-   each and their ratio (target >= 0.7).
+   validate, dedupe, insert, positions, one transaction per poll (on its writer thread),
+   timed until the last batch is stored. Reported: events/s of each and their ratio
+   (target >= 0.6, goal 0.7: issue 18), and one more run with timers around each step.
 2. Freshness. The collector runs (as in the worker, a thread) while another process emits
    completions through the gateway's own EventProducer at a steady `--rate` per second for
    `--seconds`; a reader polls DuckDB every 10 ms for new rows. Produce-to-queryable
    latency = when a row is first seen minus the event's occurred_at (set when the event
-   is built, just before emit). Reported: p50 / p99 / max (target p99 < 2 s at 1,000/s).
-Results: tests/bench/results/collector.md (+ .json, + collector.png).
+   is built, just before emit). Reported: p50 / p99 / max (target p99 < 1 s at 1,000/s).
+Results: tests/bench/results/collector.md (+ .json, + collector.png), with the CPU's AVX-512
+flags and the load average before the run (other processes on the machine skew both sides).
 """
 from __future__ import annotations
 
@@ -124,25 +126,33 @@ def collector_consume(bootstrap: str, n: int, db: Path, max_poll_records: int) -
         c = Collector(bootstrap, store, max_poll_records=max_poll_records)
         c.poll_once(0)  # connect and seek first: the raw consumer's connect is not timed either
         t0 = time.perf_counter()
-        while c.counters.as_dict()["consumed"] < n:
-            c.poll_once(500)
+        read = 0
+        while read < n:
+            read += c.poll_once(500)
+        c.drain()  # until the last batch is stored, not only read
         seconds = time.perf_counter() - t0
-        c.close()
+        c.stop()
         return seconds, c.counters.as_dict()["stored"]
     finally:
         store.close()
 
 
-def step_costs(bootstrap: str, n: int, db: Path, max_poll_records: int) -> dict[str, float]:
-    """Microseconds per event of each step of the collector, from timers put around them
-    for one more collector run (so slightly slower than the timed rounds)."""
+# The steps timed by step_costs, by the thread they run on: (thread, label) -> where.
+READER, WRITER = "collector thread", "writer thread"
+
+
+def step_costs(bootstrap: str, n: int, db: Path, max_poll_records: int) -> dict[str, dict[str, float]]:
+    """Microseconds per event of each step of the collector, per thread, from timers put
+    around them for one more collector run (so slightly slower than the timed rounds). The
+    two threads overlap: the collector thread's steps add up to the total, the writer's to
+    its busy time, and the rest of the total it waits for the next batch."""
     from contextlib import ExitStack
     from unittest import mock
 
     import feedback.collector as collector_mod
     import feedback.store as store_mod
 
-    spent: dict[str, float] = {}
+    spent: dict[str, float] = {}  # each key is written by one thread only
 
     def timed(name, fn):
         def wrapper(*a, **kw):
@@ -153,28 +163,41 @@ def step_costs(bootstrap: str, n: int, db: Path, max_poll_records: int) -> dict[
                 spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
         return wrapper
 
-    steps = {"validate (pydantic parse_event)": (collector_mod, "parse_event"),
-             "columns for Arrow": (store_mod, "_columns_by_table"),
-             "DuckDB transaction": (store_mod.Store, "_write")}
+    patched = {"validate (msgspec, pydantic where it refuses)": (collector_mod, "parse_event_fast"),
+               "columns for Arrow": (store_mod, "_columns_by_table"),
+               "Arrow tables (columns included)": (store_mod, "_tables"),
+               "DuckDB transaction": (store_mod.Store, "_write")}
     with ExitStack() as patches:
-        for name, (owner, attr) in steps.items():
+        for name, (owner, attr) in patched.items():
             patches.enter_context(mock.patch.object(owner, attr, timed(name, getattr(owner, attr))))
         store = store_mod.Store(db)
         try:
             c = collector_mod.Collector(bootstrap, store, max_poll_records=max_poll_records)
             c.poll_once(0)
             c._consumer.poll = timed("Kafka fetch and decode (poll)", c._consumer.poll)
+            c._writer.put = timed("waiting for the writer (queue full)", c._writer.put)
+            c._writer._write = timed("writer busy", c._writer._write)
             t0 = time.perf_counter()
-            while c.counters.as_dict()["consumed"] < n:
-                c.poll_once(500)
+            read = 0
+            while read < n:
+                read += c.poll_once(500)
+            c.drain()
             total = time.perf_counter() - t0
-            c.close()
+            c.stop()
         finally:
             store.close()
-    costs = {name: spent.get(name, 0.0) / n * 1e6 for name in ("Kafka fetch and decode (poll)", *steps)}
-    costs["the rest (loop, dead letters, counters)"] = (total - sum(spent.values())) / n * 1e6
-    costs["total"] = total / n * 1e6
-    return costs
+    us = {name: v / n * 1e6 for name, v in spent.items()}
+    reader_steps = ("Kafka fetch and decode (poll)", "validate (msgspec, pydantic where it refuses)",
+                    "waiting for the writer (queue full)")
+    reader = {name: us.get(name, 0.0) for name in reader_steps}
+    reader["the rest (loop, dead letters, counters, last drain)"] = total / n * 1e6 - sum(reader.values())
+    columns = us.get("columns for Arrow", 0.0)
+    writer = {"columns for Arrow": columns,
+              "Arrow tables": us.get("Arrow tables (columns included)", 0.0) - columns,
+              "DuckDB transaction": us.get("DuckDB transaction", 0.0)}
+    writer["the rest (counters, handing over)"] = us.get("writer busy", 0.0) - sum(writer.values())
+    writer["busy (of the total)"] = us.get("writer busy", 0.0)
+    return {READER: reader, WRITER: writer, "total": {"wall time": total / n * 1e6}}
 
 
 def steady_emit(bootstrap: str, rate: float, seconds: float, spill_dir: str) -> None:
@@ -262,11 +285,11 @@ def chart(result: dict, path: Path) -> None:
     a.bar([x + 0.2 for x in xs], [r["collector_eps"] for r in rounds], 0.4, label="collector into DuckDB")
     a.set_xticks(list(xs), [f"round {i + 1}" for i in xs])
     a.set_ylabel("events / s")
-    a.set_title(f"Throughput, {result['events']} events")
+    a.set_title(f"Throughput, {result['events']} events (ratio {result['throughput']['ratio']:.2f})")
     a.legend()
     lat = result["freshness"]["latencies"]
     b.plot(sorted(lat), [i / len(lat) for i in range(len(lat))])
-    b.axvline(2.0, color="red", linestyle="--", label="target p99 < 2 s")
+    b.axvline(1.0, color="red", linestyle="--", label="target p99 < 1 s")
     b.set_xlabel("produce-to-queryable latency (s)")
     b.set_ylabel("fraction of events")
     b.set_title(f"Freshness at {result['freshness']['rate']:.0f} events/s")
@@ -278,12 +301,18 @@ def chart(result: dict, path: Path) -> None:
 def report(result: dict, argv: list[str]) -> str:
     t = result["throughput"]
     f = result["freshness"]
+    steps = result["step_costs_us"]
+    load = result["load_before"]
+    busy = (f"other processes were using the CPU (load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
+            f"over 1 / 5 / 15 min before the run, on {result['cores']} cores): both sides are slowed, the "
+            "ratio less than the rates" if load[0] > 0.5 else "nothing else running")
     lines = [
         "# Collector benchmark",
         "",
         f"Command: `.venv/bin/python -m tests.bench.collector {shlex.join(argv)}` (or `make bench-collector`).",
-        f"Measured {result['date']} on {result['machine']}; Tansu (memory) and DuckDB on local disk, "
-        "one process each side, nothing else running.",
+        f"Measured {result['date']} on {result['machine']} ({result['cpu']}; AVX-512 flags: "
+        f"{' '.join(result['cpu_flags']) or 'none'}); Tansu (memory) and DuckDB on local disk, one process each "
+        f"side; {busy}.",
         "",
         "## Throughput: collector vs raw consume of the same topics, same run",
         "",
@@ -292,19 +321,22 @@ def report(result: dict, argv: list[str]) -> str:
     ]
     for i, r in enumerate(t["rounds"]):
         lines.append(f"| {i + 1} | {r['raw_eps']:,.0f} | {r['collector_eps']:,.0f} | {r['ratio']:.2f} |")
+    verdict = "met" if t["ratio"] >= 0.6 else "NOT met"
     lines += [
         f"| **median** | {t['raw_eps']:,.0f} | {t['collector_eps']:,.0f} | **{t['ratio']:.2f}** |",
         "",
-        f"Target: ratio >= 0.7 -> {'met' if t['ratio'] >= 0.7 else 'NOT met'}. "
+        f"Target: ratio >= 0.6 -> {verdict} (goal 0.7 -> {'met' if t['ratio'] >= 0.7 else 'not met'}). "
         f"{result['events']} events (70% completions of ~1 KB, 30% feedback), "
-        f"TAO_COLLECTOR_MAX_POLL_RECORDS={result['max_poll_records']}.",
+        f"TAO_COLLECTOR_MAX_POLL_RECORDS={result['max_poll_records']}; the collector is timed until its last "
+        "batch is stored.",
         "",
         "Where a collector's time goes (one more run with timers around each step; the raw "
-        f"consumer takes {1e6 / t['raw_eps']:.1f} us an event):",
+        f"consumer takes {1e6 / t['raw_eps']:.1f} us an event). The two threads overlap: the collector "
+        "thread's steps add up to the wall time, the writer thread's to its busy time:",
         "",
-        "| step | us / event |",
-        "|---|---|",
-        *[f"| {name} | {us:.1f} |" for name, us in result["step_costs_us"].items()],
+        "| thread | step | us / event |",
+        "|---|---|---|",
+        *[f"| {thread} | {name} | {us:.1f} |" for thread, named in steps.items() for name, us in named.items()],
         "",
         f"## Freshness at a steady {f['rate']:.0f} events/s for {f['seconds']:.0f} s",
         "",
@@ -313,7 +345,7 @@ def report(result: dict, argv: list[str]) -> str:
         f"| {f['seen']} of {f['emitted']['emitted']} | {f['p50_s'] * 1000:.0f} ms | {f['p99_s'] * 1000:.0f} ms | "
         f"{f['max_s'] * 1000:.0f} ms | {f['mean_s'] * 1000:.0f} ms |",
         "",
-        f"Target: p99 < 2 s -> {'met' if f['p99_s'] < 2 else 'NOT met'}. Latency = first seen by a reader "
+        f"Target: p99 < 1 s -> {'met' if f['p99_s'] < 1 else 'NOT met'}. Latency = first seen by a reader "
         "polling DuckDB every 10 ms (so up to 10 ms of it is the poll) minus occurred_at, set when the "
         "event is built in the emitting process, just before the gateway's EventProducer queues it: "
         "producer queue and batching, broker, fetch, parse, insert, commit.",
@@ -322,6 +354,27 @@ def report(result: dict, argv: list[str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's AVX-512 flags (`grep -o 'avx512[a-z_]*' /proc/cpuinfo | sort -u`)."""
+    import re
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    return sorted(set(re.findall(r"avx512[a-z_]*", text)))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -344,9 +397,12 @@ def main(argv: list[str] | None = None) -> dict:
     from feedback.settings import CollectorSettings
 
     mpr = args.max_poll_records or CollectorSettings().collector_max_poll_records
+    import os
+
     result: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "events": args.events,
-                    "max_poll_records": mpr,
-                    "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores"}
+                    "max_poll_records": mpr, "cores": os.cpu_count(),
+                    "machine": f"{platform.machine()}, {os.cpu_count()} cores", "cpu": cpu_model(),
+                    "cpu_flags": cpu_flags(), "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp, running_tansu(str(Path(tmp) / "tansu.log")) as bootstrap:
         say(f"producing {args.events} events to {bootstrap} ...")
         produce_backlog(bootstrap, args.events)
