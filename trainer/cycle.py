@@ -130,17 +130,20 @@ def reward_sources(settings: WorkerSettings, reward_model: RewardSource | None =
 def fit_reward_model(prompts: list[Prompt], settings: WorkerSettings):
     """A reward model on this cycle's user feedback (training prompts only: the gate's held-out
     prompts never leak into it). None when feedback is too thin or it does not beat guessing."""
-    from trainer.reward_model import FrozenEncoder, examples_from_prompts, train_reward_model
+    from trainer.reward_model import FrozenEncoder, balance_tenants, examples_from_prompts, train_reward_model
 
     if settings.weight_reward_model == 0:
         return None, None
     # A correction labels the reward model's "good" only when corroborated, as in the ensemble.
     examples = examples_from_prompts(prompts, lambda p, text: corroborated(p, text, settings.correction_min_tenants))
+    # No one key's thumbs decide what it learns: enough tenants, none above the tenant cap.
+    examples, tenancy = balance_tenants(examples, cap=settings.tenant_cap,
+                                        min_tenants=settings.reward_model_min_tenants)
     seed = zlib.crc32(settings.split_seed.encode())  # the reward model wants an int seed
     rm = train_reward_model(examples, seed=seed, encoder=FrozenEncoder(settings.base_model)) if examples else None
     if rm is None:
-        return None, {"examples": len(examples), "used": False}
-    report = {**rm.report(), "used": rm.heldout_accuracy > rm.baseline_accuracy}
+        return None, {"examples": len(examples), "used": False, "tenancy": tenancy}
+    report = {**rm.report(), "used": rm.heldout_accuracy > rm.baseline_accuracy, "tenancy": tenancy}
     return (rm if report["used"] else None), report
 
 
@@ -244,7 +247,9 @@ def gate(settings: WorkerSettings, job: CycleJob, weights: Path, heldout: list[P
     judge = Gate(Path(job.parent_path), settings.base_model, heldout,
                  gate_sources(sources), VERIFIERS, cache_dir=settings.gate_cache(),
                  margin=settings.gate_margin, confidence=settings.gate_confidence,
-                 max_new_tokens=settings.gate_max_tokens, dtype=choice.dtype, seed=settings.seed or 0, log=say).judge
+                 max_new_tokens=settings.gate_max_tokens, dtype=choice.dtype, seed=settings.seed or 0,
+                 probe_samples=settings.gate_probe_samples, probe_temperature=settings.gate_probe_temperature,
+                 log=say).judge
     verdict = judge(weights)
     tries = [_try(1.0, verdict)]
     for alpha in sorted((a for a in settings.gate_mixes if a < 1), reverse=True):

@@ -7,8 +7,9 @@ anywhere else, each with confidence, and with no labels.
    win rate is wins / (wins + losses), and its Wilson interval's low end must be above 0.5.
 2. No verifier's pass rate on held-out traffic falls.
 3. The general probe suite (trainer/probes.py, 200+ prompts of many kinds, none from the
-   benchmark): each probe's own check passes or fails for the candidate, the parent and
-   the base. The candidate must be non-inferior to both: the paired-bootstrap interval of
+   benchmark): each probe's own check passes or fails for the candidate's, the parent's and
+   the base's answers (several samples each, with the same random numbers for every model:
+   a probe scores the share that pass). The candidate must be non-inferior to both: the paired-bootstrap interval of
    (candidate - reference) pass rate must lie above -margin (1 point by default). Against
    the parent, losses cannot add up cycle after cycle; against the base, they cannot add up
    at all. Short answers' agreement and the drift of the parent's answers' log-probability
@@ -25,7 +26,7 @@ import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from trainer.probes import Probe, load_probes, passed, short_answer
 from trainer.prompts import Candidate, Prompt
@@ -33,16 +34,27 @@ from trainer.rewards import ensemble
 from trainer.rewards.ensemble import PASS_AT
 from trainer.stats import Interval, paired_bootstrap, wilson
 
+if TYPE_CHECKING:
+    from trainer.generate import Engine
+
 TIE_EPS = 0.05        # score differences below this are ties: scorers are noisy
-PROBE_MAX_TOKENS = 64  # probe answers are short: a fact, a number, a line of code, a few sentences
+# Probe answers are short (a fact, a number, a line of code). Cut at 32 tokens, a sampled
+# answer keeps the verdict it has at 64 in 90-99% of cases by kind (code 90%, reasoning 94%,
+# the rest 97-99%; docs/measurements.md), at half the cost: the samples that cost buys narrow
+# the interval more than the cut changes the figure, which both models share.
+PROBE_MAX_TOKENS = 32
+# The first look at sampled probes (Gate.judge): enough to refuse a clearly worse candidate,
+# a quarter of the default 16.
+SCREEN_SAMPLES = 4
 SHORT_KINDS = frozenset({"fact", "reasoning", "language"})  # kinds whose answers agree or not in a word
 
 
 class ProbeAnswers(NamedTuple):
-    """Each model's answers to the probe suite, in the suite's order."""
-    base: list[str]
-    parent: list[str]
-    candidate: list[str]
+    """Each model's answers to the probe suite, in the suite's order: one greedy answer per
+    probe, or several samples (the i-th samples of two models drew the same noise)."""
+    base: list[list[str]]
+    parent: list[list[str]]
+    candidate: list[list[str]]
 
 
 @dataclass
@@ -95,24 +107,27 @@ def pass_rate(prompts: list[Prompt], answers: list[str], verifier: Callable) -> 
 def probe_figures(probes: list[Probe], answers: ProbeAnswers, *, confidence: float, seed: int = 0,
                   drift: list[float] | None = None) -> dict:
     """Pass rates per model and kind, the candidate's paired difference to the parent and the
-    base with intervals, short-answer agreement, and drift (nats per token, when given)."""
+    base with intervals, short-answer agreement, and drift (nats per token, when given). A
+    probe's score is the share of its answers that pass (0 or 1 when answered greedily)."""
     checked = [i for i, p in enumerate(probes) if p.checked]
-    ok = {who: [bool(passed(probes[i], getattr(answers, who)[i])) for i in checked] for who in ProbeAnswers._fields}
-    by_kind: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    score = {who: [sum(bool(passed(probes[i], a)) for a in getattr(answers, who)[i]) / len(getattr(answers, who)[i])
+                   for i in checked] for who in ProbeAnswers._fields}
+    by_kind: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for j, i in enumerate(checked):
         for who in ProbeAnswers._fields:
-            by_kind[probes[i].kind][who].append(ok[who][j])
+            by_kind[probes[i].kind][who].append(score[who][j])
     short = [i for i, p in enumerate(probes) if p.kind in SHORT_KINDS]
 
-    def agreement(ref: list[str]) -> float | None:
-        return (sum(short_answer(answers.candidate[i]) == short_answer(ref[i]) for i in short) / len(short)
-                if short else None)
+    def agreement(ref: list[list[str]]) -> float | None:
+        # The i-th answers of two models side by side (the same noise, when sampled).
+        pairs = [(c, r) for i in short for c, r in zip(answers.candidate[i], ref[i])]
+        return sum(short_answer(c) == short_answer(r) for c, r in pairs) / len(pairs) if pairs else None
 
-    vs = {ref: paired_bootstrap([int(c) - int(r) for c, r in zip(ok["candidate"], ok[ref])],
+    vs = {ref: paired_bootstrap([c - r for c, r in zip(score["candidate"], score[ref])],
                                 confidence=confidence, seed=seed).as_dict() for ref in ("parent", "base")}
     return {
-        "n": len(probes), "checked": len(checked),
-        "pass_rate": {who: round(sum(v) / len(v), 4) if v else None for who, v in ok.items()},
+        "n": len(probes), "checked": len(checked), "samples": len(answers.candidate[0]) if answers.candidate else 0,
+        "pass_rate": {who: round(sum(v) / len(v), 4) if v else None for who, v in score.items()},
         "vs_parent": vs["parent"], "vs_base": vs["base"],
         "by_kind": {k: {who: round(sum(v) / len(v), 4) for who, v in d.items()} | {"n": len(d["candidate"])}
                     for k, d in sorted(by_kind.items())},
@@ -139,7 +154,7 @@ def decide(heldout: list[Prompt], current: list[str], candidate: list[str], prob
 
     vpass = {}
     for name, fn in verifiers.items():
-        (cur, n_cur), (cand, n_cand) = pass_rate(heldout, current, fn), pass_rate(heldout, candidate, fn)
+        (cur, _), (cand, n_cand) = pass_rate(heldout, current, fn), pass_rate(heldout, candidate, fn)
         vpass[name] = {"current": cur, "candidate": cand, "n": n_cand}
         if cur is not None and cand is not None and cand < cur:
             reasons.append(f"{name} verifier pass rate dropped: {cur:.2f} -> {cand:.2f} (n={n_cand})")
@@ -161,10 +176,11 @@ def decide(heldout: list[Prompt], current: list[str], candidate: list[str], prob
 
 # -- generation, with the probe answers of a model cached (a version never changes) -------
 class AnswerCache:
-    """A model's greedy answers to a fixed prompt set (and their log-probs under the model
-    itself), kept in a directory (DATA_DIR/gate_cache): a version never changes, so the base
-    and the parent answered in earlier cycles, and a cycle generates for its candidate only.
-    Used for the probe suite (the gate) and the replay set (trainer/replay.py)."""
+    """A model's answers to a fixed prompt set (greedy, or `samples` each at a temperature),
+    and the log-probs of its first answers under itself, kept in a directory
+    (DATA_DIR/gate_cache): a version never changes, so the base and the parent answered in
+    earlier cycles, and a cycle generates for its candidate only. Used for the probe suite
+    (the gate) and the replay set (trainer/replay.py)."""
 
     def __init__(self, root: Path, conversations: list[list[dict]], max_new_tokens: int, dtype: str,
                  log: Callable[[str], None] = print):
@@ -176,31 +192,49 @@ class AnswerCache:
         # The weight files' sizes and times too: an interpolated model renamed into a version's
         # weights/ directory must not find the answers of the model that was there before.
         files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(model_dir).glob("*.safetensors"))
-        key = f"{Path(model_dir).resolve()}|{files}|{self.digest}|{self.max_new_tokens}|{self.dtype}"
+        key = f"v2|{Path(model_dir).resolve()}|{files}|{self.digest}|{self.max_new_tokens}|{self.dtype}"
         return self.root / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
-    def get(self, model_dir: Path) -> dict:
-        path = self._path(model_dir)
+    def _engine(self, model_dir: Path, engine: "Engine | None") -> "Engine":
+        from trainer.generate import Engine
+
+        return engine or Engine(model_dir, dtype=self.dtype, log=self.log)
+
+    @staticmethod
+    def mode(samples: int, temperature: float, seed: int) -> str:
+        return "greedy" if samples <= 0 else f"k{samples}-t{temperature:g}-s{seed}"
+
+    def answers(self, model_dir: Path, *, samples: int = 0, temperature: float = 0.0, seed: int = 0,
+                engine: "Engine | None" = None) -> list[list[str]]:
+        """Each prompt's answers: one greedy (samples=0), or `samples` at `temperature` with
+        common random numbers (trainer.generate.Engine.sample)."""
+        path, mode = self._path(model_dir), self.mode(samples, temperature, seed)
         entry = json.loads(path.read_text()) if path.exists() else {}
-        if "answers" not in entry:
-            from trainer.generate import generate
-
-            entry["answers"] = generate(model_dir, self.conversations, dtype=self.dtype,
-                                        max_new_tokens=self.max_new_tokens, log=self.log)
+        if mode not in entry:
+            engine = self._engine(model_dir, engine)
+            entry[mode] = {"answers": [[a] for a in engine.generate(self.conversations,
+                                                                     max_new_tokens=self.max_new_tokens)]
+                           if samples <= 0 else engine.sample(self.conversations, samples=samples,
+                                                              temperature=temperature,
+                                                              max_new_tokens=self.max_new_tokens, seed=seed)}
             self._put(path, entry)
-        return entry
+        return entry[mode]["answers"]
 
-    def own_logprobs(self, model_dir: Path) -> list[list[float]]:
-        """[sum log-prob, tokens] of the model's own answers."""
-        path = self._path(model_dir)
-        entry = self.get(model_dir)
-        if "logprobs" not in entry:
-            from trainer.generate import answer_logprobs
+    def greedy(self, model_dir: Path, engine: "Engine | None" = None) -> list[str]:
+        return [a[0] for a in self.answers(model_dir, engine=engine)]
 
-            entry["logprobs"] = [list(x) for x in answer_logprobs(model_dir, self.conversations, entry["answers"],
-                                                                  dtype=self.dtype)]
+    def own_logprobs(self, model_dir: Path, *, samples: int = 0, temperature: float = 0.0, seed: int = 0,
+                     engine: "Engine | None" = None) -> list[list[float]]:
+        """[sum log-prob, tokens] of the model's own first answer to each prompt."""
+        path, mode = self._path(model_dir), self.mode(samples, temperature, seed)
+        first = [a[0] for a in self.answers(model_dir, samples=samples, temperature=temperature, seed=seed,
+                                            engine=engine)]
+        entry = json.loads(path.read_text())
+        if "logprobs" not in entry[mode]:
+            entry[mode]["logprobs"] = [list(x) for x in self._engine(model_dir, engine).logprobs(self.conversations,
+                                                                                                first)]
             self._put(path, entry)
-        return entry["logprobs"]
+        return entry[mode]["logprobs"]
 
     def _put(self, path: Path, entry: dict) -> None:
         # A temporary name of this writer's own: several processes may share the directory.
@@ -220,38 +254,76 @@ def drift_per_probe(parent_own: list[list[float]], candidate_on_parent: list[tup
 class Gate:
     """Judges candidates against one parent: the parent's held-out answers and every model's
     probe answers are computed once (the probes' across cycles, in the cache), so judging a
-    second candidate of the same cycle (an interpolation) costs only that candidate's answers."""
+    second candidate of the same cycle (an interpolation) costs only that candidate's answers.
+    Each model is loaded once per judgement (trainer.generate.Engine).
+
+    The probe suite is answered greedily (`probe_samples` 0) or `probe_samples` times per probe
+    at `probe_temperature`; a probe's score is then the share of its answers that pass. Greedy
+    verdicts flip on small weight changes, and those flips, not the weights, set the width of
+    the interval (docs/measurements.md): averaging samples narrows it."""
 
     def __init__(self, parent_dir: Path, base_dir: Path, heldout: list[Prompt],
                  sources: dict[str, tuple[float, Callable]], verifiers: dict[str, Callable], *, cache_dir: Path,
                  margin: float, confidence: float, max_new_tokens: int, dtype: str = "float32", seed: int = 0,
-                 log: Callable[[str], None] = print):
+                 probe_samples: int = 0, probe_temperature: float = 0.7, log: Callable[[str], None] = print):
         self.parent_dir, self.base_dir, self.heldout = parent_dir, base_dir, heldout
         self.sources, self.verifiers = sources, verifiers
         self.margin, self.confidence, self.max_new_tokens, self.dtype, self.seed, self.log = (
             margin, confidence, max_new_tokens, dtype, seed, log)
+        self.sampling = {"samples": probe_samples, "temperature": probe_temperature, "seed": seed}
         self.probes = load_probes()
         self.cache = AnswerCache(cache_dir, [p.messages for p in self.probes], PROBE_MAX_TOKENS, dtype, log)
         self._parent_heldout: list[str] | None = None
 
-    def _answers(self, model_dir: Path) -> list[str]:
-        from trainer.generate import generate
-
+    def _heldout_answers(self, engine: "Engine") -> list[str]:
         convs = [p.messages for p in self.heldout]
-        return generate(model_dir, convs, max_new_tokens=self.max_new_tokens, dtype=self.dtype, log=self.log) \
-            if convs else []
+        return engine.generate(convs, max_new_tokens=self.max_new_tokens) if convs else []
 
     def judge(self, candidate_dir: Path) -> GateResult:
-        from trainer.generate import answer_logprobs
+        """The verdict on `candidate_dir`. Sampled probes are looked at twice: first with
+        SCREEN_SAMPLES answers per probe, and a candidate already refused then (not better on
+        held-out traffic, or worse on the probes beyond the margin even at the interval's high
+        end) is refused without the rest; otherwise with all of them. Only a refusal stops
+        early, so the first look never makes a promotion likelier."""
+        from trainer.generate import Engine
 
-        base = self.cache.get(self.base_dir)["answers"]
-        parent = self.cache.get(self.parent_dir)["answers"]
-        parent_own = self.cache.own_logprobs(self.parent_dir)
+        def engine(d: Path) -> Engine:
+            return Engine(d, dtype=self.dtype, log=self.log)  # loads on first use only
+
+        engines = {"parent": engine(self.parent_dir), "candidate": engine(candidate_dir)}
+        dirs = {"base": self.base_dir, "parent": self.parent_dir, "candidate": candidate_dir}
+        parent_engine, cand_engine = engines["parent"], engines["candidate"]
         if self._parent_heldout is None:
-            self._parent_heldout = self._answers(self.parent_dir)
-        cand = self._answers(candidate_dir)
-        cand_probes = self.cache.get(candidate_dir)["answers"]  # cached: a promoted mix, renamed, answers anew
-        on_parent = answer_logprobs(candidate_dir, [p.messages for p in self.probes], parent, dtype=self.dtype)
-        return decide(self.heldout, self._parent_heldout, cand, self.probes, ProbeAnswers(base, parent, cand_probes),
-                      self.sources, self.verifiers, margin=self.margin, confidence=self.confidence,
-                      drift=drift_per_probe(parent_own, on_parent), seed=self.seed)
+            self._parent_heldout = self._heldout_answers(parent_engine)
+        cand = self._heldout_answers(cand_engine)
+        k, temperature, seed = self.sampling["samples"], self.sampling["temperature"], self.sampling["seed"]
+
+        def probe_answers(samples: int, seed: int) -> ProbeAnswers:
+            # Cached per model, mode and seed: the parent's and base's from earlier cycles.
+            return ProbeAnswers(*(self.cache.answers(dirs[who], samples=samples, temperature=temperature, seed=seed,
+                                                     engine=engines.get(who)) for who in ProbeAnswers._fields))
+
+        first = probe_answers(min(k, SCREEN_SAMPLES) if k > 0 else 0, seed)
+        # Drift: the parent's first answer to each probe, under the candidate.
+        parent_own = self.cache.own_logprobs(self.parent_dir, samples=min(k, SCREEN_SAMPLES) if k > 0 else 0,
+                                             temperature=temperature, seed=seed, engine=parent_engine)
+        drift = drift_per_probe(parent_own, cand_engine.logprobs([p.messages for p in self.probes],
+                                                                 [a[0] for a in first.parent]))
+
+        def verdict(answers: ProbeAnswers) -> GateResult:
+            return decide(self.heldout, self._parent_heldout, cand, self.probes, answers, self.sources,
+                          self.verifiers, margin=self.margin, confidence=self.confidence, drift=drift, seed=self.seed)
+
+        screen = verdict(first)
+        if k <= SCREEN_SAMPLES:
+            return screen
+        highs = [(screen.probes.get(f"vs_{ref}") or {}).get("high") for ref in ("parent", "base")]
+        worse = any(h is not None and h < -self.margin for h in highs)
+        if not screen.heldout_better or worse:
+            self.log(f"gate: refused at the first look ({SCREEN_SAMPLES} samples per probe): "
+                     f"{'worse on the probes beyond the margin' if worse else 'not better on held-out traffic'}")
+            screen.probes["screened"] = True
+            return screen
+        # The rest of the samples, with a seed of their own: every model draws the same again.
+        rest = probe_answers(k - SCREEN_SAMPLES, seed + 1)
+        return verdict(ProbeAnswers(*([a + b for a, b in zip(x, y)] for x, y in zip(first, rest))))

@@ -1,8 +1,11 @@
-"""Greedy batched generation with transformers, for evaluation inside a cycle.
+"""Batched generation with transformers, for evaluation inside a cycle.
 
-The gate compares the current and the candidate model on the same engine, at temperature
-0, so a difference in answers is a difference in weights, not in serving stacks. The
-production vLLM is left alone: evaluation must not load the server users are on.
+The gate compares the current and the candidate model on the same engine, so a difference in
+answers is a difference in weights, not in serving stacks. The production vLLM is left alone:
+evaluation must not load the server users are on.
+
+`Engine` loads one model once, on first use, for all it is asked: greedy answers, sampled
+answers and the log-probs of given answers (the gate needs all three of a candidate).
 """
 from __future__ import annotations
 
@@ -10,61 +13,96 @@ from pathlib import Path
 from typing import Callable
 
 
-def generate(model_dir: Path, conversations: list[list[dict]], *, max_new_tokens: int = 128,
-             batch_size: int = 16, dtype: str = "float32", log: Callable[[str], None] = print) -> list[str]:
-    """Greedy answers, in `dtype` (the machine's: feedback.hardware.choose_dtype; greedy
-    output differs a little between dtypes, so both models of a comparison use the same)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class Engine:
+    def __init__(self, model_dir: Path, *, dtype: str = "float32", batch_size: int = 16,
+                 log: Callable[[str], None] = print):
+        """`dtype`: the machine's (feedback.hardware.choose_dtype). Output differs a little
+        between dtypes, so both models of a comparison use the same one."""
+        self.model_dir, self.dtype, self.batch_size, self.log = Path(model_dir), dtype, batch_size, log
+        self._loaded = None
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    tok.padding_side = "left"  # decoder-only: pad on the left so every row ends at its prompt
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
-    model.eval()
-    out: list[str] = []
-    with torch.inference_mode():
-        for i in range(0, len(conversations), batch_size):
-            batch = conversations[i : i + batch_size]
+    def _load(self):
+        if self._loaded is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(self.model_dir)
+            tok.padding_side = "left"  # decoder-only: pad on the left so every row ends at its prompt
+            model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype))
+            model.eval()
+            self._loaded = tok, model
+        return self._loaded
+
+    def _batches(self, conversations: list[list[dict]], what: str):
+        tok, _ = self._load()
+        for i in range(0, len(conversations), self.batch_size):
+            batch = conversations[i : i + self.batch_size]
             texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in batch]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id or tok.eos_token_id)
-            out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            log(f"generate {model_dir.name}: {min(i + batch_size, len(conversations))}/{len(conversations)}")
-    return [t.strip() for t in out]
+            yield i, tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            self.log(f"{what} {self.model_dir.name}: {min(i + self.batch_size, len(conversations))}/{len(conversations)}")
 
+    def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 128) -> list[str]:
+        """Greedy answers."""
+        import torch
 
-def answer_logprobs(model_dir: Path, conversations: list[list[dict]], answers: list[str], *,
-                    batch_size: int = 16, dtype: str = "float32") -> list[tuple[float, int]]:
-    """(sum of log-probs, tokens) of each answer after its conversation under the model at
-    `model_dir`: how likely this model is to say what another one said (the gate's drift)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+        tok, model = self._load()
+        out: list[str] = []
+        with torch.inference_mode():
+            for _, enc in self._batches(conversations, "generate"):
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tok.pad_token_id or tok.eos_token_id)
+                out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [t.strip() for t in out]
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
-    model.eval()
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    out: list[tuple[float, int]] = []
-    with torch.inference_mode():
-        for i in range(0, len(conversations), batch_size):
-            rows = []
-            for conv, ans in zip(conversations[i : i + batch_size], answers[i : i + batch_size]):
-                head = tok(tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True),
-                           add_special_tokens=False)["input_ids"]
-                tail = tok(ans, add_special_tokens=False)["input_ids"]
-                rows.append((head, tail))
-            width = max(len(h) + len(t) for h, t in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, (h, t) in enumerate(rows):  # right padding: positions stay those of the text
-                ids[r, : len(h) + len(t)] = torch.tensor(h + t)
-                mask[r, : len(h) + len(t)] = 1
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-            for r, (h, t) in enumerate(rows):
-                if not t:
-                    out.append((0.0, 0))
-                    continue
-                pos = torch.arange(len(h) - 1, len(h) + len(t) - 1)  # the logits that predict each answer token
-                out.append((float(logp[r, pos, torch.tensor(t)].sum()), len(t)))
-    return out
+    def sample(self, conversations: list[list[dict]], *, samples: int, temperature: float,
+               max_new_tokens: int = 64, seed: int = 0) -> list[list[str]]:
+        """`samples` answers per conversation at `temperature`, with common random numbers: the
+        generator is reseeded per batch, so two models sampled over the same conversations
+        draw the same noise at every step, and where their next-token distributions are close
+        they pick the same token. Two near-identical models then give near-identical samples,
+        and their paired difference measures the weights, not the dice (the gate's probes)."""
+        import torch
+
+        tok, model = self._load()
+        out: list[list[str]] = []
+        with torch.inference_mode():
+            for i, enc in self._batches(conversations, "sample"):
+                torch.manual_seed(seed + i)
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                                     top_k=0, top_p=1.0, num_return_sequences=samples,
+                                     pad_token_id=tok.pad_token_id or tok.eos_token_id)
+                texts = [t.strip() for t in tok.batch_decode(gen[:, enc["input_ids"].shape[1]:],
+                                                             skip_special_tokens=True)]
+                out += [texts[j : j + samples] for j in range(0, len(texts), samples)]
+        return out
+
+    def logprobs(self, conversations: list[list[dict]], answers: list[str]) -> list[tuple[float, int]]:
+        """(sum of log-probs, tokens) of each answer after its conversation under this model:
+        how likely it is to say what another model said (the gate's drift)."""
+        import torch
+
+        tok, model = self._load()
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        out: list[tuple[float, int]] = []
+        with torch.inference_mode():
+            for i in range(0, len(conversations), self.batch_size):
+                rows = []
+                for conv, ans in zip(conversations[i : i + self.batch_size], answers[i : i + self.batch_size]):
+                    head = tok(tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True),
+                               add_special_tokens=False)["input_ids"]
+                    tail = tok(ans, add_special_tokens=False)["input_ids"]
+                    rows.append((head, tail))
+                width = max(len(h) + len(t) for h, t in rows)
+                ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for r, (h, t) in enumerate(rows):  # right padding: positions stay those of the text
+                    ids[r, : len(h) + len(t)] = torch.tensor(h + t)
+                    mask[r, : len(h) + len(t)] = 1
+                logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+                for r, (h, t) in enumerate(rows):
+                    if not t:
+                        out.append((0.0, 0))
+                        continue
+                    pos = torch.arange(len(h) - 1, len(h) + len(t) - 1)  # the logits that predict each answer token
+                    out.append((float(logp[r, pos, torch.tensor(t)].sum()), len(t)))
+        return out

@@ -7,14 +7,22 @@ Per version, from DuckDB (the worker's store): the thumbs-down rate of its serve
 formats; an answer passes when every verifier with an opinion passes it). The live version
 is rolled back (ModelRolledBack, through feedback/registry.py) to the version its promotion
 replaced when, for either figure, the difference to that version's is worse than `bound` and
-its interval (Newcombe, `confidence`) excludes zero, with at least `min_samples` answers on each side. A version made live by a
-rollback is not judged again: it is the one that was good before.
+its interval (Newcombe, `confidence`) excludes zero, with at least `min_samples` answers on
+each side. A version made live by a rollback is not judged again: it is the one that was good
+before.
+
+No one tenant can roll a version back: with `min_tenants` >= 2 (the default), a figure must
+also hold when any one tenant's answers are left out, each in turn. One key that thumbs down
+every answer of a new version, or sends it only requests its verifiers fail, moves the
+figure only with that tenant in, so it decides nothing alone. A deployment with a single
+tenant sets TAO_LIVE_MIN_TENANTS=1.
 """
 from __future__ import annotations
 
 import json
 import logging
 import threading
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from feedback.registry import rollback
@@ -26,13 +34,25 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class VersionFigures:
-    version: str
+class Counts:
     served: int = 0
     rated: int = 0       # completions with a thumbs on the served answer
     downs: int = 0
     verified: int = 0    # completions some verifier had an opinion on
     passes: int = 0
+
+    def minus(self, other: "Counts") -> "Counts":
+        return Counts(*(a - b for a, b in zip(asdict(self).values(), asdict(other).values())))
+
+
+@dataclass
+class VersionFigures(Counts):
+    version: str = ""
+    tenants: dict[str, Counts] = field(default_factory=dict)  # the same counts, per tenant of the completion
+
+    def without(self, tenant: str) -> Counts:
+        return Counts(**{k: v for k, v in asdict(self).items() if k not in ("version", "tenants")}).minus(
+            self.tenants.get(tenant, Counts()))
 
 
 @dataclass
@@ -50,30 +70,74 @@ class LiveCheck:
 def version_figures(store, version: str, window: int, verifiers: dict) -> VersionFigures:
     """The version's newest `window` completions: their thumbs and their verifiers' verdicts."""
     rows = store.query(
-        "WITH c AS (SELECT completion_id, CAST(messages AS VARCHAR) AS messages, CAST(params AS VARCHAR) AS params, "
+        "WITH c AS (SELECT completion_id, tenant, CAST(messages AS VARCHAR) AS messages, CAST(params AS VARCHAR) AS params, "
         "response, CAST(choices AS VARCHAR) AS choices FROM completions WHERE model_version = ? "
         "ORDER BY occurred_at DESC LIMIT ?), "
         "t AS (SELECT completion_id, arg_max(CAST(value AS VARCHAR), occurred_at) AS thumb FROM feedback "
         "WHERE kind = 'thumbs' AND choice_index = 0 GROUP BY completion_id) "
         "SELECT c.*, t.thumb FROM c LEFT JOIN t USING (completion_id)", [version, window])
-    fig = VersionFigures(version, served=len(rows))
-    for cid, messages, params, response, choices, thumb in rows:
+    fig = VersionFigures(version=version)
+    tenants: dict[str, Counts] = defaultdict(Counts)
+    for cid, tenant, messages, params, response, choices, thumb in rows:
+        counts = (fig, tenants[tenant])
+        for c in counts:
+            c.served += 1
         if thumb is not None:
-            fig.rated += 1
-            fig.downs += json.loads(thumb) == "down"
+            for c in counts:
+                c.rated += 1
+                c.downs += json.loads(thumb) == "down"
         calls = served_calls(json.loads(choices or "[]"))
         prompt = Prompt(cid, json.loads(messages), None, [], served=response,
                         contract=contract_of(json.loads(params or "{}")), served_tool_calls=calls)
         answer = [Candidate(response, "served", tool_calls=calls)]
         scores = [s for s in (v(prompt, answer)[0] for v in verifiers.values()) if s is not None]
         if scores:
-            fig.verified += 1
-            fig.passes += all(s >= PASS_AT for s in scores)
+            for c in counts:
+                c.verified += 1
+                c.passes += all(s >= PASS_AT for s in scores)
+    fig.tenants = dict(tenants)
     return fig
 
 
+FIGURES = {  # name -> (bad answers, answers judged) of a version's counts
+    "thumbs-down rate": lambda c: (c.downs, c.rated),
+    "verifier failure rate": lambda c: (c.verified - c.passes, c.verified),
+}
+
+
+def _judge(name: str, new: VersionFigures, old: VersionFigures, *, bound: float, min_samples: int,
+           min_tenants: int, confidence: float) -> tuple[bool, str, dict]:
+    """(roll back?, the reason, the figure with its interval) for one figure of the live version
+    (`new`) against the one it replaced (`old`)."""
+    bad = FIGURES[name]
+    (b_new, n_new), (b_old, n_old) = bad(new), bad(old)
+    d = difference(b_new, n_new, b_old, n_old, confidence=confidence)
+    live, parent = new.version, old.version
+    if min(n_new, n_old) < min_samples:
+        return False, (f"{name}: too few answers to judge ({live} {n_new}, {parent} {n_old}; "
+                       f"TAO_LIVE_MIN_SAMPLES={min_samples})"), d.as_dict()
+    if not (d.value > bound and d.low > 0):
+        return False, f"{name}: {live} - {parent} = {d.text(points=True)} points: within bounds", d.as_dict()
+    if min_tenants > 1:
+        judged = sorted(t for t in new.tenants if bad(new.tenants[t])[1])
+        if len(judged) < min_tenants:
+            return False, (f"{name}: {live} - {parent} = {d.text(points=True)} points, but only {len(judged)} "
+                           f"tenant(s) gave those answers (TAO_LIVE_MIN_TENANTS={min_tenants}): one tenant "
+                           f"alone rolls nothing back"), d.as_dict()
+        for t in judged:  # the verdict must stand whichever one tenant is left out
+            (bn, nn), (bo, no) = bad(new.without(t)), bad(old.without(t))
+            dt = difference(bn, nn, bo, no, confidence=confidence)
+            if min(nn, no) < min_samples or not (dt.value > bound and dt.low > 0):
+                return False, (f"{name}: {live} - {parent} = {d.text(points=True)} points, but without tenant "
+                               f"{t}'s answers {dt.text(points=True)}: not beyond the bound for more than one "
+                               f"tenant"), d.as_dict()
+    return True, (f"ROLLBACK: {name} of {live} is worse than {parent}'s by {d.text(points=True)} points, "
+                  f"beyond the {100 * bound:.0f}-point bound"
+                  + (", with any one tenant left out" if min_tenants > 1 else "")), d.as_dict()
+
+
 def check_live(store, verifiers: dict, *, bound: float, min_samples: int, confidence: float,
-               window: int) -> LiveCheck:
+               window: int, min_tenants: int = 2) -> LiveCheck:
     """The live version against the one its promotion replaced (see the module docstring)."""
     events = store.cycles.model_events()
     last = events[-1] if events else None
@@ -87,23 +151,11 @@ def check_live(store, verifiers: dict, *, bound: float, min_samples: int, confid
     # version that was rolled back.
     parent = events[-2]["version"] if len(events) > 1 else "base"
     new, old = (version_figures(store, v, window, verifiers) for v in (live, parent))
-    down = difference(new.downs, new.rated, old.downs, old.rated, confidence=confidence)
-    fail = difference(new.verified - new.passes, new.verified, old.verified - old.passes, old.verified,
-                      confidence=confidence)
-    reasons = []
-    for name, d, n_new, n_old in (("thumbs-down rate", down, new.rated, old.rated),
-                                  ("verifier failure rate", fail, new.verified, old.verified)):
-        if min(n_new, n_old) < min_samples:
-            reasons.append(f"{name}: too few answers to judge ({live} {n_new}, {parent} {n_old}; "
-                           f"TAO_LIVE_MIN_SAMPLES={min_samples})")
-        elif d.value > bound and d.low > 0:
-            reasons.append(f"ROLLBACK: {name} of {live} is worse than {parent}'s by {d.text(points=True)} points, "
-                           f"beyond the {100 * bound:.0f}-point bound")
-        else:
-            reasons.append(f"{name}: {live} - {parent} = {d.text(points=True)} points: within bounds")
-    return LiveCheck(live, parent, any(r.startswith("ROLLBACK") for r in reasons), reasons,
-                     {"live": asdict(new), "parent": asdict(old), "thumbs_down_diff": down.as_dict(),
-                      "verifier_fail_diff": fail.as_dict()})
+    verdicts = {name: _judge(name, new, old, bound=bound, min_samples=min_samples, min_tenants=min_tenants,
+                             confidence=confidence) for name in FIGURES}
+    return LiveCheck(live, parent, any(v[0] for v in verdicts.values()), [v[1] for v in verdicts.values()],
+                     {"live": asdict(new), "parent": asdict(old), "thumbs_down_diff": verdicts["thumbs-down rate"][2],
+                      "verifier_fail_diff": verdicts["verifier failure rate"][2]})
 
 
 class LiveCanary:
@@ -129,6 +181,7 @@ class LiveCanary:
         if promotion in self._sent:
             return LiveCheck(promotion[0], None, False, [f"rollback of {promotion[0]} already sent"]).as_dict()
         c = check_live(self.store, VERIFIERS, bound=s.live_bound, min_samples=s.live_min_samples,
+                       min_tenants=s.live_min_tenants,
                        confidence=s.gate_confidence, window=s.live_window)
         if c.rollback:
             self._sent.add(promotion)

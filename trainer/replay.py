@@ -37,7 +37,7 @@ def replay_pairs(parent_dir: Path, n: int, *, cache_dir: Path, dtype: str, seed:
 
     everything = load_replay()
     picked = random.Random(seed).sample(everything, min(n, len(everything)))
-    answers = AnswerCache(cache_dir, picked, REPLAY_MAX_TOKENS, dtype, log).get(parent_dir)["answers"]
+    answers = AnswerCache(cache_dir, picked, REPLAY_MAX_TOKENS, dtype, log).greedy(parent_dir)
     # An answer cut at the token limit would teach the model to stop mid-sentence (the chat
     # template closes the turn after it): only answers the parent finished are replayed.
     from transformers import AutoTokenizer

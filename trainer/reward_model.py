@@ -79,6 +79,37 @@ def examples_from_prompts(prompts: list[Prompt],
     return out
 
 
+def tenant_of(p: Prompt) -> str:
+    """Whose feedback labels this prompt's examples: a key rates only its own completions, so
+    it is the tenant most of the prompt's feedback came from."""
+    tenants = Counter(fb.get("tenant") or "anonymous" for fb in p.feedback)
+    return tenants.most_common(1)[0][0] if tenants else "anonymous"
+
+
+def balance_tenants(examples: list[Example], *, cap: float, min_tenants: int) -> tuple[list[Example], dict]:
+    """One key's thumbs are not the reward model's truth. With fewer than `min_tenants` tenants
+    behind the examples there is no reward model at all (`[]`); otherwise no tenant keeps more
+    than `cap` of what is kept (cap 0.5: no more than all the others together), each keeping
+    its first examples. Returns the examples kept and a report (examples per tenant, dropped)."""
+    by: dict[str, list[Example]] = {}
+    for ex in examples:
+        by.setdefault(tenant_of(ex[0]), []).append(ex)
+    report = {"tenants": len(by), "dropped": 0}
+    if len(by) < min_tenants:
+        report.update(dropped=len(examples), reason=f"feedback from {len(by)} tenant(s), fewer than "
+                      f"TAO_REWARD_MODEL_MIN_TENANTS={min_tenants}: one key's word trains nothing")
+        return [], report
+    if cap < 1 and len(by) > 1:  # alone (min_tenants 1): nobody to crowd out
+        # The largest per-tenant quota m with m <= cap x (examples kept under that quota).
+        sizes = [len(v) for v in by.values()]
+        quota = next((m for m in range(max(sizes), 0, -1) if m <= cap * sum(min(n, m) for n in sizes)), 1)
+        by = {t: v[:quota] for t, v in by.items()}
+    keep = {id(ex) for v in by.values() for ex in v}
+    kept = [ex for ex in examples if id(ex) in keep]
+    report["dropped"] = len(examples) - len(kept)
+    return kept, report
+
+
 def _number(v) -> float | None:
     try:
         return float(v)

@@ -72,6 +72,9 @@ class WorkerSettings(CollectorSettings):
                                    "no clear majority exists")
     weight_feedback: float = Field(1.0, ge=0, description="what users said about the served answer")
     weight_judge: float = Field(1.0, ge=0, description="relative LLM judge, when TAO_JUDGE_URL is set")
+    reward_model_min_tenants: int = Field(2, ge=1, description="the reward model is fit only on feedback from at "
+                                          "least this many tenants, none above TAO_TENANT_CAP of its examples: one "
+                                          "key's thumbs cannot steer it (1: a single-tenant deployment)")
     weight_reward_model: float = Field(0.5, ge=0, description="reward model fit each cycle on user feedback "
                                        "(used only when it beats its majority baseline on held-out feedback)")
     judge_url: str | None = Field(None, description="OpenAI-compatible endpoint of a judge model (unset: no judge)")
@@ -107,10 +110,18 @@ class WorkerSettings(CollectorSettings):
                               "TAO_GATE_CONFIDENCE")
     live_min_samples: int = Field(20, ge=1, description="rated (or verified) answers each version needs before "
                                   "the live canary judges that figure")
+    live_min_tenants: int = Field(2, ge=1, description="a live figure rolls a version back only when it also holds "
+                                  "with any one tenant's answers left out, and at least this many tenants gave "
+                                  "them: one key's thumbs cannot roll a version back (1: a single-tenant deployment)")
     live_window: int = Field(500, ge=1, description="newest completions per version the live canary reads")
     gate_cache_dir: Path | None = Field(None, description="where each model's probe-suite answers are cached "
                                         "(default DATA_DIR/gate_cache); keyed by the model's path and weight files, "
                                         "so one directory may serve several data dirs")
+    gate_probe_samples: int = Field(16, ge=0, le=64, description="answers per probe, sampled at "
+                                    "TAO_GATE_PROBE_TEMPERATURE with the same noise for every model; a probe scores "
+                                    "the share that pass (0: one greedy answer, whose verdict flips on small weight "
+                                    "changes and widens the interval: docs/measurements.md)")
+    gate_probe_temperature: float = Field(0.7, gt=0, le=2, description="sampling temperature of the probe answers")
     gate_margin: float = Field(0.01, ge=0, le=1, description="non-inferiority margin on the probe suite's pass rate, "
                                "against the parent and the base (0.01 = 1 point)")
     gate_max_tokens: int = Field(128, ge=8, description="answer length when the gate compares models")

@@ -92,16 +92,21 @@ def load_suite(tasks_file: str | None, seed: int, n_traffic: int) -> tuple[list[
 
 
 # -- traffic and feedback -----------------------------------------------------------------
+TENANTS = 4
 def send_traffic(stack: Stack, cases: list[dict], feedback_rate: float, noise: float, seed: int) -> dict:
     import openai
 
-    client = openai.OpenAI(base_url=stack.url + "/v1", api_key="bench-user", max_retries=2, timeout=600)
-    fb = httpx.Client(base_url=stack.url, headers={"authorization": "Bearer bench-user"}, timeout=30)
+    # Several tenants (a tenant is its key's hash; the bench stack's gateway is open), as a
+    # service has: the reward model trains only on feedback from TAO_REWARD_MODEL_MIN_TENANTS.
+    keys = [f"bench-user-{i}" for i in range(TENANTS)]
+    clients = {k: openai.OpenAI(base_url=stack.url + "/v1", api_key=k, max_retries=2, timeout=600) for k in keys}
+    fbs = {k: httpx.Client(base_url=stack.url, headers={"authorization": f"Bearer {k}"}, timeout=30) for k in keys}
     rnd = random.Random(seed)
-    plan = [(c, rnd.random() < feedback_rate, rnd.random() < noise) for c in cases]
+    plan = [(c, rnd.random() < feedback_rate, rnd.random() < noise, keys[i % len(keys)]) for i, c in enumerate(cases)]
 
     def one(item):
-        case, give_feedback, flip = item
+        case, give_feedback, flip, key = item
+        client, fb = clients[key], fbs[key]
         req = strip_gold(case)  # the only view of a case the service ever gets
         # Most clients send no task tag: only the cases marked `tagged` carry one.
         tag = {"metadata": {"task": req["task"]}} if case.get("tagged", True) else {}

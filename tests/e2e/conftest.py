@@ -14,8 +14,11 @@ def stack(tmp_path_factory, gate_cache):
     # Sized for a 2-core CPU without native bf16 (float32 vLLM, ~80 tok/s): two samples per
     # strategy and no step-by-step (twice the tokens; its parsing is unit-tested) keep the
     # cycle's exploration near 10k tokens, where the defaults asked ~50k (20 minutes there).
+    # The gate answers the probes greedily (TAO_GATE_PROBE_SAMPLES=0): the mechanics are the
+    # same, at a sixth of the cost; sampled probes are tests/trainer/test_gate_models.py's.
     s = Stack(tmp_path_factory.mktemp("stack") / "data",
               env={"TAO_EXPLORE_MAX_TOKENS": "96", "TAO_GATE_MAX_TOKENS": "64", "TAO_GATE_CACHE_DIR": str(gate_cache),
+                   "TAO_GATE_PROBE_SAMPLES": "0",
                    "TAO_EXPLORE_STRATEGIES": "plain,scaffold,fewshot", "TAO_SAMPLES_PER_STRATEGY": "2"})
     try:
         s.wait_ready()

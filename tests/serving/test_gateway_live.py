@@ -31,10 +31,12 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("gw-weights")
     admin = add_key(root / "data" / "api_keys", "ops", admin=True)
     user = add_key(root / "data" / "api_keys", "app")
+    other = add_key(root / "data" / "api_keys", "app2")  # a second tenant: the live canary needs two
     # The broker is not started: the gateway must start with the broker down.
     with live_gateway(root, start_broker=False, TAO_SWAP_MODE="weights", TAO_MAX_TOKENS_LIMIT="64") as live:
         live.gw.key = user
-        yield {"gw": live.gw, "broker": live.broker, "admin": admin, "user": user, "root": root}
+        yield {"gw": live.gw, "broker": live.broker, "admin": admin, "user": user, "other": other,
+               "root": root}
 
 
 def running(env) -> str:
@@ -47,8 +49,8 @@ def headers(env, key="user"):
     return {"authorization": f"Bearer {env[key]}"}
 
 
-def chat(env, i: int) -> str:
-    r = httpx.post(env["gw"].url + "/v1/chat/completions", headers=headers(env), timeout=120,
+def chat(env, i: int, key="user") -> str:
+    r = httpx.post(env["gw"].url + "/v1/chat/completions", headers=headers(env, key), timeout=120,
                    json={"model": "tao", "max_tokens": 4, "messages": [{"role": "user", "content": f"Say {i}."}]})
     assert r.status_code == 200, r.text
     return r.json()["id"]
@@ -292,9 +294,10 @@ def test_admin_promote_and_rollback(env):
 
 
 def test_live_canary_rolls_back_a_version_users_dislike(env):
-    """Real traffic through the gateway and thumbs through its feedback API, collected into
-    DuckDB: v1 gets thumbs down where the base got thumbs up, and the worker's live canary
-    rolls it back; the gateway serves the base again."""
+    """Real traffic through the gateway and thumbs through its feedback API, from two tenants,
+    collected into DuckDB: v1 gets thumbs down where the base got thumbs up, and the worker's
+    live canary rolls it back (the verdict holds with either tenant left out); the gateway
+    serves the base again."""
     from trainer.live import LiveCanary
     from trainer.settings import WorkerSettings
 
@@ -304,9 +307,10 @@ def test_live_canary_rolls_back_a_version_users_dislike(env):
     collector = Collector(bootstrap, store).start()
     try:
         def rated(n, thumb):
-            ids = [chat(env, 1000 + i) for i in range(n)]
-            for cid in ids:
-                r = httpx.post(gw.url + "/v1/feedback", headers=headers(env), timeout=30,
+            keys = [("user", "other")[i % 2] for i in range(n)]
+            ids = [chat(env, 1000 + i, key) for i, key in enumerate(keys)]
+            for cid, key in zip(ids, keys):  # a key rates its own completions only
+                r = httpx.post(gw.url + "/v1/feedback", headers=headers(env, key), timeout=30,
                                json={"completion_id": cid, "kind": "thumbs", "value": thumb})
                 assert r.status_code == 202, r.text
             return ids
@@ -324,10 +328,12 @@ def test_live_canary_rolls_back_a_version_users_dislike(env):
         versions = dict(store.query("SELECT completion_id, model_version FROM completions"))
         assert {versions[c] for c in liked} == {"base"} and {versions[c] for c in disliked} == {"v1"}
 
-        settings = WorkerSettings(data_dir=gw.data_dir, kafka_bootstrap=bootstrap, live_min_samples=20)
+        # 12 rated answers per tenant and version: each leave-one-tenant-out check has 12.
+        settings = WorkerSettings(data_dir=gw.data_dir, kafka_bootstrap=bootstrap, live_min_samples=12)
         check = LiveCanary(settings, store).run()
         assert check["rollback"] and (check["live"], check["parent"]) == ("v1", "base"), check
         assert check["figures"]["live"]["downs"] >= 24 and check["figures"]["thumbs_down_diff"]["low"] > 0
+        assert len(check["figures"]["live"]["tenants"]) == 2 and "with any one tenant left out" in check["reasons"][0]
         wait_live(gw, "base")
         assert ask(gw, stream=False)[1] == "base"
         deadline = time.monotonic() + 60

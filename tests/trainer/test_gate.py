@@ -1,5 +1,7 @@
 """The gate's decision (trainer/gate.py) on given answers: no model here. The real models
 are in tests/e2e/test_gate_cycle.py."""
+from pathlib import Path
+
 from trainer.gate import ProbeAnswers, decide, drift_per_probe, probe_figures
 from trainer.probes import Probe
 from trainer.prompts import Prompt
@@ -24,7 +26,8 @@ def probes(n):
 
 
 def answers(n, wrong=()):
-    return [f"w{i}" if i not in wrong else "no idea" for i in range(n)]
+    """One (greedy) answer per probe."""
+    return [[f"w{i}" if i not in wrong else "no idea"] for i in range(n)]
 
 
 def same(n=200, **kw):
@@ -76,7 +79,7 @@ def test_losses_cannot_add_up_against_the_base():
 
 def test_a_broken_candidate_is_refused_for_every_reason():
     r = decide(heldout(4), [GOOD] * 4, ["!!!!"] * 4, probes(200), ProbeAnswers(answers(200), answers(200),
-                                                                                ["!!!!"] * 200), SOURCES, VERIFIERS)
+                                                                                [["!!!!"]] * 200), SOURCES, VERIFIERS)
     text = " | ".join(r.reasons)
     assert "not better than the parent" in text and "json verifier pass rate dropped: 1.00 -> 0.00 (n=4)" in text
     assert "probe suite vs parent: -100.0" in text
@@ -92,6 +95,7 @@ def test_probe_figures_agreement_by_kind_and_drift():
                       Probe("open-0", "open", [{"role": "user", "content": "y"}], {"open": True})]
     base = ["w0", "w1", "w2", "w3", "x = 1", "hi"]
     cand = ["w0", "W1.", "nope", "w3", "x = (", "hello"]
+    base, cand = [[a] for a in base], [[a] for a in cand]
     f = probe_figures(ps, ProbeAnswers(base, base, cand), confidence=0.9, drift=[-0.1, -0.3])
     assert f["n"] == 6 and f["checked"] == 5
     assert f["by_kind"]["fact"] == {"base": 1.0, "parent": 1.0, "candidate": 0.75, "n": 4}
@@ -102,3 +106,70 @@ def test_probe_figures_agreement_by_kind_and_drift():
 
 def test_drift_is_per_token_and_skips_empty_answers():
     assert drift_per_probe([[-4.0, 4], [0.0, 0]], [(-8.0, 4), (-1.0, 0)]) == [-1.0]
+
+
+def test_sampled_probes_score_the_share_of_answers_that_pass():
+    ps = probes(200)
+    four = [[f"w{i}"] * 4 for i in range(200)]
+    # The candidate's 4 samples: on 50 probes one of four fails (-25 points on each: -6.25 in all).
+    cand = [[f"w{i}"] * 3 + ["no idea"] if i % 4 == 0 else [f"w{i}"] * 4 for i in range(200)]
+    f = probe_figures(ps, ProbeAnswers(four, four, cand), confidence=0.95)
+    assert f["samples"] == 4 and f["pass_rate"]["candidate"] == 0.9375
+    assert f["vs_parent"]["value"] == -0.0625 and f["vs_parent"]["high"] < 0
+    assert f["agreement"]["parent"] == 0.9375  # sample against sample: 50 of 800 differ
+    # Half as many losses spread as quarter-probes narrow the interval that greedy flips
+    # (the same mean, as whole probes) would give: the reason to sample.
+    greedy = [[f"w{i}"] if i % 16 else ["no idea"] for i in range(200)]  # 13 probes lost whole: -6.5
+    g = probe_figures(ps, ProbeAnswers(answers(200), answers(200), greedy), confidence=0.95)
+    width = lambda d: d["high"] - d["low"]  # noqa: E731
+    assert width(f["vs_parent"]) < width(g["vs_parent"])
+
+
+class FakeEngine:
+    """trainer.generate.Engine without a model: each model directory's name says how it answers
+    (held-out: the GOOD JSON or the BAD chat; probes: right, or wrong on every 4th), and every
+    sampling request is recorded."""
+    asked: list = []
+
+    def __init__(self, model_dir, **kw):
+        self.name = Path(model_dir).name
+
+    def generate(self, convs, **kw):
+        if "Say w" in convs[0][-1]["content"]:  # the probes, answered greedily
+            return [self._probe(c) for c in convs]
+        return [GOOD if self.name.startswith("cand") else BAD for _ in convs]
+
+    def _probe(self, conv):
+        i = int(conv[-1]["content"][len("Say w"):-1])
+        return "no idea" if self.name == "cand-forgot" and i % 4 == 0 else f"w{i}"
+
+    def sample(self, convs, *, samples, seed, **kw):
+        FakeEngine.asked.append((self.name, samples, seed))
+        return [[self._probe(c)] * samples for c in convs]
+
+    def logprobs(self, convs, answers):
+        return [(-1.0, 1) for _ in convs]
+
+
+def test_sampled_probes_refuse_a_clearly_worse_candidate_at_the_first_look(tmp_path, monkeypatch):
+    import trainer.generate
+    import trainer.gate as gate_module
+
+    monkeypatch.setattr(trainer.generate, "Engine", FakeEngine)
+    monkeypatch.setattr(gate_module, "load_probes", lambda: probes(200))
+    FakeEngine.asked = []
+    g = gate_module.Gate(tmp_path / "parent", tmp_path / "base", heldout(12), SOURCES, VERIFIERS,
+                         cache_dir=tmp_path / "cache", margin=0.01, confidence=0.95, max_new_tokens=8,
+                         probe_samples=16, seed=7, log=lambda m: None)
+    for d in ("parent", "base", "cand-forgot", "cand-good"):
+        (tmp_path / d).mkdir()
+    bad = g.judge(tmp_path / "cand-forgot")
+    # 25% of probes lost: refused at the first look, with 4 samples each, never the other 12.
+    assert not bad.promote and bad.probes["screened"] and bad.probes["samples"] == 4
+    assert ("cand-forgot", 12, 8) not in FakeEngine.asked and ("cand-forgot", 4, 7) in FakeEngine.asked
+    good = g.judge(tmp_path / "cand-good")
+    # Level on the probes: looked at again with all 16 (4 + 12 drawn with the next seed).
+    assert good.promote and good.probes["samples"] == 16 and "screened" not in good.probes
+    assert ("cand-good", 12, 8) in FakeEngine.asked and ("base", 12, 8) in FakeEngine.asked
+    # The base's and the parent's answers came from the cache the second time round.
+    assert sum(a[0] == "base" for a in FakeEngine.asked) == 2

@@ -1,14 +1,15 @@
 """The gate on real models and real training (issue "a gate that never promotes a worse
 model"): two candidates trained from the same extraction pairs, one of them with pairs that
-swap the answers of general questions as well. Both learnt the extraction task. The gate must
-refuse the one that forgot, name the probe figure, and be sure of it (its interval lies below
-zero); the other's probe difference must be far smaller, its interval reaching above zero.
+swap the answers of general questions as well. Both learnt the extraction task. The gate, at
+its defaults (1-point margin, 16 sampled answers per probe), must refuse the one that forgot,
+name the probe figure and be sure of it, and promote the other through the cycle's own gate
+stage (trying WiSE-FT mixes if the trained weights alone are not shown within the margin).
 
-Measured (docs/measurements.md, 2026-12-06; this test's 1 epoch): the candidate that forgot
--11.8 points [-18.6, -5.0] (fact 0.63 -> 0.28); the extraction-only one -2.7 [-6.4, +0.9]
-(code 0.93 -> 0.83), so at the 1-point margin the gate refuses it as well, for that alone; at n=220 probes a 1-point margin can be shown only by a
-candidate that changes almost no probe's verdict (one lost, none gained: -1.4 at the low end). SmolLM2-135M, TRL DPO, transformers
-generation; no vLLM. Several minutes on a 2-core CPU."""
+Measured (docs/measurements.md, 2026-12-06, AVX-512 + AMX CPU, bf16): the candidate that
+forgot -9.7 points [-13.6, -5.6] at the first look (4 samples; fact 0.43 -> 0.12); the
+extraction-only one +0.9 [-0.3, +2.0] with all 16, promoted unmixed; with greedy probes the
+same kind of candidate was -2.7 [-6.4, +0.9] and refused. SmolLM2-135M, TRL DPO,
+transformers generation; no vLLM. About 13 minutes on a 2-core CPU."""
 from __future__ import annotations
 
 import json
@@ -18,8 +19,10 @@ import pytest
 
 from feedback.settings import DEFAULT_BASE_MODEL
 from tests.e2e.traffic import ITEMS, NAMES, TEMPLATES
+from trainer import cycle
 from trainer.cycle import VERIFIERS
 from trainer.gate import Gate
+from trainer.job import CycleJob
 from trainer.optimize import train
 from trainer.probes import load_probes
 from trainer.prompts import Prompt
@@ -54,29 +57,42 @@ def test_the_gate_refuses_a_candidate_that_forgot_and_is_sure_of_it(tmp_path, ga
     swapped = [pair(p.messages[-1]["content"], f"{facts[(i + 7) % len(facts)].check['words'][0].capitalize()}.",
                     f"{p.check['words'][0].capitalize()}.") for i, p in enumerate(facts)]
     options = dict(epochs=1, lr=2e-4, lora_r=16, seed=0, log=print)
-    good, forgot = tmp_path / "good", tmp_path / "forgot"
+    good, forgot = tmp_path / "good" / "weights", tmp_path / "forgot" / "weights"
+    good.parent.mkdir(), forgot.parent.mkdir()  # version directories, as a cycle makes them
     train("dpo_nll", DEFAULT_BASE_MODEL, extraction, good, **options)
     train("dpo_nll", DEFAULT_BASE_MODEL, extraction + swapped, forgot, **options)
 
     heldout = [Prompt(f"h{i}", [{"role": "user", "content": p}]) for i, (p, _) in enumerate(orders(16, 2))]
+    # The defaults a cycle's gate runs with (1-point margin, 16 sampled answers per probe), in
+    # the machine's dtype; the candidates' parent is the base.
+    s = WorkerSettings(data_dir=tmp_path, gate_cache_dir=gate_cache, gate_max_tokens=64)
     gate = Gate(DEFAULT_BASE_MODEL, DEFAULT_BASE_MODEL, heldout, {"json": (1.0, json_verifier)}, VERIFIERS,
-                cache_dir=gate_cache, margin=0.01, confidence=0.95, max_new_tokens=64,
-                dtype=WorkerSettings().dtype_choice().dtype)  # the machine's, as a cycle's gate does
+                cache_dir=gate_cache, margin=s.gate_margin, confidence=s.gate_confidence, max_new_tokens=64,
+                dtype=s.dtype_choice().dtype, probe_samples=s.gate_probe_samples,
+                probe_temperature=s.gate_probe_temperature)
     bad = gate.judge(forgot)
-    print("forgot:", bad.reasons, json.dumps(bad.probes["by_kind"]))
-    ok = gate.judge(good)
-    print("good:", ok.reasons, json.dumps(ok.probes["by_kind"]), ok.probes["vs_parent"])
+    print("forgot:", bad.reasons, json.dumps(bad.probes["by_kind"]), bad.probes["vs_parent"])
 
     # Both learnt the extraction task: better on held-out traffic, with confidence.
-    assert bad.heldout_better and ok.heldout_better, (bad.win_interval, ok.win_interval)
-    # The one that forgot is refused on the probe suite, which it is shown to be worse on.
-    assert not bad.promote
+    assert bad.heldout_better, bad.win_interval
+    # The one that forgot is refused on the probe suite, which it is shown to be worse on:
+    # at the first look already (4 samples a probe), the interval wholly below the margin.
+    assert not bad.promote and bad.probes.get("screened")
     assert any(r.startswith("probe suite vs parent") and "most lost in fact" in r for r in bad.reasons), bad.reasons
-    assert bad.probes["vs_parent"]["high"] < 0
+    assert bad.probes["vs_parent"]["high"] < -s.gate_margin
     assert bad.probes["by_kind"]["fact"]["candidate"] < bad.probes["by_kind"]["fact"]["parent"] - 0.2
-    # The other lost less, and kept its facts (what the swapped pairs took); if refused, then
-    # only for not being shown within the margin on the probes. (Its interval's high end sat
-    # at +0.9 here: too close to 0 to assert on another CPU's numerics.)
-    assert ok.probes["vs_parent"]["value"] > bad.probes["vs_parent"]["value"]
+
+    # The other, through the cycle's own gate stage: judged with all 16 samples, and, if the
+    # trained weights are not shown within the margin, mixed toward the parent (WiSE-FT,
+    # TAO_GATE_MIXES) until one passes. It is promoted: what it learnt, it keeps on held-out
+    # traffic, and it is shown no worse than the base on the probes.
+    job = CycleJob(cycle_id="c-test", since=None, version="v1", parent="base",
+                   parent_path=str(DEFAULT_BASE_MODEL), snapshot=str(tmp_path / "none"))
+    ok = cycle.gate(s, job, good, heldout, {"json": (1.0, json_verifier)})
+    print("good:", ok.reasons, "mix", ok.mix, json.dumps(ok.tries), json.dumps(ok.probes["by_kind"]),
+          ok.probes["vs_parent"], ok.win_interval)
+    assert ok.probes["samples"] == s.gate_probe_samples and "screened" not in ok.probes
+    assert ok.promote and ok.heldout_better, ok.tries
+    assert ok.probes["vs_parent"]["low"] >= -s.gate_margin and ok.probes["vs_base"]["low"] >= -s.gate_margin
+    # It kept its facts, which the swapped pairs took from the other.
     assert ok.probes["by_kind"]["fact"]["candidate"] > bad.probes["by_kind"]["fact"]["candidate"] + 0.2
-    assert ok.promote or all(r.startswith("probe suite vs") for r in ok.reasons), ok.reasons

@@ -17,15 +17,15 @@ ASK = "Extract the fields name, city from the text. Reply with only a JSON objec
 GOOD, BAD = '{"name": "Ana Ruiz", "city": "Lima"}', "Ana lives somewhere."
 
 
-def served(cid, version, answer, at):
-    ev = ChatCompleted(occurred_at=T0 + timedelta(seconds=at), tenant="t", payload=ChatCompletedPayload(
+def served(cid, version, answer, at, tenant="t1"):
+    ev = ChatCompleted(occurred_at=T0 + timedelta(seconds=at), tenant=tenant, payload=ChatCompletedPayload(
         completion_id=cid, model_version=version, messages=[{"role": "user", "content": ASK}],
         choices=[{"index": 0, "text": answer}], latency_ms=1.0))
     return ev, ev.model_dump_json()
 
 
-def thumbs(cid, value, at):
-    ev = FeedbackSubmitted(occurred_at=T0 + timedelta(seconds=at), payload=FeedbackSubmittedPayload(
+def thumbs(cid, value, at, tenant="t1"):
+    ev = FeedbackSubmitted(occurred_at=T0 + timedelta(seconds=at), tenant=tenant, payload=FeedbackSubmittedPayload(
         feedback_id=f"f-{cid}-{at}", completion_id=cid, kind="thumbs", value=value))
     return ev, ev.model_dump_json()
 
@@ -45,13 +45,14 @@ def store(tmp_path):
     s.close()
 
 
-def traffic(version, n, *, downs, bad, start):
-    """n answers of `version`, each rated: the first `downs` thumbs down; the first `bad` answers fail the verifier."""
+def traffic(version, n, *, downs, bad, start, tenants=("t1", "t2")):
+    """n answers of `version`, each rated, from the tenants in turn: the first `downs` thumbs
+    down; the first `bad` answers fail the verifier."""
     rows = []
     for i in range(n):
-        cid = f"{version}-{i}"
-        rows += [served(cid, version, BAD if i < bad else GOOD, start + i),
-                 thumbs(cid, "down" if i < downs else "up", start + i)]
+        cid, tenant = f"{version}-{start}-{i}", tenants[i % len(tenants)]
+        rows += [served(cid, version, BAD if i < bad else GOOD, start + i, tenant),
+                 thumbs(cid, "down" if i < downs else "up", start + i, tenant)]
     return rows
 
 
@@ -61,9 +62,12 @@ def check(store, tmp_path, **kw):
 
 
 def test_figures_per_version_take_the_last_thumbs(store):
-    store.write_batch(traffic("base", 30, downs=3, bad=2, start=0) + [thumbs("base-0", "up", 99)], {})
+    store.write_batch(traffic("base", 30, downs=3, bad=2, start=0) + [thumbs("base-0-0", "up", 99)], {})
     f = version_figures(store, "base", 500, VERIFIERS)
     assert (f.served, f.rated, f.downs, f.verified, f.passes) == (30, 30, 2, 30, 28)
+    # Per tenant too: t1 had answers 0, 2, 4, ... (downs on 0 and 2, then 0's became up), t2 1, 3, ...
+    assert (f.tenants["t1"].rated, f.tenants["t1"].downs, f.tenants["t2"].downs) == (15, 1, 1)
+    assert f.without("t1").rated == 15 and f.without("t1").passes == 14
     assert version_figures(store, "base", 10, VERIFIERS).served == 10  # the newest 10
 
 
@@ -128,3 +132,25 @@ def test_the_canary_sends_a_rollback_once(store, tmp_path, monkeypatch):
     # The rollback has not come back through the collector yet: a second check sends nothing.
     again = canary.run()
     assert not again["rollback"] and again["reasons"] == ["rollback of v1 already sent"] and len(sent) == 1
+
+
+def test_one_tenant_alone_rolls_nothing_back(store, tmp_path):
+    # t2 thumbs down every answer of v1 it gets (half of them); t1 rates v1 as it rated base.
+    rows = traffic("base", 40, downs=4, bad=0, start=0) + [promoted("v1", 100)]
+    for i in range(40):
+        cid, tenant = f"v1-{i}", ("t1", "t2")[i % 2]
+        rows += [served(cid, "v1", GOOD, 200 + i, tenant),
+                 thumbs(cid, "down" if tenant == "t2" or i < 4 else "up", 200 + i, tenant)]
+    store.write_batch(rows, {})
+    everyone = check(store, tmp_path, min_tenants=1, min_samples=10)
+    assert everyone.rollback  # all answers pooled: +45 points
+    c = check(store, tmp_path, min_samples=10)
+    assert not c.rollback and "but without tenant t2's answers" in c.reasons[0], c.reasons
+
+
+def test_a_version_rated_by_one_tenant_only_is_not_rolled_back_by_thumbs(store, tmp_path):
+    store.write_batch(traffic("base", 40, downs=4, bad=0, start=0, tenants=("t1",)) + [promoted("v1", 100)]
+                      + traffic("v1", 40, downs=30, bad=0, start=200, tenants=("t1",)), {})
+    c = check(store, tmp_path)
+    assert not c.rollback and "only 1 tenant(s) gave those answers" in c.reasons[0]
+    assert check(store, tmp_path, min_tenants=1).rollback  # a single-tenant deployment opts out

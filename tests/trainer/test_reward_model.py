@@ -10,7 +10,8 @@ import pytest
 
 from tests.models import require_base_model
 from trainer.prompts import Candidate, Prompt
-from trainer.reward_model import FrozenEncoder, _split_by_prompt, examples_from_prompts, train_reward_model
+from trainer.reward_model import (FrozenEncoder, _split_by_prompt, balance_tenants, examples_from_prompts,
+                                  train_reward_model)
 
 
 def _prompt(pid: str, served: str | None, *feedback: dict, text: str = "Extract the fields name, city as JSON.") -> Prompt:
@@ -135,6 +136,29 @@ def feedback_prompts(n: int = 120, noise: float = 0.1, seed: int = 7) -> list[Pr
             fb = [_fb("thumbs", "up" if said_good else "down")]
         out.append(Prompt(f"c{i:03d}", [{"role": "user", "content": text}], "extract_json", fb, served=served))
     return out
+
+
+def _rated(tenant: str, n: int, value: str = "down") -> list[Prompt]:
+    return [_prompt(f"{tenant}-{i}", f"answer {i}", {**_fb("thumbs", value), "tenant": tenant}) for i in range(n)]
+
+
+def test_one_tenant_alone_trains_no_reward_model():
+    ex = examples_from_prompts(_rated("mallory", 60))
+    kept, report = balance_tenants(ex, cap=0.5, min_tenants=2)
+    assert kept == [] and report["tenants"] == 1 and report["dropped"] == 60 and "one key's word" in report["reason"]
+    kept, _ = balance_tenants(ex, cap=0.5, min_tenants=1)  # a single-tenant deployment opts out
+    assert len(kept) == 60
+
+
+def test_no_tenant_keeps_more_than_the_cap_of_the_reward_models_examples():
+    ex = examples_from_prompts(_rated("mallory", 60) + _rated("alice", 10, "up") + _rated("bob", 8, "up"))
+    kept, report = balance_tenants(ex, cap=0.5, min_tenants=2)
+    share = sum(p.prompt_id.startswith("mallory") for p, _, _ in kept) / len(kept)
+    assert share <= 0.5 and len(kept) == 36 and report == {"tenants": 3, "dropped": 42}
+    # The kept examples keep their order, and the others' are all kept.
+    assert [p.prompt_id for p, _, _ in kept if not p.prompt_id.startswith("mallory")] == \
+        [f"alice-{i}" for i in range(10)] + [f"bob-{i}" for i in range(8)]
+    assert balance_tenants(ex, cap=1.0, min_tenants=2)[0] == ex
 
 
 @pytest.fixture(scope="module")
