@@ -139,9 +139,12 @@ def probe_figures(probes: list[Probe], answers: ProbeAnswers, *, confidence: flo
 def decide(heldout: list[Prompt], current: list[str], candidate: list[str], probes: list[Probe],
            probe_answers: ProbeAnswers, sources: dict[str, tuple[float, Callable]],
            verifiers: dict[str, Callable], *, margin: float = 0.01, confidence: float = 0.95,
-           drift: list[float] | None = None, seed: int = 0) -> GateResult:
+           drift: list[float] | None = None, seed: int = 0,
+           compared: tuple[int, int, int, list[dict]] | None = None) -> GateResult:
+    """`compared`: `pairwise`'s result on these held-out answers, when the caller has it (the
+    gate's second look at the probes compares the same held-out answers again)."""
     reasons: list[str] = []
-    wins, losses, ties, details = pairwise(heldout, current, candidate, sources)
+    wins, losses, ties, details = compared or pairwise(heldout, current, candidate, sources)
     win = wilson(wins, wins + losses, confidence=confidence)
     tally = f"{wins} wins, {losses} losses, {ties} ties"
     if not heldout:
@@ -270,7 +273,7 @@ class Gate:
         self.sources, self.verifiers = sources, verifiers
         self.margin, self.confidence, self.max_new_tokens, self.dtype, self.seed, self.log = (
             margin, confidence, max_new_tokens, dtype, seed, log)
-        self.sampling = {"samples": probe_samples, "temperature": probe_temperature, "seed": seed}
+        self.probe_samples, self.probe_temperature = probe_samples, probe_temperature
         self.probes = load_probes()
         self.cache = AnswerCache(cache_dir, [p.messages for p in self.probes], PROBE_MAX_TOKENS, dtype, log)
         self._parent_heldout: list[str] | None = None
@@ -296,23 +299,27 @@ class Gate:
         if self._parent_heldout is None:
             self._parent_heldout = self._heldout_answers(parent_engine)
         cand = self._heldout_answers(cand_engine)
-        k, temperature, seed = self.sampling["samples"], self.sampling["temperature"], self.sampling["seed"]
+        # The held-out comparison (the scorers, a judge among them) is the same at both looks.
+        compared = pairwise(self.heldout, self._parent_heldout, cand, self.sources)
+        k, temperature, seed = self.probe_samples, self.probe_temperature, self.seed
+        first_k = min(k, SCREEN_SAMPLES)  # 0: greedy
 
         def probe_answers(samples: int, seed: int) -> ProbeAnswers:
             # Cached per model, mode and seed: the parent's and base's from earlier cycles.
             return ProbeAnswers(*(self.cache.answers(dirs[who], samples=samples, temperature=temperature, seed=seed,
                                                      engine=engines.get(who)) for who in ProbeAnswers._fields))
 
-        first = probe_answers(min(k, SCREEN_SAMPLES) if k > 0 else 0, seed)
+        first = probe_answers(first_k, seed)
         # Drift: the parent's first answer to each probe, under the candidate.
-        parent_own = self.cache.own_logprobs(self.parent_dir, samples=min(k, SCREEN_SAMPLES) if k > 0 else 0,
-                                             temperature=temperature, seed=seed, engine=parent_engine)
+        parent_own = self.cache.own_logprobs(self.parent_dir, samples=first_k, temperature=temperature, seed=seed,
+                                             engine=parent_engine)
         drift = drift_per_probe(parent_own, cand_engine.logprobs([p.messages for p in self.probes],
                                                                  [a[0] for a in first.parent]))
 
         def verdict(answers: ProbeAnswers) -> GateResult:
             return decide(self.heldout, self._parent_heldout, cand, self.probes, answers, self.sources,
-                          self.verifiers, margin=self.margin, confidence=self.confidence, drift=drift, seed=self.seed)
+                          self.verifiers, margin=self.margin, confidence=self.confidence, drift=drift, seed=self.seed,
+                          compared=compared)
 
         screen = verdict(first)
         if k <= SCREEN_SAMPLES:

@@ -110,13 +110,20 @@ def _judge(name: str, new: VersionFigures, old: VersionFigures, *, bound: float,
     """(roll back?, the reason, the figure with its interval) for one figure of the live version
     (`new`) against the one it replaced (`old`)."""
     bad = FIGURES[name]
-    (b_new, n_new), (b_old, n_old) = bad(new), bad(old)
-    d = difference(b_new, n_new, b_old, n_old, confidence=confidence)
+
+    def worse(a: Counts, b: Counts):
+        """(a's figure minus b's with its interval, enough answers on both sides?, beyond the bound?)"""
+        (b_a, n_a), (b_b, n_b) = bad(a), bad(b)
+        d = difference(b_a, n_a, b_b, n_b, confidence=confidence)
+        enough = min(n_a, n_b) >= min_samples
+        return d, enough, enough and d.value > bound and d.low > 0
+
+    d, enough, beyond = worse(new, old)
     live, parent = new.version, old.version
-    if min(n_new, n_old) < min_samples:
-        return False, (f"{name}: too few answers to judge ({live} {n_new}, {parent} {n_old}; "
+    if not enough:
+        return False, (f"{name}: too few answers to judge ({live} {bad(new)[1]}, {parent} {bad(old)[1]}; "
                        f"TAO_LIVE_MIN_SAMPLES={min_samples})"), d.as_dict()
-    if not (d.value > bound and d.low > 0):
+    if not beyond:
         return False, f"{name}: {live} - {parent} = {d.text(points=True)} points: within bounds", d.as_dict()
     if min_tenants > 1:
         judged = sorted(t for t in new.tenants if bad(new.tenants[t])[1])
@@ -125,9 +132,8 @@ def _judge(name: str, new: VersionFigures, old: VersionFigures, *, bound: float,
                            f"tenant(s) gave those answers (TAO_LIVE_MIN_TENANTS={min_tenants}): one tenant "
                            f"alone rolls nothing back"), d.as_dict()
         for t in judged:  # the verdict must stand whichever one tenant is left out
-            (bn, nn), (bo, no) = bad(new.without(t)), bad(old.without(t))
-            dt = difference(bn, nn, bo, no, confidence=confidence)
-            if min(nn, no) < min_samples or not (dt.value > bound and dt.low > 0):
+            dt, _, beyond_without = worse(new.without(t), old.without(t))
+            if not beyond_without:
                 return False, (f"{name}: {live} - {parent} = {d.text(points=True)} points, but without tenant "
                                f"{t}'s answers {dt.text(points=True)}: not beyond the bound for more than one "
                                f"tenant"), d.as_dict()

@@ -32,6 +32,7 @@ import numpy as np
 
 from trainer.prompts import Candidate, Prompt
 from trainer.rewards import extract_json_object
+from trainer.selection import tenant_quota  # the training side's rule, here on examples
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,8 @@ def balance_tenants(examples: list[Example], *, cap: float, min_tenants: int) ->
     """One key's thumbs are not the reward model's truth. With fewer than `min_tenants` tenants
     behind the examples there is no reward model at all (`[]`); otherwise no tenant keeps more
     than `cap` of what is kept (cap 0.5: no more than all the others together), each keeping
-    its first examples. Returns the examples kept and a report (examples per tenant, dropped)."""
+    its first examples. Returns the examples kept and a report (how many tenants, how many
+    examples dropped, and why when all were)."""
     by: dict[str, list[Example]] = {}
     for ex in examples:
         by.setdefault(tenant_of(ex[0]), []).append(ex)
@@ -99,10 +101,8 @@ def balance_tenants(examples: list[Example], *, cap: float, min_tenants: int) ->
         report.update(dropped=len(examples), reason=f"feedback from {len(by)} tenant(s), fewer than "
                       f"TAO_REWARD_MODEL_MIN_TENANTS={min_tenants}: one key's word trains nothing")
         return [], report
-    if cap < 1 and len(by) > 1:  # alone (min_tenants 1): nobody to crowd out
-        # The largest per-tenant quota m with m <= cap x (examples kept under that quota).
-        sizes = [len(v) for v in by.values()]
-        quota = next((m for m in range(max(sizes), 0, -1) if m <= cap * sum(min(n, m) for n in sizes)), 1)
+    if cap < 1:
+        quota = tenant_quota([len(v) for v in by.values()], cap)
         by = {t: v[:quota] for t, v in by.items()}
     keep = {id(ex) for v in by.values() for ex in v}
     kept = [ex for ex in examples if id(ex) in keep]

@@ -258,6 +258,16 @@ def _priority(rows: list[_Row]) -> list[_Row]:
     return [r for _, r in sorted(keyed, key=lambda kr: kr[0])]
 
 
+def tenant_quota(sizes: list[int], cap: float) -> int:
+    """How many items each tenant may keep (`sizes`: each tenant's count) so that none holds
+    more than `cap` of what is kept: the largest m with m <= cap x sum(min(size, m)). If the
+    cap cannot be met (cap < 1/tenants), every tenant gets an equal share; alone, a tenant
+    keeps everything (nobody to crowd out). Also the reward model's (trainer/reward_model.py)."""
+    if len(sizes) < 2:
+        return max(sizes, default=0)
+    return next((m for m in range(max(sizes), 0, -1) if m <= cap * sum(min(n, m) for n in sizes)), min(sizes))
+
+
 def cap_tenants(rows: list[_Row], cap: float, most: int | None = None) -> list[_Row]:
     """Rows with no tenant above `cap` of the total, keeping each tenant's newest. If the cap
     cannot be met (cap < 1/tenants), every tenant gets an equal share. `most`: the cycle's
@@ -266,11 +276,7 @@ def cap_tenants(rows: list[_Row], cap: float, most: int | None = None) -> list[_
     counts = Counter(r.tenant for r in rows)
     if not counts or cap >= 1:
         return rows
-    # Largest per-tenant quota m with m <= cap * sum(min(count, m)).
-    quota = next((m for m in range(max(counts.values()), 0, -1)
-                  if m <= cap * sum(min(c, m) for c in counts.values())), min(counts.values()))
-    if len(counts) < 2:
-        quota = max(counts.values())  # alone: nobody to crowd out, only the absolute bound below
+    quota = tenant_quota(list(counts.values()), cap)
     if most is not None:
         quota = min(quota, max(1, math.floor(cap * most)))
     taken: Counter = Counter()

@@ -126,7 +126,8 @@ def test_sampled_probes_score_the_share_of_answers_that_pass():
 
 
 class FakeEngine:
-    """trainer.generate.Engine without a model: each model directory's name says how it answers
+    """A mock of trainer.generate.Engine (the real one is tests/trainer/test_gate_models.py's; this
+    tests only the order of looks, in a second): each model directory's name says how it answers
     (held-out: the GOOD JSON or the BAD chat; probes: right, or wrong on every 4th), and every
     sampling request is recorded."""
     asked: list = []
@@ -151,7 +152,7 @@ class FakeEngine:
         return [(-1.0, 1) for _ in convs]
 
 
-def test_sampled_probes_refuse_a_clearly_worse_candidate_at_the_first_look(tmp_path, monkeypatch):
+def test_sampled_probes_refuse_a_clearly_worse_candidate_at_the_first_look_fake_engine(tmp_path, monkeypatch):
     import trainer.generate
     import trainer.gate as gate_module
 
