@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 EXTRAS  ?= cpu,test
 
-.PHONY: setup up test test-fast bench-lift bench-serving bench-collector clean-data schemas
+.PHONY: setup browser up test test-fast bench-lift bench-serving bench-collector clean-data schemas
 
 setup: $(STAMP)
 
@@ -27,9 +27,14 @@ $(STAMP): pyproject.toml
 up: setup
 	$(BIN)/tao up
 
+# The real-browser tests (tests/browser.py) drive Debian's chromium, installed with apt when
+# missing; never Playwright's own browser download, which CI's network refuses.
+browser:
+	sh deploy/install_browser.sh
+
 # Everything but benchmarks: the layering contracts (pyproject.toml [tool.importlinter]),
-# then unit, integration (real Tansu, DuckDB) and e2e (real vLLM).
-test: setup
+# then unit, integration (real Tansu, DuckDB), e2e (real vLLM) and real-browser tests.
+test: setup browser
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not bench" --durations=10 tests
 
@@ -53,6 +58,10 @@ bench-serving: setup
 bench-collector: setup
 	$(BIN)/pip install -qq -e ".[bench]"
 	$(BIN)/python -m tests.bench.collector $(BENCH_COLLECTOR_ARGS)
+
+# Each console page over HTTP with 100,000 completions in DuckDB (~3 min here).
+bench-console: setup
+	$(BIN)/python -m tests.bench.console $(BENCH_CONSOLE_ARGS)
 
 schemas: setup
 	$(BIN)/tao schemas

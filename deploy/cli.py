@@ -277,7 +277,7 @@ def keys_add(name: str = typer.Argument(..., help="who the key is for (letters, 
     """Create a key, store its hash in TAO_API_KEYS_FILE (default DATA_DIR/api_keys) and print the
     key once. Running gateways pick it up within a second; the first key also turns keys on in a
     gateway running open (TAO_AUTH=open, as `tao up` does)."""
-    from serving.auth import add_key
+    from feedback.auth import add_key
     from serving.settings import GatewaySettings
 
     path = _settings(GatewaySettings).keys_path()
@@ -293,7 +293,7 @@ def keys_add(name: str = typer.Argument(..., help="who the key is for (letters, 
 @keys_app.command("hash")
 def keys_hash(key: str = typer.Argument(..., help="an API key")) -> None:
     """Print the hash of KEY, for TAO_API_KEY_HASHES or TAO_ADMIN_KEY_HASH."""
-    from serving.auth import hash_key
+    from feedback.auth import hash_key
 
     typer.echo(hash_key(key))
 
@@ -301,7 +301,7 @@ def keys_hash(key: str = typer.Argument(..., help="an API key")) -> None:
 @keys_app.command("list")
 def keys_list() -> None:
     """Names (and the admin flag) of the keys in the key file; never the keys."""
-    from serving.auth import read_keys_file
+    from feedback.auth import read_keys_file
     from serving.settings import GatewaySettings
 
     path = _settings(GatewaySettings).keys_path()

@@ -98,6 +98,7 @@ class Stack:
                   str(self.logs / f"vllm-{s.port}.log"))
         t.add_row("worker (status, cycles)", f"http://127.0.0.1:{s.worker_port}/status",
                   str(self.logs / "worker.log"))
+        t.add_row("console (admin key)", f"http://127.0.0.1:{s.worker_port}/console", "`tao keys add NAME --admin`")
         t.add_row("Kafka", self.bootstrap or "", str(self.logs / "broker.log") if "broker" in self.procs else "external")
         console.print(t)
         console.print('model name for clients: "tao"; run a cycle now: `tao cycle --once`; stop: Ctrl-C')

@@ -104,6 +104,13 @@ def _version_number(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+# The names the registry gives (next_version: v1, v2, ...) and "base". Callers that take a
+# name from a request check it with this before any path is built from it: "/tmp/x" or
+# "../v1" would name a directory outside DATA_DIR/models and publish whatever metadata.json
+# it holds (serving/admin.py, the worker's console).
+VERSION_NAME = re.compile(r"base|v[0-9]{1,9}")
+
+
 def get_version(data_dir: Path, version: str) -> VersionMetadata:
     meta = models_dir(data_dir) / version / "metadata.json"
     if not meta.exists():

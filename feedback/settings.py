@@ -10,10 +10,10 @@ collect`, and the worker, which runs the collector as a thread), WorkerSettings
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from feedback.hardware import DtypeChoice, DtypeSetting, choose_dtype
 from feedback.kafka import Bootstrap
@@ -48,6 +48,32 @@ class TaoSettings(BaseSettings):
         "AVX512_BF16/AMX_BF16, else float32 (bf16 is emulated, 4.4x slower, on AVX2-only CPUs). Training keeps "
         "float32 weights on a CPU regardless (bf16 autocast saved ~15% on a bf16 CPU, not worth bf16 rounding in "
         "summed log-probs)")
+
+    # API keys: the gateway checks callers with them, the worker's console its admins.
+    api_keys_file: Path | None = Field(None, description="file of hashed API keys written by `tao keys add` "
+                                       "(unset: DATA_DIR/api_keys, if it exists)")
+    api_key_hashes: Annotated[list[str], NoDecode] = Field(
+        [], description='comma-separated "sha256:HEX" hashes of API keys (`tao keys hash KEY` prints one)')
+    admin_key_hash: str | None = Field(None, description='"sha256:HEX" of the admin key (the gateway\'s admin '
+                                       "routes, the worker's console); unset and no admin key in the file: both off")
+
+    @field_validator("api_key_hashes", mode="before")
+    @classmethod
+    def _hashes(cls, v):
+        from feedback.auth import parse_hash
+
+        items = [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else list(v)
+        return [parse_hash(x, "TAO_API_KEY_HASHES") for x in items]
+
+    @field_validator("admin_key_hash")
+    @classmethod
+    def _admin_hash(cls, v: str | None) -> str | None:
+        from feedback.auth import parse_hash
+
+        return parse_hash(v, "TAO_ADMIN_KEY_HASH") if v else v
+
+    def keys_path(self) -> Path:
+        return self.api_keys_file or self.data_dir / "api_keys"
 
     def signing_key_bytes(self) -> bytes:
         from feedback.ids import shared_key

@@ -216,6 +216,12 @@ class Store:
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple]:
         return self._cur().execute(sql, params).fetchall()
 
+    def query_dicts(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts keyed by column name (the console's queries)."""
+        cur = self._cur().execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
 
 class StoreLocked(RuntimeError):
     """The DuckDB file is held by another process."""

@@ -7,21 +7,17 @@ so every gateway replica swaps, this one included; the route then waits (up to
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from feedback.registry import VERSION_NAME
 from serving.deps import GateDep, SettingsDep
 from serving.errors import OpenAIError
 from serving.swap import SwapGate
 
 router = APIRouter(prefix="/admin")
-# The names the registry gives (feedback/registry.py next_version: v1, v2, ...) and "base".
-# Checked before any path is built from one: "/tmp/x" or "../v1" would name a directory
-# outside DATA_DIR/models and publish whatever metadata.json it holds.
-VERSION_NAME = re.compile(r"base|v[0-9]{1,9}")
 
 
 def version_error(param: str, value: str) -> str:

@@ -18,7 +18,7 @@ from feedback import api as feedback_api
 from feedback.procs import free_port
 from feedback.producer import EventProducer
 from serving import admin, errors
-from serving.auth import KeyRing
+from feedback.auth import KeyRing
 from serving.chat import VERSION_HEADER, ChatRequest, ChatService
 from serving.control import ControlConsumer
 from serving.deps import ChatDep, GateDep, KeysDep, MetricsDep, ProducerDep, SettingsDep, StartedAtDep, SupervisorDep

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from feedback.producer import EventProducer
-from serving.auth import KeyRing
+from feedback.auth import KeyRing
 from serving.chat import ChatService
 from serving.metrics import GatewayMetrics
 from serving.settings import GatewaySettings

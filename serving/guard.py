@@ -3,7 +3,7 @@
 A plain ASGI middleware (no BaseHTTPMiddleware: it would add a task and a copy per request
 on the hot path). /v1/*, /admin/* and the API docs (/docs, /redoc, /openapi.json) are
 guarded; health, readiness and metrics are not. Whether a key is needed at all is the key
-ring's `mode` (serving/auth.py): it never turns open because keys went missing.
+ring's `mode` (feedback/auth.py): it never turns open because keys went missing.
 Order: 413 (body too large) -> 401 (no valid key) -> 403 (admin route, not an admin key)
 -> 429 (rate limit, with Retry-After). A refused request never reaches vLLM and never logs
 an event. The token rate limit needs the counted prompt: serving/limits.py, in the route.
@@ -15,7 +15,7 @@ from typing import Callable
 
 from feedback.api import bearer_value
 from feedback.ids import tenant_of
-from serving.auth import KeyRing, Principal
+from feedback.auth import KeyRing, Principal
 from serving.errors import error_response
 from serving.limits import RateLimiter
 

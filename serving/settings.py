@@ -1,14 +1,11 @@
 """Gateway settings: environment variables with the prefix TAO_ (e.g. TAO_PORT=8000); those
-every process shares (broker, data directory, base model, swap mode, signing key, dtype) come
-from feedback.settings.TaoSettings."""
+every process shares (broker, data directory, base model, swap mode, signing key, dtype, API
+keys) come from feedback.settings.TaoSettings."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
-from pydantic_settings import NoDecode
 
 from feedback.hardware import DtypeChoice, choose_dtype
 from feedback.settings import TaoSettings
@@ -38,18 +35,12 @@ class GatewaySettings(TaoSettings):
     swap_drain_timeout_s: float = Field(
         5, gt=0, description="longest a swap waits for requests in flight (new ones wait meanwhile in weights mode); "
         "those still running then are ended (a stream gets a final error chunk, a plain request a 503 to retry)")
-    # Auth never fails open: see serving/auth.py.
+    # Auth never fails open: see feedback/auth.py.
     auth: Literal["keys", "open"] = Field(
         "keys", description="keys (default): /v1/*, /admin/* and the API docs need an API key; with none configured "
         "(no key file, or one emptied or deleted while running) every request gets 401, never an open door. open: "
         "no key needed while none is configured, for local development (`tao up` sets it); allowed only when "
         "TAO_HOST is a loopback address, and the first key added turns keys on until a restart")
-    api_keys_file: Path | None = Field(None, description="file of hashed API keys written by `tao keys add` "
-                                       "(unset: DATA_DIR/api_keys, if it exists)")
-    api_key_hashes: Annotated[list[str], NoDecode] = Field(
-        [], description='comma-separated "sha256:HEX" hashes of API keys (`tao keys hash KEY` prints one)')
-    admin_key_hash: str | None = Field(None, description='"sha256:HEX" of the admin key (admin routes); '
-                                       "unset and no admin key in the file: admin routes are off")
     # Limits
     rate_limit: str | None = Field("600/minute", description='requests per API key, e.g. "600/minute" '
                                    '(unset: no limit); answered 429 with Retry-After')
@@ -74,21 +65,6 @@ class GatewaySettings(TaoSettings):
         if v and not v.startswith(("http://", "https://")):
             raise ValueError(f"TAO_VLLM_URL must start with http:// or https://, got {v!r}")
         return v.rstrip("/") if v else v
-
-    @field_validator("api_key_hashes", mode="before")
-    @classmethod
-    def _hashes(cls, v):
-        from serving.auth import parse_hash
-
-        items = [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else list(v)
-        return [parse_hash(x, "TAO_API_KEY_HASHES") for x in items]
-
-    @field_validator("admin_key_hash")
-    @classmethod
-    def _admin_hash(cls, v: str | None) -> str | None:
-        from serving.auth import parse_hash
-
-        return parse_hash(v, "TAO_ADMIN_KEY_HASH") if v else v
 
     @field_validator("auth")
     @classmethod
@@ -141,6 +117,3 @@ class GatewaySettings(TaoSettings):
         if "--dtype" in self.vllm_args:
             return DtypeChoice(arg_value(self.vllm_args, "--dtype") or "auto", "set in TAO_VLLM_ARGS")
         return choose_dtype(self.dtype, cuda=not is_vllm_cpu())
-
-    def keys_path(self) -> Path:
-        return self.api_keys_file or self.data_dir / "api_keys"

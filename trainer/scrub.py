@@ -85,7 +85,7 @@ _TOKENS = [
     r"\bhf_[A-Za-z0-9]{30,}",                        # Hugging Face
     r"\bnpm_[A-Za-z0-9]{36}",                        # npm (NpmDetector only knows the .npmrc line)
     r"\bglpat-[A-Za-z0-9_-]{20,}",                   # GitLab PAT of other lengths than the detector's
-    r"\btao-[A-Za-z0-9_-]{40,}",                     # ours: "tao-" + token_urlsafe(32) (serving/auth.py)
+    r"\btao-[A-Za-z0-9_-]{40,}",                     # ours: "tao-" + token_urlsafe(32) (feedback/auth.py)
     r"(?i)\bsha256:[0-9a-f]{64}\b",                  # ours: a stored key hash, "sha256:HEX"
     r"\bxox[abprs]-[A-Za-z0-9-]{10,}",               # Slack tokens of other shapes than the detector's
 ]

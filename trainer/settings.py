@@ -25,6 +25,12 @@ class WorkerSettings(CollectorSettings):
                              "(the serving vLLM itself, never the gateway: exploration is not production traffic)")
     worker_host: str = "127.0.0.1"
     worker_port: int = Field(8001, ge=0, le=65535, description="worker status/trigger HTTP port")
+    # The web console (trainer/console/): served by the worker, the one process that holds DuckDB.
+    console_enabled: bool = Field(True, description="serve the web console on the worker's port at /console "
+                                  "(admin keys only; loopback unless TAO_WORKER_HOST says otherwise)")
+    console_session_hours: float = Field(12, gt=0, description="how long a console sign-in lasts")
+    console_lift_results: Path = Field(Path("tests/bench/results/tao_lift.json"), description="the lift "
+                                       "benchmark's JSON the Cycles page charts, when it exists (`make bench-lift`)")
     # Scheduling
     cycle_interval_s: float = Field(3600, gt=0, description="seconds between scheduled TAO cycles")
     cycle_timeout_s: float = Field(3 * 3600, gt=0, description="wall-clock budget of one cycle: past it the cycle "

@@ -5,7 +5,8 @@
 The worker is the only process that opens the DuckDB file. Each cycle runs in a child
 process (`python -m trainer.cycle`) over a Parquet snapshot, so training never holds the
 database and a crashed cycle cannot take the collector down. HTTP on TAO_WORKER_PORT:
-GET /healthz, GET /status, GET /metrics (Prometheus), POST /cycles (run one cycle now and return its result).
+GET /healthz, GET /status, GET /metrics (Prometheus), POST /cycles (run one cycle now and return its result),
+and the web console at /console (admin keys only; trainer/console/).
 A cycle has a wall-clock budget (TAO_CYCLE_TIMEOUT_S): past it, the child and everything it
 started are killed and the cycle is recorded as failed, so the worker is never stuck "busy".
 """
@@ -200,6 +201,10 @@ def create_app(settings: WorkerSettings):
         scheduler.start()
         app.state.store, app.state.runner, app.state.collector, app.state.canary = store, runner, collector, canary
         app.state.metrics = collector_registry(collector.counters)
+        if settings.console_enabled:
+            from trainer import console
+
+            console.start(app, settings, store, collector)
         log.info("worker up: DuckDB %s, cycles %s", settings.db_path,
                  f"on cron '{settings.cycle_cron}'" if settings.cycle_cron else f"every {settings.cycle_interval_s:.0f}s")
         try:
@@ -211,6 +216,10 @@ def create_app(settings: WorkerSettings):
             store.close()
 
     app = FastAPI(title="tao-loop worker", lifespan=lifespan)
+    if settings.console_enabled:
+        from trainer import console
+
+        console.mount(app)
 
     @app.get("/healthz")
     def healthz():

@@ -64,6 +64,12 @@ ABLATIONS: dict[str, dict[str, str]] = {
     "sft": {"TAO_OPTIMIZER": "sft"},
     "dpo": {"TAO_OPTIMIZER": "dpo"},  # plain DPO: the default optimizer (dpo_nll) without its NLL term
     "dpo_nll": {"TAO_OPTIMIZER": "dpo_nll"},  # the default, set explicitly: a repeat of the ensemble
+    # What the defences against forgetting buy: the gate with no interpolation toward the parent
+    # (a candidate that fails the probe suite is refused, never mixed), the gate with replay of
+    # general prompts in training as well, and no gate at all (every trained candidate promoted).
+    "no_mixes": {"TAO_GATE_MIXES": "1"},
+    "replay": {"TAO_REPLAY_GENERAL": "32"},
+    "no_gate": {"TAO_GATE_ENABLED": "false"},
 }
 
 

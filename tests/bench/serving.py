@@ -135,7 +135,7 @@ def swaps(gw, broker, mode: str) -> dict:
 
 
 def start(root: Path, mode: str, bind: str):
-    from serving.auth import add_key
+    from feedback.auth import add_key
     from tests.serving.live import Broker, Gateway
 
     broker = Broker(root)

@@ -3,7 +3,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deploy.cli import app
-from serving.auth import hash_key
+from feedback.auth import hash_key
 
 
 def test_keys_add_list_hash(tmp_path, monkeypatch):

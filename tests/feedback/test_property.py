@@ -27,7 +27,7 @@ from feedback.collector import Collector
 from feedback.ids import tenant_of
 from feedback.store import Store
 from schemas.events import MAX_CHOICES, MAX_TEXT_CHARS, TOPICS
-from serving.auth import add_key
+from feedback.auth import add_key
 from tests.serving.live import live_gateway
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from feedback.procs import free_port
 from feedback.registry import read_live
 from serving.app import create_app
-from serving.auth import add_key
+from feedback.auth import add_key
 from serving.settings import GatewaySettings
 from tests.serving.test_errors import assert_openai_error
 from tests.feedback.test_registry import read_control

@@ -8,7 +8,7 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from serving.auth import add_key
+from feedback.auth import add_key
 from serving.settings import GatewaySettings
 from tests.serving.test_errors import assert_openai_error
 from tests.serving.test_guard import make_client
@@ -40,7 +40,7 @@ def test_key_file_emptied_or_deleted_while_running_is_401_never_200(tmp_path, ca
         else:
             path.unlink()
         past_the_throttle()
-        with caplog.at_level(logging.ERROR, logger="serving.auth"):
+        with caplog.at_level(logging.ERROR, logger="feedback.auth"):
             for _ in range(3):
                 for k in (key, None, "anything"):
                     err = assert_openai_error(get(c, "/v1/models", k), 401, "invalid_api_key")
@@ -59,7 +59,7 @@ def test_key_file_emptied_or_deleted_while_running_is_401_never_200(tmp_path, ca
 
 
 def test_by_default_a_gateway_without_keys_refuses_everyone(tmp_path, caplog):
-    with caplog.at_level(logging.ERROR, logger="serving.auth"):
+    with caplog.at_level(logging.ERROR, logger="feedback.auth"):
         with make_client(tmp_path, auth=GatewaySettings.model_fields["auth"].default) as c:
             for k in (None, "anything"):
                 err = assert_openai_error(get(c, "/v1/models", k), 401, "invalid_api_key")

@@ -19,7 +19,7 @@ import pytest
 
 from feedback.collector import Collector
 from feedback.store import Store
-from serving.auth import add_key
+from feedback.auth import add_key
 from tests.serving.live import live_gateway, perturbed_version, promote, wait_live
 from tests.serving.swapload import ask, expected_answers, swap_under_load
 

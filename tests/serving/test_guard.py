@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from feedback.procs import free_port
 from serving.app import create_app
-from serving.auth import KeyRing, add_key, hash_key, read_keys_file
+from feedback.auth import KeyRing, add_key, hash_key, read_keys_file
 from serving.settings import GatewaySettings
 from tests.serving.test_errors import assert_openai_error, no_events
 

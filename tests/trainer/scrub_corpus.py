@@ -11,7 +11,7 @@ lift benchmark's prompts and gold values.
 import random
 import string
 
-from serving.auth import hash_key, new_key
+from feedback.auth import hash_key, new_key
 
 _rnd = random.Random("scrub-corpus")
 _ALNUM = string.ascii_letters + string.digits

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from serving.auth import hash_key, new_key
+from feedback.auth import hash_key, new_key
 from tests.trainer.scrub_corpus import MUST_GO, MUST_STAY
 from trainer.scrub import luhn_ok, scrub, scrub_value
 

@@ -123,6 +123,17 @@ class KeyRing:
         h = hash_key(key)
         return self._static.get(h) or self._from_file.get(h)
 
+    def tenant_names(self) -> dict[str, str]:
+        """Each key's tenant (feedback.ids.tenant_of: the first 24 hex digits of its SHA-256)
+        and the key's name, for people reading per-tenant figures."""
+        self._refresh()
+        return {h[7:31]: p.name for h, p in (*self._static.items(), *self._from_file.items())}
+
+    def lookup_hash(self, key_hash: str) -> Principal | None:
+        """The holder of a key known by its hash (a console session keeps the hash, never the key)."""
+        self._refresh()
+        return self._static.get(key_hash) or self._from_file.get(key_hash)
+
     def _refresh(self, force: bool = False) -> None:
         # At most one stat a second: the file changes when an operator adds a key, not per request.
         now = time.monotonic()
