@@ -136,7 +136,7 @@ def write(result: dict, out: Path) -> None:
     (out / "console.json").write_text(json.dumps(result, indent=2))
     rows = result["pages"]
     lines = ["# Console benchmark", "", f"Command: `{result['command']}`", "",
-             f"Machine: {result['cores']} cores; CPU flags: {' '.join(result['cpu_flags']) or 'no AVX-512'}; "
+             f"Machine: {result['cores']} cores; CPU flags: {' '.join(result['cpu_flags']) or 'no AVX-512, no AMX'}; "
              f"load average before the run {result['load_before'][0]:.2f}.", "",
              f"DuckDB on local disk with {result['completions']} completions, {result['feedback']} feedback events, "
              f"{result['cycles']} cycles and versions. Each page fetched over HTTP {result['repeats']} times after a "
@@ -151,7 +151,7 @@ def write(result: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tests.bench.collector import cpu_flags
+    from feedback.hardware import cpu_flags
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--completions", type=int, default=100_000)
@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             stop()
             store.close()
-    result = {"command": command, "cores": os.cpu_count(), "cpu_flags": cpu_flags(), "load_before": load,
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")))
+    result = {"command": command, "cores": os.cpu_count(), "cpu_flags": flags, "load_before": load,
               "completions": args.completions, "feedback": n_feedback, "cycles": args.cycles,
               "repeats": args.repeats, "pages": rows}
     write(result, args.out)
