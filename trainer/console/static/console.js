@@ -11,7 +11,9 @@
     const opts = {
       width: Math.max(el.clientWidth - 16, 300), height: 240,
       scales: { x: { time: time } },
-      axes: [{}, { label: el.dataset.ylabel || "" }],
+      // A cycle axis counts whole cycles; a time axis is uPlot's own.
+      axes: [time ? {} : { incrs: [1], values: (u, vals) => vals.map((v) => v.toFixed(0)) },
+             { label: el.dataset.ylabel || "" }],
       series: [{ label: time ? "time" : "cycle" }].concat(d.series.map((s, i) => ({
         label: s.label, stroke: COLORS[i % COLORS.length], width: 2, points: { show: !time || d.x.length < 40 },
       }))),
