@@ -23,6 +23,7 @@ import argparse
 import json
 import random
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -334,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reuse-ensemble", type=Path, metavar="JSON",
                    help="take the ensemble run from this tao_lift.json (same --seed) and run only the ablations")
     args = p.parse_args(argv)
+    # `kill` (SIGTERM) ends the run through its finally blocks, so the stack it started (`tao
+    # up`, in a session of its own) is stopped too instead of living on with its vLLM.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     command = "python -m tests.bench.lift " + shlex.join(argv if argv is not None else sys.argv[1:])
     traffic, evals = load_suite(args.tasks, args.seed, args.n_traffic)
     names = [] if args.ablations == "none" else (
