@@ -83,10 +83,15 @@ class ConsoleData:
     tenant_names: Callable[[], dict[str, str]] = dict  # tenant -> the name of its API key
     running_log_lines: int = 15
 
-    def _name(self, rows: list[dict]) -> list[dict]:
+    def _label(self) -> Callable[[str], str]:
+        """A tenant's key name, else the start of its hash (a key since removed)."""
         names = self.tenant_names()
+        return lambda t: names.get(t, t[:12])
+
+    def _name(self, rows: list[dict]) -> list[dict]:
+        label = self._label()
         for r in rows:
-            r["tenant_name"] = names.get(r["tenant"], r["tenant"][:12])
+            r["tenant_name"] = label(r["tenant"])
         return rows
 
     # -- traffic ---------------------------------------------------------------------
@@ -121,10 +126,6 @@ class ConsoleData:
         return {"minutes": minutes, "bucket": bucket, "by_shape": by_shape, "by_version": by_version,
                 "total": total, "per_minute": round(total / span, 2), "span_minutes": round(span, 1),
                 "chart": _per_minute_series(series, bucket, since, self._label())}
-
-    def _label(self) -> Callable[[str], str]:
-        names = self.tenant_names()
-        return lambda t: names.get(t, t[:12])
 
     def _span_minutes(self, since: datetime) -> float:
         first = self.store.query("SELECT min(occurred_at) FROM completions WHERE occurred_at >= ?", [since])[0][0]
