@@ -249,7 +249,7 @@ def gate(settings: WorkerSettings, job: CycleJob, weights: Path, heldout: list[P
                  margin=settings.gate_margin, confidence=settings.gate_confidence,
                  max_new_tokens=settings.gate_max_tokens, dtype=choice.dtype, seed=settings.seed or 0,
                  probe_samples=settings.gate_probe_samples, probe_temperature=settings.gate_probe_temperature,
-                 log=say).judge
+                 heldout_samples=settings.gate_heldout_samples, log=say).judge
     verdict = judge(weights)
     tries = [_try(1.0, verdict)]
     for alpha in sorted((a for a in settings.gate_mixes if a < 1), reverse=True):

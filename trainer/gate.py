@@ -2,9 +2,13 @@
 anywhere else, each with confidence, and with no labels.
 
 1. Held-out traffic (a stable hash keeps it out of training): the parent (the live model)
-   and the candidate answer greedily; the label-free scorers that built the training pairs
-   compare the two answers of each prompt: win, loss or tie. Ties are not half wins: the
-   win rate is wins / (wins + losses), and its Wilson interval's low end must be above 0.5.
+   and the candidate answer each prompt, greedily or several times sampled with the same
+   random numbers; the label-free scorers that built the training pairs score all of a
+   prompt's answers as one group, and the two models' mean scores make a win, a loss or a
+   tie. Ties are not half wins: the win rate is wins / (wins + losses), and its Wilson
+   interval's low end must be above 0.5. The prompt is the unit (its samples are not
+   independent of each other); sampling turns greedy ties (the same answer twice) into
+   decided prompts where the models differ.
 2. No verifier's pass rate on held-out traffic falls.
 3. The general probe suite (trainer/probes.py, 200+ prompts of many kinds, none from the
    benchmark): each probe's own check passes or fails for the candidate's, the parent's and
@@ -46,6 +50,7 @@ PROBE_MAX_TOKENS = 32
 # The first look at sampled probes (Gate.judge): enough to refuse a clearly worse candidate,
 # a quarter of the default 16.
 SCREEN_SAMPLES = 4
+HELDOUT_SEED = 1_000_003  # the held-out samples' noise is not the probes' (seeds seed and seed + 1)
 SHORT_KINDS = frozenset({"fact", "reasoning", "language"})  # kinds whose answers agree or not in a word
 
 
@@ -77,12 +82,29 @@ class GateResult:
         return asdict(self)
 
 
-def pairwise(prompts: list[Prompt], current: list[str], candidate: list[str],
+Answers = list[str] | list[list[str]]  # per prompt: one answer, or its samples
+
+
+def _samples(answers: Answers) -> list[list[str]]:
+    return [[a] if isinstance(a, str) else list(a) for a in answers]
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    got = [x for x in xs if x is not None]
+    return sum(got) / len(got) if got else None
+
+
+def pairwise(prompts: list[Prompt], current: Answers, candidate: Answers,
              sources: dict[str, tuple[float, Callable]]) -> tuple[int, int, int, list[dict]]:
+    """Win, loss or tie per prompt. A prompt's answers from both models are scored as one
+    group (a majority vote needs the group: two answers have no majority), and each model's
+    score is the mean over its answers the scorers had an opinion on."""
     wins = losses = ties = 0
     details = []
-    for p, cur, cand in zip(prompts, current, candidate):
-        (s_cur, s_cand), _ = ensemble(sources, p, [Candidate(cur, "current"), Candidate(cand, "candidate")])
+    for p, cur, cand in zip(prompts, _samples(current), _samples(candidate)):
+        group = [Candidate(a, "current") for a in cur] + [Candidate(a, "candidate") for a in cand]
+        scores, _ = ensemble(sources, p, group)
+        s_cur, s_cand = _mean(scores[: len(cur)]), _mean(scores[len(cur):])
         if s_cur is None or s_cand is None or abs(s_cand - s_cur) < TIE_EPS:
             ties += 1
             verdict = "tie"
@@ -92,14 +114,15 @@ def pairwise(prompts: list[Prompt], current: list[str], candidate: list[str],
         else:
             losses += 1
             verdict = "loss"
-        details.append({"prompt_id": p.prompt_id, "verdict": verdict, "current": cur, "candidate": cand,
-                        "score_current": s_cur, "score_candidate": s_cand})
+        details.append({"prompt_id": p.prompt_id, "verdict": verdict, "current": cur[0], "candidate": cand[0],
+                        "samples": len(cand), "score_current": s_cur, "score_candidate": s_cand})
     return wins, losses, ties, details
 
 
-def pass_rate(prompts: list[Prompt], answers: list[str], verifier: Callable) -> tuple[float | None, int]:
-    """Share of answers the verifier passes, over the prompts it has an opinion on (and how many)."""
-    scores = [verifier(p, [Candidate(a, "eval")])[0] for p, a in zip(prompts, answers)]
+def pass_rate(prompts: list[Prompt], answers: Answers, verifier: Callable) -> tuple[float | None, int]:
+    """Share of answers the verifier passes (every sample of a prompt), over the answers it
+    has an opinion on (and how many)."""
+    scores = [verifier(p, [Candidate(a, "eval")])[0] for p, group in zip(prompts, _samples(answers)) for a in group]
     judged = [s for s in scores if s is not None]
     return (sum(s >= PASS_AT for s in judged) / len(judged) if judged else None), len(judged)
 
@@ -136,7 +159,7 @@ def probe_figures(probes: list[Probe], answers: ProbeAnswers, *, confidence: flo
     }
 
 
-def decide(heldout: list[Prompt], current: list[str], candidate: list[str], probes: list[Probe],
+def decide(heldout: list[Prompt], current: Answers, candidate: Answers, probes: list[Probe],
            probe_answers: ProbeAnswers, sources: dict[str, tuple[float, Callable]],
            verifiers: dict[str, Callable], *, margin: float = 0.01, confidence: float = 0.95,
            drift: list[float] | None = None, seed: int = 0,
@@ -268,19 +291,29 @@ class Gate:
     def __init__(self, parent_dir: Path, base_dir: Path, heldout: list[Prompt],
                  sources: dict[str, tuple[float, Callable]], verifiers: dict[str, Callable], *, cache_dir: Path,
                  margin: float, confidence: float, max_new_tokens: int, dtype: str = "float32", seed: int = 0,
-                 probe_samples: int = 0, probe_temperature: float = 0.7, log: Callable[[str], None] = print):
+                 probe_samples: int = 0, probe_temperature: float = 0.7, heldout_samples: int = 0,
+                 log: Callable[[str], None] = print):
         self.parent_dir, self.base_dir, self.heldout = parent_dir, base_dir, heldout
         self.sources, self.verifiers = sources, verifiers
         self.margin, self.confidence, self.max_new_tokens, self.dtype, self.seed, self.log = (
             margin, confidence, max_new_tokens, dtype, seed, log)
         self.probe_samples, self.probe_temperature = probe_samples, probe_temperature
+        self.heldout_samples = heldout_samples
         self.probes = load_probes()
         self.cache = AnswerCache(cache_dir, [p.messages for p in self.probes], PROBE_MAX_TOKENS, dtype, log)
-        self._parent_heldout: list[str] | None = None
+        self._parent_heldout: list[list[str]] | None = None
 
-    def _heldout_answers(self, engine: "Engine") -> list[str]:
+    def _heldout_answers(self, engine: "Engine") -> list[list[str]]:
+        """Greedy (heldout_samples 0), or that many samples per prompt at the probes'
+        temperature, with the same seed for both models: where their next-token distributions
+        agree they draw the same answer, so a difference is the weights', not the dice's."""
         convs = [p.messages for p in self.heldout]
-        return engine.generate(convs, max_new_tokens=self.max_new_tokens) if convs else []
+        if not convs:
+            return []
+        if self.heldout_samples <= 0:
+            return [[a] for a in engine.generate(convs, max_new_tokens=self.max_new_tokens)]
+        return engine.sample(convs, samples=self.heldout_samples, temperature=self.probe_temperature,
+                             max_new_tokens=self.max_new_tokens, seed=self.seed + HELDOUT_SEED)
 
     def judge(self, candidate_dir: Path) -> GateResult:
         """The verdict on `candidate_dir`. Sampled probes are looked at twice: first with

@@ -68,9 +68,12 @@ def render_markdown(result: dict) -> str:
             lines += [f"| {k} | {v.get('n')} | {_fmt(v.get('base'))} | {_fmt(v.get('parent'))} | "
                       f"{_fmt(v.get('candidate'))} |" for k, v in (probes.get("by_kind") or {}).items()]
         for ex in gate.get("examples", [])[:3]:
+            k = ex.get("samples", 1)
+            how = f"mean score of {k} samples, the first shown" if k > 1 else "score"
             lines += ["", f"<details><summary>{ex['prompt_id']}: {ex['verdict']}</summary>", "",
-                      f"current ({_fmt(ex.get('score_current'))}): `{ex['current'][:300]}`", "",
-                      f"candidate ({_fmt(ex.get('score_candidate'))}): `{ex['candidate'][:300]}`", "", "</details>"]
+                      f"current ({how} {_fmt(ex.get('score_current'))}): `{ex['current'][:300]}`", "",
+                      f"candidate ({how} {_fmt(ex.get('score_candidate'))}): `{ex['candidate'][:300]}`", "",
+                      "</details>"]
         lines.append("")
     if result.get("timings"):
         lines += ["## Time (s)", "", " | ".join(f"{k} {v}" for k, v in result["timings"].items()), ""]

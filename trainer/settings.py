@@ -127,7 +127,14 @@ class WorkerSettings(CollectorSettings):
                                     "TAO_GATE_PROBE_TEMPERATURE with the same noise for every model; a probe scores "
                                     "the share that pass (0: one greedy answer, whose verdict flips on small weight "
                                     "changes and widens the interval: docs/measurements.md)")
-    gate_probe_temperature: float = Field(0.7, gt=0, le=2, description="sampling temperature of the probe answers")
+    gate_probe_temperature: float = Field(0.7, gt=0, le=2, description="sampling temperature of the probe answers "
+                                          "and of the held-out samples")
+    # 4 by default: greedy held-out answers of a candidate one short DPO run away are mostly
+    # the parent's own, so most prompts were ties (bench-lift cycle 1: 20 of 26) and 5 wins to
+    # 1 loss could not pass; samples drawn with common noise tell such models apart.
+    gate_heldout_samples: int = Field(4, ge=0, le=16, description="answers per held-out prompt from each model, "
+                                      "sampled at TAO_GATE_PROBE_TEMPERATURE with the same noise for both; a prompt "
+                                      "is won or lost on the mean score of its samples (0: one greedy answer each)")
     gate_margin: float = Field(0.01, ge=0, le=1, description="non-inferiority margin on the probe suite's pass rate, "
                                "against the parent and the base (0.01 = 1 point)")
     gate_max_tokens: int = Field(128, ge=8, description="answer length when the gate compares models")

@@ -18,7 +18,7 @@ def stack(tmp_path_factory, gate_cache):
     # same, at a sixth of the cost; sampled probes are tests/trainer/test_gate_models.py's.
     s = Stack(tmp_path_factory.mktemp("stack") / "data",
               env={"TAO_EXPLORE_MAX_TOKENS": "96", "TAO_GATE_MAX_TOKENS": "64", "TAO_GATE_CACHE_DIR": str(gate_cache),
-                   "TAO_GATE_PROBE_SAMPLES": "0",
+                   "TAO_GATE_PROBE_SAMPLES": "0", "TAO_GATE_HELDOUT_SAMPLES": "0",
                    "TAO_EXPLORE_STRATEGIES": "plain,scaffold,fewshot", "TAO_SAMPLES_PER_STRATEGY": "2"})
     try:
         s.wait_ready()

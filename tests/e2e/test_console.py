@@ -70,6 +70,7 @@ def console(tmp_path_factory, gate_cache):
     # is not interpolated again (the console shows whichever verdict it gets).
     stack = Stack(data, env={"TAO_EXPLORE_MAX_TOKENS": "64", "TAO_GATE_MAX_TOKENS": "48",
                              "TAO_GATE_CACHE_DIR": str(gate_cache), "TAO_GATE_PROBE_SAMPLES": "0",
+                             "TAO_GATE_HELDOUT_SAMPLES": "0",
                              "TAO_GATE_MIXES": "1", "TAO_EXPLORE_STRATEGIES": "plain,scaffold,fewshot",
                              "TAO_SAMPLES_PER_STRATEGY": "2", "TAO_MIN_PAIRS": "1", "TAO_MIN_BEST": "0.2",
                              "TAO_LIVE_CHECK_INTERVAL_S": "0"})

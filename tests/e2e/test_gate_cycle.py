@@ -33,7 +33,8 @@ def test_gate_rejects_a_broken_candidate(stack, tmp_path, gate_cache):
             kafka_bootstrap=f"127.0.0.1:{free_port()}",  # nothing listens: a wrong promotion would fail loudly
             learning_rate=0.5, epochs=1,                  # the deliberate break
             explore_strategies=["plain", "scaffold"], samples_per_strategy=2, explore_max_tokens=96,
-            gate_max_tokens=32, min_pairs=2, gate_cache_dir=gate_cache, gate_probe_samples=0,  # greedy: as the stack's
+            gate_max_tokens=32, min_pairs=2, gate_cache_dir=gate_cache,
+            gate_probe_samples=0, gate_heldout_samples=0,  # greedy: as the stack's
             holdout_fraction=0.3)
         result = CycleRunner(settings, store).run(force=True)
         assert result["status"] == "rejected", result

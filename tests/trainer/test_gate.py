@@ -2,7 +2,7 @@
 are in tests/e2e/test_gate_cycle.py."""
 from pathlib import Path
 
-from trainer.gate import ProbeAnswers, decide, drift_per_probe, probe_figures
+from trainer.gate import ProbeAnswers, decide, drift_per_probe, pairwise, probe_figures
 from trainer.probes import Probe
 from trainer.prompts import Prompt
 from trainer.rewards import json_verifier
@@ -53,6 +53,39 @@ def test_ties_are_not_half_wins_and_too_few_wins_are_not_enough():
     r = decide(heldout(4), [GOOD] * 4, [GOOD] * 4, probes(200), same(), SOURCES, VERIFIERS)
     assert not r.promote and r.win_rate is None and "no prompt told the models apart (0 wins, 0 losses, 4 ties)" in \
         r.reasons[0]
+
+
+def test_sampled_heldout_answers_decide_on_the_mean_of_each_models_samples():
+    # Greedy, the two models said the same (a tie on every prompt); their samples, drawn with
+    # the same noise, differ on some draws: 3 of 4 good for the candidate against 1 of 4.
+    cur = [[GOOD, BAD, BAD, BAD]] * 12
+    cand = [[GOOD, GOOD, GOOD, BAD]] * 12
+    greedy = decide(heldout(12), [GOOD] * 12, [GOOD] * 12, probes(200), same(), SOURCES, VERIFIERS)
+    assert greedy.ties == 12 and not greedy.promote
+    r = decide(heldout(12), cur, cand, probes(200), same(), SOURCES, VERIFIERS)
+    assert r.promote and (r.wins, r.losses, r.ties) == (12, 0, 0)
+    # The prompt is the unit: 12 decided prompts, not 48 samples.
+    assert r.win_interval["n"] == 12
+    # Pass rates count every sample.
+    assert r.verifier_pass["json"] == {"current": 0.25, "candidate": 0.75, "n": 48}
+    assert r.examples[0]["samples"] == 4 and r.examples[0]["current"] == GOOD
+    assert (r.examples[0]["score_current"], r.examples[0]["score_candidate"]) == (0.25, 0.75)
+    # A difference under TIE_EPS in the means is still a tie.
+    r = decide(heldout(4), [[GOOD] * 20 + [BAD]] * 4, [[GOOD] * 21] * 4, probes(200), same(), SOURCES, VERIFIERS)
+    assert r.ties == 4
+
+
+def test_heldout_answers_are_scored_as_one_group_so_a_majority_can_speak():
+    from trainer.rewards.consistency import majority_vote
+
+    math = [Prompt("m", [{"role": "user", "content": "Each box has 7 pens. How many pens are in 28 boxes? "
+                                                      "Answer with the number."}])]
+    sources = {"majority": (1.0, majority_vote)}
+    # Two answers (one per model, greedy) have no majority: a tie.
+    assert pairwise(math, ["196"], ["27"], sources)[:3] == (0, 0, 1)
+    # Eight answers do: the candidate's agree with the group's clear majority more often.
+    w, l, t, details = pairwise(math, [["196", "27", "27", "196"]], [["196", "196", "196", "196"]], sources)
+    assert (w, l, t) == (1, 0, 0), details
 
 
 def test_forgetting_on_the_probe_suite_is_refused_and_named():
@@ -146,6 +179,8 @@ class FakeEngine:
 
     def sample(self, convs, *, samples, seed, **kw):
         FakeEngine.asked.append((self.name, samples, seed))
+        if "Say w" not in convs[0][-1]["content"]:  # held-out prompts, sampled
+            return [self.generate([c]) * samples for c in convs]
         return [[self._probe(c)] * samples for c in convs]
 
     def logprobs(self, convs, answers):
@@ -174,3 +209,23 @@ def test_sampled_probes_refuse_a_clearly_worse_candidate_at_the_first_look_fake_
     assert ("cand-good", 12, 8) in FakeEngine.asked and ("base", 12, 8) in FakeEngine.asked
     # The base's and the parent's answers came from the cache the second time round.
     assert sum(a[0] == "base" for a in FakeEngine.asked) == 2
+    # Held-out prompts greedy here (heldout_samples 0): only probes were sampled.
+    assert all(a[1] in (4, 12) for a in FakeEngine.asked)
+
+
+def test_sampled_heldout_answers_use_one_seed_for_both_models_fake_engine(tmp_path, monkeypatch):
+    import trainer.generate
+    import trainer.gate as gate_module
+
+    monkeypatch.setattr(trainer.generate, "Engine", FakeEngine)
+    monkeypatch.setattr(gate_module, "load_probes", lambda: probes(200))
+    FakeEngine.asked = []
+    g = gate_module.Gate(tmp_path / "parent", tmp_path / "base", heldout(12), SOURCES, VERIFIERS,
+                         cache_dir=tmp_path / "cache", margin=0.01, confidence=0.95, max_new_tokens=8,
+                         probe_samples=0, heldout_samples=3, seed=7, log=lambda m: None)
+    for d in ("parent", "base", "cand-good"):
+        (tmp_path / d).mkdir()
+    r = g.judge(tmp_path / "cand-good")
+    assert r.promote and (r.wins, r.ties) == (12, 0) and r.examples[0]["samples"] == 3
+    heldout_draws = [a for a in FakeEngine.asked if a[1] == 3]
+    assert heldout_draws == [("parent", 3, 7 + gate_module.HELDOUT_SEED), ("cand-good", 3, 7 + gate_module.HELDOUT_SEED)]

@@ -69,7 +69,7 @@ def test_the_gate_refuses_a_candidate_that_forgot_and_is_sure_of_it(tmp_path, ga
     gate = Gate(DEFAULT_BASE_MODEL, DEFAULT_BASE_MODEL, heldout, {"json": (1.0, json_verifier)}, VERIFIERS,
                 cache_dir=gate_cache, margin=s.gate_margin, confidence=s.gate_confidence, max_new_tokens=64,
                 dtype=s.dtype_choice().dtype, probe_samples=s.gate_probe_samples,
-                probe_temperature=s.gate_probe_temperature)
+                probe_temperature=s.gate_probe_temperature, heldout_samples=s.gate_heldout_samples)
     bad = gate.judge(forgot)
     print("forgot:", bad.reasons, json.dumps(bad.probes["by_kind"]), bad.probes["vs_parent"])
 

@@ -288,7 +288,8 @@ class ConsoleData:
                           else "", "verdict": e.get("verdict"), "current": _scrubbed(e.get("current"), 1200),
                           "candidate": _scrubbed(e.get("candidate"), 1200),
                           "score_current": _r(e.get("score_current"), 3),
-                          "score_candidate": _r(e.get("score_candidate"), 3)} for e in examples]
+                          "score_candidate": _r(e.get("score_candidate"), 3),
+                          "samples": e.get("samples", 1)} for e in examples]
         c["gate"] = gate
         c["log"] = self._log_tail(cycle_id) if c["status"] == "running" else []
         return c
