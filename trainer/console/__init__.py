@@ -56,7 +56,8 @@ def start(app: "FastAPI", settings: "WorkerSettings", store: "Store", collector:
 
     key = settings.signing_key_bytes()
     keys = KeyRing(settings.keys_path(), settings.api_key_hashes, settings.admin_key_hash)
-    app.state.console_auth = ConsoleAuth(keys, key, settings.console_session_hours * 3600)
+    app.state.console_auth = ConsoleAuth(keys, key, settings.console_session_hours * 3600,
+                                         signed_out_path=settings.data_dir / "console_signed_out.json")
     app.state.console_data = ConsoleData(store, settings.data_dir, collector.counters.stats,
                                          lift_results=settings.console_lift_results, tenant_names=keys.tenant_names)
     app.state.console_actions = ModelActions(settings.kafka_bootstrap, settings.data_dir, settings.base_model, key,

@@ -10,6 +10,10 @@ Answers: no credentials, an unknown key, a bad or expired cookie: 401; a valid k
 not an admin key: 403. A form that changes something (promote, roll back, sign out) also
 carries a token derived from the session (a per-session CSRF token), and the cookie is
 SameSite=Strict: another site cannot make a signed-in browser press a button.
+
+Signing out ends the session on the server too: the cookie's signature is kept, until the
+cookie would have expired, in a small file in the data directory (so a copied cookie stays
+dead after a worker restart), and a request carrying it gets 401.
 """
 from __future__ import annotations
 
@@ -17,8 +21,12 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from feedback.auth import KeyRing, Principal, hash_key
 
@@ -49,10 +57,43 @@ def _unb64(text: str) -> bytes:
 
 
 class ConsoleAuth:
-    def __init__(self, keys: KeyRing, secret: bytes, ttl_s: float):
-        self.keys, self.ttl_s = keys, ttl_s
+    def __init__(self, keys: KeyRing, secret: bytes, ttl_s: float, signed_out_path: Path | None = None):
+        """`signed_out_path`: where signed-out sessions are kept (None: in memory only)."""
+        self.keys, self.ttl_s, self.signed_out_path = keys, ttl_s, signed_out_path
         # A key of its own, derived: a console cookie is no valid completion-id signature.
         self._secret = hmac.new(secret, b"tao-console-session", hashlib.sha256).digest()
+        self._lock = threading.Lock()
+        self._signed_out: dict[str, int] = self._load_signed_out()
+
+    def _load_signed_out(self) -> dict[str, int]:
+        if self.signed_out_path is None or not self.signed_out_path.exists():
+            return {}
+        try:
+            got = json.loads(self.signed_out_path.read_text())
+            return {str(k): int(v) for k, v in got.items()}
+        except (ValueError, TypeError, AttributeError) as e:
+            # Unreadable: refuse to start rather than bring signed-out cookies back to life.
+            raise RuntimeError(f"{self.signed_out_path}: not a JSON object of signed-out console sessions ({e}); "
+                               "delete it to start over (every console session then needs a new sign-in "
+                               "only if you also change TAO_SIGNING_KEY)") from e
+
+    def sign_out(self, session: "Session") -> None:
+        """End a cookie session for good (a bearer key has none to end)."""
+        if session.cookie is None:
+            return
+        body, sig = session.cookie.split(".", 1)
+        exp = int(json.loads(_unb64(body))["exp"])
+        now = time.time()
+        with self._lock:
+            # Expired cookies are refused anyway: forget them, so the file stays small.
+            self._signed_out = {k: v for k, v in self._signed_out.items() if v >= now}
+            self._signed_out[sig] = exp
+            if self.signed_out_path is not None:
+                self.signed_out_path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".signed-out.", dir=self.signed_out_path.parent)
+                with os.fdopen(fd, "w") as f:
+                    json.dump(self._signed_out, f)
+                os.replace(tmp, self.signed_out_path)
 
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest())
@@ -64,7 +105,9 @@ class ConsoleAuth:
         """The session cookie's value for an admin key, or Denied."""
         who = self.keys.lookup(key.strip())
         self._check(who)
-        body = _b64(json.dumps({"h": hash_key(key.strip()), "exp": int(time.time() + self.ttl_s)}).encode())
+        # A nonce: two sign-ins in one second are two sessions, and signing out of one leaves the other.
+        body = _b64(json.dumps({"h": hash_key(key.strip()), "exp": int(time.time() + self.ttl_s),
+                                "n": _b64(os.urandom(9))}).encode())
         return f"{body}.{self._sign(body)}"
 
     def _check(self, who: Principal | None) -> Principal:
@@ -90,6 +133,8 @@ class ConsoleAuth:
             claims = json.loads(_unb64(body))
             if claims["exp"] < time.time():
                 raise Denied(401, "Your console session has expired: sign in again.")
+            if sig in self._signed_out:
+                raise Denied(401, "This console session was signed out: sign in again.")
         except Denied:
             raise
         except (ValueError, KeyError, TypeError):

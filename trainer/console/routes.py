@@ -90,6 +90,7 @@ def login(request: Request, auth: AuthDep, key: Annotated[str, Form()] = "",
 @router.post("/logout")
 def logout(auth: AuthDep, session: SessionDep, csrf: Annotated[str, Form()] = "") -> Response:
     auth.check_csrf(session, csrf)
+    auth.sign_out(session)  # the cookie is dead on the server too, not only deleted in this browser
     resp = RedirectResponse("/console/login", status_code=303)
     resp.delete_cookie(COOKIE, path="/console")
     return resp

@@ -74,6 +74,34 @@ def test_a_session_cookie_signs_in_and_out(env):
     assert r.status_code == 303 and 'Max-Age=0' in r.headers["set-cookie"]
 
 
+def test_a_signed_out_cookie_is_dead_on_the_server_even_after_a_restart(env, tmp_path):
+    client, keys, _, app = env
+    path = tmp_path / "signed_out.json"
+    app.state.console_auth = ConsoleAuth(KeyRing(tmp_path / "api_keys"), b"s" * 32, 3600, signed_out_path=path)
+    cookie = signed_in(client, keys["root"])
+    other = signed_in(client, keys["root"])  # a second browser's session
+    client.cookies.clear()
+    client.cookies.set(COOKIE, cookie)
+    page = client.get("/console/traffic")
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    assert client.post("/console/logout", data={"csrf": token}, follow_redirects=False).status_code == 303
+    # A copy of the cookie (kept by whoever saw it) no longer signs in.
+    client.cookies.clear()
+    client.cookies.set(COOKIE, cookie)
+    r = client.get("/console/traffic")
+    assert r.status_code == 401 and "signed out" in r.text
+    # The other session is untouched, and a restarted worker still refuses the first.
+    app.state.console_auth = ConsoleAuth(KeyRing(tmp_path / "api_keys"), b"s" * 32, 3600, signed_out_path=path)
+    assert client.get("/console/traffic").status_code == 401
+    client.cookies.clear()
+    client.cookies.set(COOKIE, other)
+    assert client.get("/console/traffic").status_code == 200
+    # A bad file is a clear error at start, not a silent amnesty.
+    path.write_text("[1, 2")
+    with pytest.raises(RuntimeError, match="signed-out console sessions"):
+        ConsoleAuth(KeyRing(tmp_path / "api_keys"), b"s" * 32, 3600, signed_out_path=path)
+
+
 def test_a_tampered_expired_or_revoked_session_is_refused(env):
     client, keys, tmp_path, app = env
     cookie = signed_in(client, keys["root"])
