@@ -142,6 +142,11 @@ class ConsoleAuth:
         who = self._check(self.keys.lookup_hash(claims["h"]))
         return Session(who, cookie, self.csrf_for(cookie))
 
+    def note_sig(self, session: Session, kind: str, text: str) -> str:
+        """A signature for the message an action leaves in its redirect (?done=...): the page
+        shows only messages this session's own action made, never text from a crafted link."""
+        return self._sign(f"note|{session.csrf}|{kind}|{text}")[:22]
+
     def check_csrf(self, session: Session, token: str | None) -> None:
         if session.cookie is not None and not hmac.compare_digest(token or "", session.csrf):
             raise Denied(403, "This form is stale or came from another page: reload the page and try again.")

@@ -12,6 +12,7 @@ ConsoleData; promote and roll back go through ModelActions. Mounted by the worke
 """
 from __future__ import annotations
 
+import hmac
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,7 +122,13 @@ def feedback(request: Request, session: SessionDep, data: DataDep, window: Windo
 
 
 @router.get("/models")
-def models(request: Request, session: SessionDep, data: DataDep, done: str = "", error: str = "") -> HTMLResponse:
+def models(request: Request, auth: AuthDep, session: SessionDep, data: DataDep, done: str = "", error: str = "",
+           sig: str = "") -> HTMLResponse:
+    # An action's message comes back in the URL (post, redirect, get); shown only when signed
+    # for this session, so a link cannot make the console say "rolled back" when it did not.
+    kind, text = ("done", done) if done else ("error", error)
+    if text and not hmac.compare_digest(sig, auth.note_sig(session, kind, text)):
+        done, error = "", ""
     return page(request, "models.html", session, nav="models", m=data.models(), done=done, error=error)
 
 
@@ -129,25 +136,27 @@ def models(request: Request, session: SessionDep, data: DataDep, done: str = "",
 def promote(version: str, auth: AuthDep, session: SessionDep, actions: ActionsDep,
             csrf: Annotated[str, Form()] = "") -> Response:
     auth.check_csrf(session, csrf)
-    return _after(actions.promote, version, by=session.principal.name)
+    return _after(actions.promote, version, auth, session)
 
 
 @router.post("/models/rollback")
 def rollback(auth: AuthDep, session: SessionDep, actions: ActionsDep, csrf: Annotated[str, Form()] = "",
              to: Annotated[str, Form()] = "") -> Response:
     auth.check_csrf(session, csrf)
-    return _after(actions.rollback, to or None, by=session.principal.name)
+    return _after(actions.rollback, to or None, auth, session)
 
 
-def _after(action, arg, by: str) -> Response:
+def _after(action, arg, auth: ConsoleAuth, session: Session) -> Response:
     try:
-        msg, ok = action(arg, by=by), True
+        msg, ok = action(arg, by=session.principal.name), True
     except (LookupError, ValueError) as e:
         msg, ok = str(e), False
     except Exception as e:  # the broker away, a timeout: said on the page, not a bare 500
         log.exception("console action failed")
         msg, ok = f"not published: {type(e).__name__}: {e}", False
-    return RedirectResponse(f"/console/models?{'done' if ok else 'error'}={quote(msg)}", status_code=303)
+    kind = "done" if ok else "error"
+    return RedirectResponse(f"/console/models?{kind}={quote(msg)}&sig={auth.note_sig(session, kind, msg)}",
+                            status_code=303)
 
 
 @router.get("/cycles")

@@ -138,6 +138,11 @@ def test_buttons_need_the_token_and_a_version_name(env):
     assert r.status_code == 303 and "no version 'v7'" in unquote(r.headers["location"])
     shown = client.get(r.headers["location"])
     assert "no version &#39;v7&#39;" in shown.text
+    # A crafted link cannot make the page announce what no action of this session did.
+    for forged in ("/console/models?done=Rolled%20back%20to%20v3", "/console/models?done=Rolled%20back&sig=abc",
+                   r.headers["location"].replace("v7", "v8")):
+        page = client.get(forged).text
+        assert 'data-testid="done"' not in page and 'data-testid="error"' not in page, forged
     r = client.post("/console/models/rollback", data={"csrf": token, "to": "x/y"}, follow_redirects=False)
     assert "not a version name" in unquote(r.headers["location"])
     r = client.post("/console/models/rollback", data={"csrf": token}, follow_redirects=False)
