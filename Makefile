@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 EXTRAS  ?= cpu,test
 
-.PHONY: setup browser up test test-fast bench-lift bench-serving bench-collector clean-data schemas
+.PHONY: setup browser up test test-fast bench-lift bench-serving bench-collector bench-vllm-start bench-console clean-data schemas
 
 setup: $(STAMP)
 
@@ -58,6 +58,11 @@ bench-serving: setup
 bench-collector: setup
 	$(BIN)/pip install -qq -e ".[bench]"
 	$(BIN)/python -m tests.bench.collector $(BENCH_COLLECTOR_ARGS)
+
+# vLLM launch to ready and to its first answer, cold and warm caches (~8 min here).
+bench-vllm-start: setup
+	$(BIN)/pip install -qq -e ".[bench]"
+	$(BIN)/python -m tests.bench.vllm_start $(BENCH_VLLM_START_ARGS)
 
 # Each console page over HTTP with 100,000 completions in DuckDB (~3 min here).
 bench-console: setup
