@@ -65,9 +65,23 @@ def test_rows_land_in_their_tables_with_raw(store):
     assert row[:3] == (c.payload.completion_id, "2", "math")
     assert parse_event(row[4]) == c
     assert json.loads(row[5]) == [{"role": "user", "content": "What is 1 + 1?"}]
+    params, choices = store.query("SELECT params, choices FROM completions")[0]
+    assert json.loads(params) == {"temperature": 0.7} and json.loads(choices)[0]["text"] == "2"
     assert store.query("SELECT completion_id, kind, value FROM feedback") == [(c.payload.completion_id, "thumbs", '"up"')]
     assert store.query("SELECT type, version, parent FROM model_events ORDER BY type DESC") == [
         ("ModelRolledBack", "v0", "v1"), ("ModelPromoted", "v1", "v0")]
+
+
+def test_json_columns_are_cut_from_the_raw_event_as_sent(store):
+    # A raw event without params (an older producer): params '{}', the rest as sent, key order kept.
+    c = chat(2)
+    doc = json.loads(c.to_bytes())
+    del doc["payload"]["params"]
+    doc["payload"]["messages"] = [{"content": "What is 2 + 1?", "role": "user"}]
+    assert store.write_batch([(c, json.dumps(doc))], {}) == 1
+    messages, params, choices = store.query("SELECT messages, params, choices FROM completions")[0]
+    assert params == "{}" and messages == '[{"content":"What is 2 + 1?","role":"user"}]'
+    assert json.loads(choices) == doc["payload"]["choices"]
 
 
 def test_dedupe_within_and_across_batches(store):
