@@ -187,18 +187,23 @@ class FakeEngine:
         return [(-1.0, 1) for _ in convs]
 
 
-def test_sampled_probes_refuse_a_clearly_worse_candidate_at_the_first_look_fake_engine(tmp_path, monkeypatch):
+def fake_gate(tmp_path, monkeypatch, **samples):
+    """A Gate over FakeEngine models in tmp_path (parent, base, cand-forgot, cand-good), seed 7."""
     import trainer.generate
     import trainer.gate as gate_module
 
     monkeypatch.setattr(trainer.generate, "Engine", FakeEngine)
     monkeypatch.setattr(gate_module, "load_probes", lambda: probes(200))
     FakeEngine.asked = []
-    g = gate_module.Gate(tmp_path / "parent", tmp_path / "base", heldout(12), SOURCES, VERIFIERS,
-                         cache_dir=tmp_path / "cache", margin=0.01, confidence=0.95, max_new_tokens=8,
-                         probe_samples=16, seed=7, log=lambda m: None)
     for d in ("parent", "base", "cand-forgot", "cand-good"):
         (tmp_path / d).mkdir()
+    return gate_module.Gate(tmp_path / "parent", tmp_path / "base", heldout(12), SOURCES, VERIFIERS,
+                            cache_dir=tmp_path / "cache", margin=0.01, confidence=0.95, max_new_tokens=8,
+                            seed=7, log=lambda m: None, **samples)
+
+
+def test_sampled_probes_refuse_a_clearly_worse_candidate_at_the_first_look_fake_engine(tmp_path, monkeypatch):
+    g = fake_gate(tmp_path, monkeypatch, probe_samples=16)
     bad = g.judge(tmp_path / "cand-forgot")
     # 25% of probes lost: refused at the first look, with 4 samples each, never the other 12.
     assert not bad.promote and bad.probes["screened"] and bad.probes["samples"] == 4
@@ -214,18 +219,10 @@ def test_sampled_probes_refuse_a_clearly_worse_candidate_at_the_first_look_fake_
 
 
 def test_sampled_heldout_answers_use_one_seed_for_both_models_fake_engine(tmp_path, monkeypatch):
-    import trainer.generate
-    import trainer.gate as gate_module
+    from trainer.gate import HELDOUT_SEED
 
-    monkeypatch.setattr(trainer.generate, "Engine", FakeEngine)
-    monkeypatch.setattr(gate_module, "load_probes", lambda: probes(200))
-    FakeEngine.asked = []
-    g = gate_module.Gate(tmp_path / "parent", tmp_path / "base", heldout(12), SOURCES, VERIFIERS,
-                         cache_dir=tmp_path / "cache", margin=0.01, confidence=0.95, max_new_tokens=8,
-                         probe_samples=0, heldout_samples=3, seed=7, log=lambda m: None)
-    for d in ("parent", "base", "cand-good"):
-        (tmp_path / d).mkdir()
+    g = fake_gate(tmp_path, monkeypatch, probe_samples=0, heldout_samples=3)
     r = g.judge(tmp_path / "cand-good")
     assert r.promote and (r.wins, r.ties) == (12, 0) and r.examples[0]["samples"] == 3
     heldout_draws = [a for a in FakeEngine.asked if a[1] == 3]
-    assert heldout_draws == [("parent", 3, 7 + gate_module.HELDOUT_SEED), ("cand-good", 3, 7 + gate_module.HELDOUT_SEED)]
+    assert heldout_draws == [("parent", 3, 7 + HELDOUT_SEED), ("cand-good", 3, 7 + HELDOUT_SEED)]
