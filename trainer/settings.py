@@ -142,7 +142,7 @@ class WorkerSettings(CollectorSettings):
                                   "(generation on CPU is the gate's cost)")
     # Optimize
     # dpo_nll by default: in the lift benchmark it beat plain DPO after 3 cycles (seen field sets
-    # 77% vs 63%, unseen 57% vs 49%, regression 57.5% vs 55%; tests/bench/results/tao_lift.md).
+    # 77% vs 63%, unseen 57% vs 49%, regression 57.5% vs 55%; tests/bench/results/tao_lift_d6343c1.md).
     optimizer: Literal[METHODS] = Field(
         "dpo_nll", description="dpo (best vs worst), dpo_nll (+ NLL on the chosen answer), sft (on the best answer), "
                            "grpo (online, rewarded by the ensemble; slow on CPU)")
