@@ -129,9 +129,10 @@ class WorkerSettings(CollectorSettings):
                                     "changes and widens the interval: docs/measurements.md)")
     gate_probe_temperature: float = Field(0.7, gt=0, le=2, description="sampling temperature of the probe answers "
                                           "and of the held-out samples")
-    # 4 by default: greedy held-out answers of a candidate one short DPO run away are mostly
-    # the parent's own, so most prompts were ties (bench-lift cycle 1: 20 of 26) and 5 wins to
-    # 1 loss could not pass; samples drawn with common noise tell such models apart.
+    # 4 by default: greedy held-out answers of a candidate one short DPO run away are often
+    # the parent's own (bench-lift cycle 1: 20 ties of 26); samples drawn with common noise
+    # tell such models apart where they differ. Most ties left (18 of 26 with samples) are
+    # prompts both models fail alike: docs/measurements.md.
     gate_heldout_samples: int = Field(4, ge=0, le=16, description="answers per held-out prompt from each model, "
                                       "sampled at TAO_GATE_PROBE_TEMPERATURE with the same noise for both; a prompt "
                                       "is won or lost on the mean score of its samples (0: one greedy answer each)")
