@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
+from feedback.files import write_json_atomic
 from trainer.probes import Probe, load_probes, passed, short_answer
 from trainer.prompts import Candidate, Prompt
 from trainer.rewards import ensemble
@@ -263,12 +262,7 @@ class AnswerCache:
         return entry[mode]["logprobs"]
 
     def _put(self, path: Path, entry: dict) -> None:
-        # A temporary name of this writer's own: several processes may share the directory.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(entry))
-        os.replace(tmp, path)
+        write_json_atomic(path, entry)  # several processes may share the directory
 
 
 def drift_per_probe(parent_own: list[list[float]], candidate_on_parent: list[tuple[float, int]]) -> list[float]:

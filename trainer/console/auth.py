@@ -22,13 +22,13 @@ import hashlib
 import hmac
 import json
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from feedback.auth import KeyRing, Principal, hash_key
+from feedback.files import write_json_atomic
 
 COOKIE = "tao_console"
 
@@ -74,8 +74,8 @@ class ConsoleAuth:
         except (ValueError, TypeError, AttributeError) as e:
             # Unreadable: refuse to start rather than bring signed-out cookies back to life.
             raise RuntimeError(f"{self.signed_out_path}: not a JSON object of signed-out console sessions ({e}); "
-                               "delete it to start over (every console session then needs a new sign-in "
-                               "only if you also change TAO_SIGNING_KEY)") from e
+                               "delete it to start over (signed-out cookies then work again until they expire, "
+                               "unless you also change TAO_SIGNING_KEY)") from e
 
     def sign_out(self, session: "Session") -> None:
         """End a cookie session for good (a bearer key has none to end)."""
@@ -89,11 +89,7 @@ class ConsoleAuth:
             self._signed_out = {k: v for k, v in self._signed_out.items() if v >= now}
             self._signed_out[sig] = exp
             if self.signed_out_path is not None:
-                self.signed_out_path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".signed-out.", dir=self.signed_out_path.parent)
-                with os.fdopen(fd, "w") as f:
-                    json.dump(self._signed_out, f)
-                os.replace(tmp, self.signed_out_path)
+                write_json_atomic(self.signed_out_path, self._signed_out)
 
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest())
