@@ -29,10 +29,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 from pathlib import Path
 
+from feedback.files import write_json_atomic, write_text_atomic
 from schemas.events import TOPICS, ModelPromoted, ModelPromotedPayload, ModelRolledBack, ModelRolledBackPayload
 from schemas.registry import VersionMetadata
 
@@ -54,14 +54,9 @@ def signature_ok(key: bytes, value: bytes, signature: bytes | None) -> bool:
 
 
 def write_live(data_dir: Path, value: bytes, signature: bytes) -> None:
-    """Record the control event just published as the live one (temporary name, then rename)."""
-    path = models_dir(data_dir) / LIVE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{LIVE_FILE}.{os.getpid()}")
-    tmp.write_text(json.dumps({"event": value.decode(), "signature": signature.decode()}))
-    with open(tmp) as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    """Record the control event just published as the live one (written whole, fsynced)."""
+    write_json_atomic(models_dir(data_dir) / LIVE_FILE, {"event": value.decode(), "signature": signature.decode()},
+                      durable=True)
 
 
 def read_live(data_dir: Path) -> tuple[bytes, bytes] | None:
@@ -121,11 +116,7 @@ def get_version(data_dir: Path, version: str) -> VersionMetadata:
 
 def write_metadata(version_dir: Path, metadata: VersionMetadata) -> None:
     """metadata.json appears last and atomically: a directory without it is not a version."""
-    tmp = version_dir / "metadata.json.tmp"
-    tmp.write_text(metadata.model_dump_json(indent=2))
-    with open(tmp) as f:
-        os.fsync(f.fileno())
-    tmp.rename(version_dir / "metadata.json")
+    write_text_atomic(version_dir / "metadata.json", metadata.model_dump_json(indent=2), durable=True)
 
 
 def _send(bootstrap: str, event, key: bytes, data_dir: Path) -> None:

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from feedback.files import write_json_atomic
+from feedback.files import write_json_atomic, write_text_atomic
 
 
 def test_writes_replaces_and_leaves_no_temporary_file(tmp_path):
@@ -21,3 +21,11 @@ def test_a_value_that_cannot_be_written_keeps_the_old_file(tmp_path):
         write_json_atomic(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_durable_text_write_replaces_whole(tmp_path):
+    path = tmp_path / "metadata.json"
+    write_text_atomic(path, "first", durable=True)
+    write_text_atomic(path, "second", durable=True)
+    assert path.read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["metadata.json"]
