@@ -46,6 +46,7 @@ class Session:
     principal: Principal
     cookie: str | None  # None: a bearer key (no session, no CSRF token needed: no browser sent it)
     csrf: str
+    expires: int = 0  # the cookie's expiry (epoch s), as checked; 0 for a bearer key
 
 
 def _b64(data: bytes) -> str:
@@ -81,13 +82,12 @@ class ConsoleAuth:
         """End a cookie session for good (a bearer key has none to end)."""
         if session.cookie is None:
             return
-        body, sig = session.cookie.split(".", 1)
-        exp = int(json.loads(_unb64(body))["exp"])
+        sig = session.cookie.split(".", 1)[1]
         now = time.time()
         with self._lock:
             # Expired cookies are refused anyway: forget them, so the file stays small.
             self._signed_out = {k: v for k, v in self._signed_out.items() if v >= now}
-            self._signed_out[sig] = exp
+            self._signed_out[sig] = session.expires
             if self.signed_out_path is not None:
                 write_json_atomic(self.signed_out_path, self._signed_out)
 
@@ -136,7 +136,7 @@ class ConsoleAuth:
         except (ValueError, KeyError, TypeError):
             raise Denied(401, "Your console session is not valid (signed with another key?): sign in again.")
         who = self._check(self.keys.lookup_hash(claims["h"]))
-        return Session(who, cookie, self.csrf_for(cookie))
+        return Session(who, cookie, self.csrf_for(cookie), int(claims["exp"]))
 
     def note_sig(self, session: Session, kind: str, text: str) -> str:
         """A signature for the message an action leaves in its redirect (?done=...): the page

@@ -2,6 +2,7 @@
 The real browser against a real stack is tests/e2e/test_console.py."""
 from __future__ import annotations
 
+import json
 import time
 from urllib.parse import unquote
 
@@ -85,6 +86,9 @@ def test_a_signed_out_cookie_is_dead_on_the_server_even_after_a_restart(env, tmp
     page = client.get("/console/traffic")
     token = page.text.split('name="csrf" value="')[1].split('"')[0]
     assert client.post("/console/logout", data={"csrf": token}, follow_redirects=False).status_code == 303
+    # Kept until the cookie itself would have expired (its own expiry, about the ttl from now).
+    (kept_until,) = json.loads(path.read_text()).values()
+    assert 3500 < kept_until - time.time() <= 3600
     # A copy of the cookie (kept by whoever saw it) no longer signs in.
     client.cookies.clear()
     client.cookies.set(COOKIE, cookie)
