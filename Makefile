@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 EXTRAS  ?= cpu,test
 
-.PHONY: setup browser up test test-fast bench-lift bench-serving bench-collector bench-vllm-start bench-console clean-data schemas
+.PHONY: setup browser up test test-fast bench-lift bench-serving bench-collector bench-vllm-start bench-explore bench-console clean-data schemas
 
 setup: $(STAMP)
 
@@ -63,6 +63,11 @@ bench-collector: setup
 bench-vllm-start: setup
 	$(BIN)/pip install -qq -e ".[bench]"
 	$(BIN)/python -m tests.bench.vllm_start $(BENCH_VLLM_START_ARGS)
+
+# Guided vs unguided scaffolds on the benchmark's traffic prompts, one vLLM (~10 min here).
+bench-explore: setup
+	$(BIN)/pip install -qq -e ".[bench]"
+	$(BIN)/python -m tests.bench.explore_guided $(BENCH_EXPLORE_ARGS)
 
 # Each console page over HTTP with 100,000 completions in DuckDB (~3 min here).
 bench-console: setup

@@ -68,7 +68,7 @@ def explore_all(prompts: list[Prompt], settings: WorkerSettings,
         for pid, cands in got.items():
             pool[pid].extend(cands)
 
-    run(round_one_jobs(prompts, settings.explore_strategies), "round 1")
+    run(round_one_jobs(prompts, settings.explore_strategies, guided=settings.explore_guided), "round 1")
     add_served_and_corrections(prompts, pool)
     if "fewshot" in settings.explore_strategies:
         scored = score(prompts, pool, sources)

