@@ -23,6 +23,7 @@ import argparse
 import json
 import random
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -222,6 +223,11 @@ def run_config(name: str, env: dict[str, str], slices: list[list[dict]], evals: 
             say(f"{name}: decoding tokens/s {live}/base = {record['speed']['ratio']:.3f}")
     finally:
         stack.stop()
+        # A run's data directory (DuckDB, candidates, every version's weights) is ~0.8 GB.
+        if getattr(args, "keep_data", False):
+            say(f"{name}: data kept in {data}")
+        else:
+            shutil.rmtree(data, ignore_errors=True)
     return record
 
 
@@ -332,6 +338,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--feedback-noise", type=float, default=0.15, help="share of thumbs that are wrong")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--keep-data", action="store_true",
+                   help="keep each run's data directory (DuckDB, cycle logs, weights; ~0.8 GB a run) for a look "
+                        "afterwards; by default it is removed when the run ends")
     p.add_argument("--reuse-ensemble", type=Path, metavar="JSON",
                    help="take the ensemble run from this tao_lift.json (same --seed) and run only the ablations")
     args = p.parse_args(argv)
