@@ -159,7 +159,11 @@ def served_answers(vllm: str, cases: list[dict], max_tokens: int = 160) -> list[
 
 
 def measure(stack: Stack, evals: dict[str, list[dict]]) -> dict:
-    vllm = stack.info["vllm"]
+    return measure_url(stack.info["vllm"], evals)
+
+
+def measure_url(vllm: str, evals: dict[str, list[dict]]) -> dict:
+    """The model `vllm` serves, on every eval split (greedy, hidden gold), and its decode speed."""
     out = {}
     for split, cases in evals.items():
         answers = served_answers(vllm, cases)
