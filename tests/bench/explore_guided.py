@@ -22,9 +22,10 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from tests.bench.gateway_vllm import gateway_vllm, start_report
 
 RESULTS = Path(__file__).parent / "results"
 TEXT_KEY_FAMILIES = ("fields", "keys", "into_json")
@@ -88,12 +89,9 @@ def run(cases: dict[str, list[dict]], rounds: int, url: str, model: str, n: int,
 
 
 def write(result: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "explore_guided.json").write_text(json.dumps(result, indent=2))
-    lines = ["# Guided scaffolds benchmark", "", f"Command: `{result['command']}`", "",
-             f"Machine: {result['cores']} cores; CPU flags: {' '.join(result['cpu_flags']) or 'no AVX-512, no AMX'}; "
-             f"load average before the run {result['load_before'][0]:.2f}. {result['vllm']}, model "
-             f"{result['model']}, arguments `{result['args']}`.", "",
+    lines = start_report(result, out, "explore_guided", "Guided scaffolds benchmark")
+    lines[-1] += f" {result['vllm']}, model {result['model']}, arguments `{result['args']}`."
+    lines += ["",
              f"The scaffold strategy only, n={result['n']} samples a request, max {result['max_tokens']} tokens, "
              f"{result['concurrency']} requests at once, seed {result['seed']}. Exact: a candidate scoring 1 "
              "(tools: the right function with every argument right and none extra; extraction: every "
@@ -123,9 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     from importlib.metadata import version
 
     from feedback.hardware import cpu_flags
-    from feedback.procs import free_port, spawn, stop, wait_http_ok
     from serving.settings import GatewaySettings
-    from serving.vllm import SERVED_NAME, is_vllm_cpu, vllm_command, vllm_env
+    from serving.vllm import SERVED_NAME, is_vllm_cpu
     from trainer.settings import WorkerSettings
 
     defaults = WorkerSettings.model_fields
@@ -145,17 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = GatewaySettings()
     vllm_args = settings.vllm_server_args()
     cases = pick_cases(args.tools, args.extraction)
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="tao-explore-guided-") as logs:
-        log_path = Path(logs) / "vllm.log"
-        say(f"starting vLLM on port {port} (log {log_path})")
-        proc = spawn(vllm_command(settings.base_model, port, vllm_args), vllm_env(), str(log_path))
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_http_ok(url + "/health", args.timeout, proc, what=f"vLLM (log: {log_path})")
-            rows = run(cases, args.rounds, url, SERVED_NAME, args.n, args.max_tokens, args.concurrency, args.seed)
-        finally:
-            stop(proc, 20)
+    say("starting vLLM")
+    with gateway_vllm(timeout_s=args.timeout) as url:
+        rows = run(cases, args.rounds, url, SERVED_NAME, args.n, args.max_tokens, args.concurrency, args.seed)
     dist = "vllm-cpu" if is_vllm_cpu() else "vllm"
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")))
     result = {"command": command, "cores": os.cpu_count(), "cpu_flags": flags, "load_before": load,

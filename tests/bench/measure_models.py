@@ -15,9 +15,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from tests.bench.gateway_vllm import gateway_vllm
 
 
 def say(msg: str) -> None:
@@ -25,21 +26,10 @@ def say(msg: str) -> None:
 
 
 def measure_model(model_dir: Path, evals: dict[str, list[dict]], timeout_s: float) -> dict:
-    from feedback.procs import free_port, spawn, stop, wait_http_ok
-    from serving.settings import GatewaySettings
-    from serving.vllm import vllm_command, vllm_env
     from tests.bench.lift import measure_url
 
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="tao-measure-") as logs:
-        log = Path(logs) / "vllm.log"
-        proc = spawn(vllm_command(model_dir, port, GatewaySettings().vllm_server_args()), vllm_env(), str(log))
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_http_ok(url + "/health", timeout_s, proc, what=f"vLLM for {model_dir} (log: {log})")
-            return measure_url(url, evals)
-        finally:
-            stop(proc, 20)
+    with gateway_vllm(model_dir, timeout_s) as url:
+        return measure_url(url, evals)
 
 
 def table(results: dict[str, dict]) -> str:

@@ -19,7 +19,6 @@ Results: tests/bench/results/vllm_start.md (+ .json), with the CPU's flags and l
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -27,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tests.bench.gateway_vllm import start_report
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_WARM_S = 60.0
@@ -85,12 +86,9 @@ def run(configs: list[str], warm: int, timeout_s: float, logs: Path, base_model:
 
 
 def write(result: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "vllm_start.json").write_text(json.dumps(result, indent=2))
-    lines = ["# vLLM start benchmark", "", f"Command: `{result['command']}`", "",
-             f"Machine: {result['cores']} cores; CPU flags: {' '.join(result['cpu_flags']) or 'no AVX-512, no AMX'}; "
-             f"load average before the run {result['load_before'][0]:.2f}. vLLM {result['vllm']}, "
-             f"arguments `{result['args']}`.", "",
+    lines = start_report(result, out, "vllm_start", "vLLM start benchmark")
+    lines[-1] += f" vLLM {result['vllm']}, arguments `{result['args']}`."
+    lines += ["",
              "Seconds from launch. Cold: compile caches empty; warm: the same caches again.", "",
              "| config | start | ready s | first answer s |", "|---|---|---|---|"]
     for name, rows in result["configs"].items():
