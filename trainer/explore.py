@@ -48,7 +48,12 @@ class Job(NamedTuple):
     messages: list[dict]
     params: dict
     as_call: str | None = None
-    guided: bool = False  # params hold a response_format of ours, not the client's (see `guide`)
+
+    @property
+    def guided(self) -> bool:
+        """Decoded under a schema of ours (see `guide`): strategies' params carry no other
+        response_format (the client's own travels in the prompt's contract)."""
+        return "response_format" in self.params
 
 
 _ANSWER_RE = re.compile(r"(?:final answer|answer)\s*:\s*", re.IGNORECASE)
@@ -78,11 +83,11 @@ def scaffold(prompt: Prompt) -> tuple[list[dict], dict]:
 
 # Guided decoding of scaffolds: vLLM's structured outputs hold a scaffold's answer to an object
 # with exactly the keys asked for (typed, for a function's arguments), so samples differ in
-# their values only. Measured 2026-12-07 on the 2-core AVX-512 Xeon, base SmolLM2-135M, n=4,
-# temperature 0.7, benchmark prompts: argument skeletons of 24 tool requests gave 17 exactly
-# right calls of 288 (8 of 24 requests had one) against 2 (2 of 24) unguided, in 49 s against
-# 92 s; key skeletons of 30 extraction requests, mean field score 0.258 against 0.088, 27 s
-# against 51 s (docs/measurements.md).
+# their values only. `make bench-explore` (tests/bench/results/explore_guided.md; 2-core
+# AVX-512 Xeon, base SmolLM2-135M, n=4, temperature 0.7, the benchmark's traffic prompts):
+# argument skeletons of 24 tool requests gave 49 exactly right calls of 576 against 7 unguided
+# (10 of 24 requests had one, against 3-4) in 0.40 of the time; key skeletons of 30 extraction
+# requests, mean field score 0.317 against 0.119 in 0.52 of the time.
 SCALAR = {"type": ["string", "number", "integer", "boolean"]}
 
 
@@ -158,7 +163,7 @@ def _guided(job: Job) -> Job:
     else:
         keys = requested_keys(job.prompt)
         g = keys_guide(job.prompt, keys) if keys else {}
-    return job._replace(params={**job.params, **g}, guided=True) if g else job
+    return job._replace(params={**job.params, **g}) if g else job
 
 
 def stepwise(prompt: Prompt) -> tuple[list[dict], dict]:
@@ -306,7 +311,7 @@ def run_jobs(jobs: list[Job], vllm_url: str, model: str, n: int, max_tokens: int
     with httpx.Client(base_url=vllm_url) as client:
 
         def run(job: Job):
-            p, name, messages, params, as_call, guided = job
+            p, name, messages, params, as_call = job
             # Step-by-step needs room to think before it answers.
             budget = max_tokens * 2 if name == "stepwise" else max_tokens
             # The request's own contract (tools, response_format) goes with it: the candidates
@@ -320,7 +325,7 @@ def run_jobs(jobs: list[Job], vllm_url: str, model: str, n: int, max_tokens: int
             pace.start()
             timeout = pace.timeout_s(n * budget)
             r = client.post("/v1/chat/completions", json=body, timeout=httpx.Timeout(timeout, connect=10))
-            if guided and r.status_code == 400:
+            if job.guided and r.status_code == 400:
                 # A schema of the client's own (a function's parameters) that vLLM's grammar
                 # cannot take: explore unguided rather than lose the request.
                 log.info("explore %s/%s: guided decoding refused (%s); sent again without it",

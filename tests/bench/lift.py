@@ -228,7 +228,7 @@ def run_config(name: str, env: dict[str, str], slices: list[list[dict]], evals: 
     finally:
         stack.stop()
         # A run's data directory (DuckDB, candidates, every version's weights) is ~0.8 GB.
-        if getattr(args, "keep_data", False):
+        if args.keep_data:
             say(f"{name}: data kept in {data}")
         else:
             shutil.rmtree(data, ignore_errors=True)
