@@ -175,7 +175,7 @@ def test_scaffolds_decode_under_the_keys_or_the_functions_own_schema():
     assert "response_format" not in j.params and not j.guided
 
 
-def test_a_schema_vllm_refuses_is_explored_unguided(monkeypatch):
+def test_a_schema_refused_is_explored_unguided_with_a_fake_openai_server(monkeypatch):
     """A fake OpenAI server (httpx MockTransport: no vLLM needed to refuse a schema) answers
     400 to any request with a response_format, as vLLM does for a schema its grammar cannot take."""
     import httpx
