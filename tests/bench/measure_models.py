@@ -6,8 +6,10 @@
 is never measured there. This measures any weights directory (the base, or a refused
 candidate's `models/vN/weights`, kept in a run's data directory with `--keep-data`) exactly as
 the lift benchmark measures the served model: same suite and seed, greedy answers from a vLLM
-launched as the gateway launches it, scored against the hidden gold (tests/bench/metrics.py).
-So it says whether the gate refused a better model, and by how much.
+launched as the gateway launches it, scored against the hidden gold (tests/bench/metrics.py),
+and the regression split sampled with common seeds, each model's difference to the first
+model given with its interval. So it says whether the gate refused a better model, and by how
+much, and whether a model forgot (list the base first).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 from tests.bench.gateway_vllm import gateway_vllm
+from tests.bench.lift import versus_base
 
 
 def say(msg: str) -> None:
@@ -43,6 +46,12 @@ def table(results: dict[str, dict]) -> str:
         lines += ["", "| model | " + " | ".join(f"seen {f}" for f in fams) + " |", "|---|" + "---|" * len(fams)]
         for name, m in results.items():
             lines.append(f"| {name} | " + " | ".join(f"{m['eval_seen']['families'][f]['score']:.3f}" for f in fams) + " |")
+    first, ref = next(iter(results.items()))
+    for split in (s for s in splits if s.endswith("_sampled")):
+        lines += ["", f"{split}, each model - {first} in points (paired over prompts, common seeds):"]
+        for name, m in list(results.items())[1:]:
+            d = versus_base(ref, m, split)
+            lines.append(f"- {name}: {d.text(points=True) if d else 'n/a'}")
     return "\n".join(lines)
 
 

@@ -61,3 +61,60 @@ def test_a_served_message_is_read_as_its_calls_or_its_text():
                                             "function": {"name": "f", "arguments": '{"a": 1}'}}]}
     assert json.loads(answer_of(msg)) == [{"name": "f", "arguments": '{"a": 1}'}]
     assert answer_of({"content": "hi", "tool_calls": []}) == "hi" and answer_of({"content": None}) == ""
+
+
+def test_the_report_gives_the_sampled_regression_against_base_with_its_interval(tmp_path):
+    def m(per_case):
+        return {"regression": {"score": 0.5, "tasks": {}},
+                "regression_sampled": {"score": sum(per_case) / len(per_case), "n": len(per_case), "samples": 16,
+                                       "temperature": 0.7, "per_case": per_case},
+                "tokens_per_s": 100.0}
+    base = [0.5, 1.0, 0.25, 0.0] * 10
+    worse = [x - 0.25 if x >= 0.25 else x for x in base]  # 30 of 40 prompts lose a quarter of their samples
+    run = {"name": "ensemble", "env": {}, "base": m(base),
+           "cycles": [{"prompts": 80, "feedback": 16, "cycle_s": 600.0, "measured": m(list(base)),
+                       "result": {"status": "promoted", "version": "v1", "counts": {"pairs": 70}}},
+                      {"prompts": 80, "feedback": 16, "cycle_s": 600.0, "measured": m(worse),
+                       "result": {"status": "promoted", "version": "v2", "counts": {"pairs": 70}}}]}
+    write_results([run], "python -m tests.bench.lift --cycles 2", tmp_path)
+    md = (tmp_path / "tao_lift.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("- regression_sampled"))
+    assert "16 samples a prompt at temperature 0.7" in line
+    assert "cycle 1: +0.0 [+0.0, +0.0] (n=40, 95%)" in line
+    assert "cycle 2: -18.8 [" in line  # 30 x 0.25 / 40
+    assert "| base | | | | 0.500 | 0.438 | 100.0 |" in md
+
+
+def test_sampled_split_scores_each_case_by_the_share_of_right_samples_fake_vllm():
+    """A fake OpenAI server (httpx.MockTransport through a patched httpx): what the request
+    asks (n, seed per case, temperature) and how the answers are scored; a refused case has
+    no score rather than zero."""
+    import httpx
+    from unittest import mock
+
+    from tests.bench.lift import sampled_split
+
+    sent = []
+
+    def handler(request):
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        body = json.loads(request.content)
+        sent.append(body)
+        if "refuse" in body["messages"][0]["content"]:
+            return httpx.Response(400, json={"error": "no"})
+        answers = ["Paris"] * 3 + ["Lyon"] if "France" in body["messages"][0]["content"] else ["7"] * 4
+        return httpx.Response(200, json={"choices": [{"message": {"content": a}} for a in answers]})
+
+    transport = httpx.MockTransport(handler)
+    real_client = httpx.Client
+    cases = [{"messages": [{"role": "user", "content": "France?"}], "gold": "Paris", "metric": "exact"},
+             {"messages": [{"role": "user", "content": "Days in a week?"}], "gold": "8", "metric": "number"},
+             {"messages": [{"role": "user", "content": "refuse me"}], "gold": "x", "metric": "exact"}]
+    with mock.patch("httpx.get", lambda url, **kw: real_client(transport=transport).get(url)), \
+            mock.patch("httpx.Client", lambda **kw: real_client(transport=transport, **kw)):
+        out = sampled_split("http://fake", cases, samples=4, temperature=0.7, seed=10)
+    assert out["per_case"] == [0.75, 0.0, None]
+    assert out["n"] == 2 and out["score"] == 0.375
+    assert sorted(b["seed"] for b in sent) == [10, 1010, 2010]
+    assert all(b["n"] == 4 and b["temperature"] == 0.7 for b in sent)
