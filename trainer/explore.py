@@ -107,11 +107,38 @@ def keys_guide(prompt: Prompt, keys: list[str]) -> dict:
                   "additionalProperties": False}, "answer")
 
 
+# A client's own parameters schema goes to vLLM's grammar compiler, which in serving saw it
+# only when that client forced the function. Compile cost grows with the schema, so one
+# tenant's deliberately heavy schema could slow every cycle's exploration: past these bounds
+# the skeleton is explored unguided, as before guiding (the verifiers still judge it). The
+# generated functions of the lift benchmark are at most 187 characters and depth 3.
+MAX_GUIDE_CHARS = 4000
+MAX_GUIDE_DEPTH = 8
+
+
+def _depth(value, limit: int) -> int:
+    """Nesting depth of dicts and lists, counted no further than `limit` + 1."""
+    if limit < 0 or not isinstance(value, (dict, list)):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in items), default=0)
+
+
+def guidable(schema: dict) -> bool:
+    """Small and shallow enough to compile for every cycle's exploration, and self-contained:
+    a `$ref` (possibly recursive) is left to the verifiers."""
+    text = json.dumps(schema)
+    return len(text) <= MAX_GUIDE_CHARS and '"$ref"' not in text and _depth(schema, MAX_GUIDE_DEPTH) <= MAX_GUIDE_DEPTH
+
+
 def arguments_guide(fn: dict) -> dict:
     """Guided decoding for a function's argument skeleton: its own parameters schema, closed to
-    keys it does not name unless it says otherwise; none for a schema with no properties."""
+    keys it does not name unless it says otherwise; none for a schema with no properties, or
+    one too large, too deep or with references (`guidable`)."""
     params = fn.get("parameters")
     if not isinstance(params, dict) or not isinstance(params.get("properties"), dict) or not params["properties"]:
+        return {}
+    if not guidable(params):
         return {}
     return guide({"additionalProperties": False, **params}, re.sub(r"[^A-Za-z0-9_-]", "_", fn["name"])[:64] or "f")
 

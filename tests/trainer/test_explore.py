@@ -175,6 +175,28 @@ def test_scaffolds_decode_under_the_keys_or_the_functions_own_schema():
     assert "response_format" not in j.params and not j.guided
 
 
+def test_a_heavy_deep_or_referencing_parameters_schema_is_explored_unguided():
+    """A tenant's own schema reaches vLLM's grammar compiler in every cycle: past the bounds
+    its skeleton is explored as before guiding, and a normal function beside it stays guided."""
+    from trainer.explore import MAX_GUIDE_CHARS, MAX_GUIDE_DEPTH
+
+    def fn(name, params):
+        return {"type": "function", "function": {"name": name, "parameters": params}}
+
+    big = fn("big", {"type": "object", "properties": {f"k{i}": {"type": "string", "description": "x" * 40}
+                                                     for i in range(MAX_GUIDE_CHARS // 40)}})
+    nested = {"type": "string"}
+    for _ in range(MAX_GUIDE_DEPTH):
+        nested = {"type": "object", "properties": {"a": nested}}
+    deep = fn("deep", {"type": "object", "properties": {"a": nested}})
+    ref = fn("ref", {"type": "object", "properties": {"node": {"$ref": "#/$defs/node"}},
+                     "$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}}})
+    jobs = {j.as_call: j for j in round_one_jobs([tool_prompt("h", "Book 3 nights for Ann Lee.",
+                                                              tools=(big, deep, ref, BOOK))], ["scaffold"])}
+    assert not jobs["big"].guided and not jobs["deep"].guided and not jobs["ref"].guided
+    assert jobs["book_room"].guided
+
+
 def test_a_schema_refused_is_explored_unguided_with_a_fake_openai_server(monkeypatch):
     """A fake OpenAI server (httpx MockTransport: no vLLM needed to refuse a schema) answers
     400 to any request with a response_format, as vLLM does for a schema its grammar cannot take."""
