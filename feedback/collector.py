@@ -174,6 +174,11 @@ class Collector:
         # Partitions whose last stored record is read again after a connect, to check that
         # the broker still has the same log: (topic, partition) -> (offset, fingerprint).
         self._verify: dict[tuple[str, int], tuple[int, str]] = {}
+        # The partitions of the last connect, and whether this one is the periodic recheck:
+        # a recheck that finds the same partitions logs at DEBUG (at INFO it was 2,880 lines a
+        # day saying nothing new); a first connect, a change or a reconnect after an error at INFO.
+        self._layout: tuple[tuple[str, int], ...] | None = None
+        self._rechecking = False
         self._stop = threading.Event()
         # Fetch and validation (this thread) overlap the DuckDB transaction (the writer's);
         # what is read meanwhile waits, merged into one batch of at most max_poll_records.
@@ -228,6 +233,7 @@ class Collector:
                     backoff = 0.5
                 except Exception as e:
                     failing = True
+                    self._rechecking = False  # the connect after an error is said at INFO
                     log.warning("collector: %s: %s; reconnecting to Kafka at %s in %.1fs",
                                 type(e).__name__, e, self.bootstrap, backoff)
                     self.close()
@@ -246,6 +252,7 @@ class Collector:
             # only DuckDB's positions count anyway): reconnecting is the collector's
             # rebalance. It also re-reads and checks the last stored record of each partition.
             self.close()
+            self._rechecking = True
         if self._consumer is None:
             self._connect()
         consumer = self._consumer
@@ -412,9 +419,12 @@ class Collector:
         self._connected_at = time.monotonic()
         self.counters.resumed_at({(tp.topic, tp.partition): stored.get((tp.topic, tp.partition), (0,))[0]
                                   for tp in tps})
-        log.info("collector reading %d partitions of %s from %s (%d resumed from DuckDB at %d records, "
-                 "%d from the beginning)", len(tps), ", ".join(self.topics), self.bootstrap, resumed,
-                 resumed_records, len(tps) - resumed)
+        layout = tuple((tp.topic, tp.partition) for tp in tps)
+        level = logging.DEBUG if self._rechecking and layout == self._layout else logging.INFO
+        self._layout, self._rechecking = layout, False
+        log.log(level, "collector reading %d partitions of %s from %s (%d resumed from DuckDB at %d records, "
+                "%d from the beginning)", len(tps), ", ".join(self.topics), self.bootstrap, resumed,
+                resumed_records, len(tps) - resumed)
 
     def _reset_positions_past_end(self, ends: dict) -> None:
         """Re-read from the beginning any partition whose end is behind our position.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
@@ -168,6 +169,23 @@ def test_poison_records_go_to_deadletter(kafka_bootstrap, kafka_topics, store):
 
     # Each with the validator's own message (for whoever fixes the producer): dead_reasons checks it.
     assert dead_reasons(kafka_bootstrap, kafka_topics["deadletter"], 400) == expected_dead  # the record as it was, for a later fix and replay
+
+
+def test_the_periodic_recheck_is_logged_at_debug_a_first_connect_at_info(kafka_bootstrap, kafka_topics, store,
+                                                                         caplog):
+    produce(kafka_bootstrap, traffic(kafka_topics, 5, 0))
+    c = collector_for(kafka_bootstrap, store, kafka_topics, recheck_s=0.2)
+    caplog.set_level(logging.DEBUG, logger="feedback.collector")
+    try:
+        deadline = time.monotonic() + 10
+        while sum("collector reading" in r.getMessage() for r in caplog.records) < 3 and time.monotonic() < deadline:
+            c.poll_once(100)
+            time.sleep(0.1)
+    finally:
+        c.close()
+    levels = [r.levelname for r in caplog.records if "collector reading" in r.getMessage()]
+    assert len(levels) >= 3, levels  # it did reconnect: the recheck still runs
+    assert levels[0] == "INFO" and set(levels[1:]) == {"DEBUG"}, levels
 
 
 def test_stored_position_beyond_partition_end_rereads_from_start(kafka_bootstrap, kafka_topics, store):
