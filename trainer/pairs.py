@@ -6,7 +6,9 @@ The chosen answer must be better in substance, not only in form. Measured on uns
 skeleton `{"shipment_id": "...", ...}` and an invented 19-digit value were chosen. So a
 candidate may be chosen only when (1) some source other than a format-only one judged it,
 (2) for a request with known keys, none of its values is a placeholder or missing from
-the conversation, and (3) it is not a user's correction that nothing corroborated (issue
+the conversation, nor is any value of its tool calls (bench-lift, 2026-12-07: 18 of 26
+chosen calls of cycle 1 carried a value made up, most for the wrong function), and (3) it
+is not a user's correction that nothing corroborated (issue
 "training no tenant can steer": one API key must not write the chosen answers).
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import NotRequired, TypedDict
 
 from trainer.prompts import USER_WRITTEN, Candidate, Prompt, request_text
+from trainer.rewards.contract import calls_grounded
 from trainer.rewards.grounding import copied
 from trainer.rewards.intent import requested_keys
 from trainer.rewards.json_extraction import extract_json_object
@@ -65,7 +68,9 @@ def build_pairs(prompts: list[Prompt], scored: dict[str, list[ScoredCandidate]],
             continue
         keys = requested_keys(p)
         conversation = request_text(p).lower() if keys else ""
-        eligible = [s for s in cands if choosable(s, keys, conversation)]
+        offers_tools = bool(p.contract.get("tools"))
+        eligible = [s for s in cands if choosable(s, keys, conversation)
+                    and (not offers_tools or calls_grounded(p, s.candidate))]
         if not eligible:
             continue
         # The rejected side is the model's own answer: user-written text (a correction) is

@@ -1,3 +1,5 @@
+import json
+
 from trainer.pairs import ScoredCandidate, build_pairs
 from trainer.prompts import Candidate, Prompt
 
@@ -73,6 +75,30 @@ def test_a_tool_call_answer_makes_a_pair_that_carries_the_calls_and_the_tools():
     # A request without tools keeps the plain shape (no tools/calls keys).
     assert "tools" not in build_pairs([Prompt("p2", [{"role": "user", "content": "x"}])],
                                       {"p2": [sc("good", 0.9), sc("bad", 0.1)]}, 0.3, 0.5)[0]
+
+
+def test_a_call_with_a_made_up_value_is_never_chosen():
+    """bench-lift cycle 1 (2026-12-07) chose log_workout(activity="Cab-to-Porto") for a cab, at
+    0.75 for its one grounded value of two: made up, and the wrong function."""
+    taxi = {"type": "function", "function": {"name": "order_taxi", "parameters": {
+        "type": "object", "properties": {"pickup": {"type": "string"}, "destination": {"type": "string"}},
+        "required": ["pickup", "destination"]}}}
+    workout = {"type": "function", "function": {"name": "log_workout", "parameters": {
+        "type": "object", "properties": {"activity": {"type": "string"}, "minutes": {"type": "integer"}},
+        "required": ["activity", "minutes"]}}}
+    p = Prompt("p1", [{"role": "user", "content": "We are 4: we need a cab from Central Station to Porto."}],
+               contract={"tools": [taxi, workout]})
+
+    def c(name, score, **args):
+        return ScoredCandidate(Candidate("", "scaffold", tool_calls=[{"name": name, "arguments": json.dumps(args)}]),
+                               score, {"tool_calls": score})
+
+    made_up = c("log_workout", 0.75, activity="Cab-to-Porto", minutes=4)
+    text = ScoredCandidate(Candidate("Call a cab company.", "plain"), 0.0, {"agreement": 0.0})
+    assert build_pairs([p], {"p1": [made_up, text]}, 0.3, 0.5) == []  # nothing choosable: no pair
+    grounded = c("order_taxi", 0.7, pickup="Central Station", destination="Porto")
+    [pair] = build_pairs([p], {"p1": [made_up, grounded, text]}, 0.3, 0.5)
+    assert pair["chosen_calls"][0]["name"] == "order_taxi"
 
 
 def test_an_uncorroborated_correction_is_neither_side_of_a_pair():

@@ -5,7 +5,9 @@ parameters, not in its wording (issue "rewards from what the request itself asks
   against the request's schema: types, required, enums, $ref) or json_object (exactly one
   JSON object);
 - `tool_call_verifier`: `tools` (a provided function, arguments valid against its parameters
-  schema, required ones present, none invented, string values grounded in the conversation).
+  schema, required ones present, none invented, string values grounded in the conversation;
+  among a group's valid calls, the one accounting for less of the user's words scores less:
+  `coverage`).
 
 Plain callables like every reward source: one score in [0, 1] per candidate, None where the
 request states no such contract (or states one that cannot be checked: a broken schema).
@@ -32,6 +34,20 @@ UNGROUNDED_FLOOR = 0.5
 # of the wrong shape. It scores this share of what the typed call would: above any invalid
 # call, below every valid one with the same grounding.
 COERCIBLE = 0.7
+
+# Among a group's valid calls, the one that accounts for more of what the user wrote (its
+# argument values, the function's name and description) keeps its score; one that accounts
+# for less loses up to this share. Grounding alone ranked calls of the wrong function first
+# whenever their fewer arguments were easier to copy: bench-lift cycle 1 (2026-12-07) chose
+# log_workout(activity="Cab", minutes=4) for "We are 4: we need a cab from Central Station to
+# Porto." over order_taxi, and send_invoice(customer, amount) for a hotel room for Omar Haddad.
+COVERAGE_WEIGHT = 0.3
+# Words that say nothing about which call a request wants.
+_STOP = frozenset("""a an the and or but of to for from in on at by with as into onto per via is are was were be been
+am do does did i we you he she it they me us him her them my our your his its their this that these those there
+here please can could would will shall should may might must need needs want wants like get give make let
+just also some any all each every what which who whom whose when where how why if then than so not no yes
+""".split())
 
 _TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
 
@@ -126,29 +142,38 @@ def _ungrounded(args: dict, schema: dict, conversation: str) -> tuple[int, int]:
     return total, missing
 
 
-def _score_call(call: dict, functions: dict[str, dict], conversation: str) -> float:
+def _checked_args(call: dict, functions: dict[str, dict]) -> tuple[float, dict | None, dict]:
+    """(score so far, arguments, schema): 0 for a function never offered or arguments that are
+    no JSON object, PARSED_BUT_INVALID for arguments its schema refuses even read as its
+    types; else 1 (valid) or COERCIBLE (valid once read as its types) with the arguments."""
     schema = functions.get(call.get("name"))
     if schema is None:
-        return 0.0  # a function the request never offered
+        return 0.0, None, {}  # a function the request never offered
     try:
         args = json.loads(call.get("arguments") or "{}")
     except ValueError:
-        return 0.0
+        return 0.0, None, schema
     if not isinstance(args, dict):
-        return 0.0
+        return 0.0, None, schema
     # None invented: a key the schema does not declare fails, unless it explicitly allows extras.
     strict = dict(schema)
     if isinstance(schema.get("properties"), dict) and "additionalProperties" not in schema:
         strict["additionalProperties"] = False
     validator = _validator(strict)
     if validator is None:
-        return 0.0
-    factor = 1.0
-    if not validator.is_valid(args):
-        coerced = _coerced(args, schema)
-        if coerced is None or not validator.is_valid(coerced):
-            return PARSED_BUT_INVALID
-        args, factor = coerced, COERCIBLE
+        return 0.0, None, schema
+    if validator.is_valid(args):
+        return 1.0, args, schema
+    coerced = _coerced(args, schema)
+    if coerced is None or not validator.is_valid(coerced):
+        return PARSED_BUT_INVALID, None, schema
+    return COERCIBLE, coerced, schema
+
+
+def _score_call(call: dict, functions: dict[str, dict], conversation: str) -> float:
+    factor, args, schema = _checked_args(call, functions)
+    if args is None:
+        return factor
     total, missing = _ungrounded(args, schema, conversation)
     return factor * (1.0 if not total else UNGROUNDED_FLOOR + (1 - UNGROUNDED_FLOOR) * (1 - missing / total))
 
@@ -175,6 +200,62 @@ def _coerced(args: dict, schema: dict) -> dict | None:
     return out if changed else None
 
 
+def _content_words(text: str) -> set[str]:
+    """Casefolded words and numbers of `text` (underscores split: order_taxi is order, taxi),
+    without stop words, a plural's s dropped: how coverage compares the request and a call."""
+    words = re.findall(r"[^\W_]+", text.casefold())
+    return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words
+            if w not in _STOP and (len(w) > 1 or w.isdigit())}  # not the s of "what's"
+
+
+def _number_words(value) -> str:
+    """A number as the words a request would write it with: 129.0 as 129, not 129 0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def coverage(call: dict, function: dict, user_text: str) -> float:
+    """Share of the user's content words the call accounts for: in its argument values (its
+    scalars, nested ones too), its function's name or description. 0 for a request with none."""
+    want = _content_words(user_text)
+    if not want:
+        return 0.0
+    try:
+        args = json.loads(call.get("arguments") or "{}")
+    except ValueError:
+        args = {}
+    said: list[str] = [str(function.get("name", "")), str(function.get("description") or "")]
+    stack = [args]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack += list(v.values())
+        elif isinstance(v, list):
+            stack += v
+        elif not isinstance(v, bool) and v is not None:
+            said.append(_number_words(v))
+    return len(want & _content_words(" ".join(said))) / len(want)
+
+
+def calls_grounded(prompt: Prompt, candidate: Candidate) -> bool:
+    """Every call of `candidate` is of an offered function with valid arguments (typed as
+    its schema says, or read so), each value that must come from the conversation found
+    there: what a pair's chosen call must be (trainer/pairs.py). True for no calls."""
+    functions = _functions(prompt)
+    conversation = _conversation(prompt)
+    for call in calls_of(candidate):
+        _, args, schema = _checked_args(call, functions)
+        if args is None or _ungrounded(args, schema, conversation)[1]:
+            return False  # unknown function, invalid arguments, or a value found nowhere
+    return True
+
+
+def _conversation(prompt: Prompt) -> str:
+    return normalize(request_text(prompt) + "\n" + "\n".join(
+        str(m.get("content") or "") for m in prompt.messages if m.get("role") == "tool"))
+
+
 def tool_call_verifier(prompt: Prompt, candidates: list[Candidate]) -> list[float | None]:
     functions = _functions(prompt)
     if not functions:
@@ -184,16 +265,28 @@ def tool_call_verifier(prompt: Prompt, candidates: list[Candidate]) -> list[floa
     if choice == "none":
         return [None] * len(candidates)
     must_call = choice == "required" or forced is not None
-    conversation = normalize(request_text(prompt) + "\n" + "\n".join(
-        str(m.get("content") or "") for m in prompt.messages if m.get("role") == "tool"))
+    conversation = _conversation(prompt)
+    described = {fn["name"]: fn for fn in offered_functions(prompt)}
+    user_text = "\n".join(str(m.get("content") or "") for m in prompt.messages if m.get("role") == "user")
     out: list[float | None] = []
+    covered: list[float | None] = []  # per candidate: the mean coverage of its valid calls
     for c in candidates:
         calls = calls_of(c)
         if not calls:
             # An answer in words may be right when calling is optional: no opinion then.
             out.append(0.0 if must_call else None)
+            covered.append(None)
             continue
         scores = [0.0 if forced and call.get("name") != forced else _score_call(call, functions, conversation)
                   for call in calls]
         out.append(sum(scores) / len(scores))
+        valid = [coverage(call, described.get(call.get("name"), {}), user_text)
+                 for call, sc in zip(calls, scores) if sc > PARSED_BUT_INVALID]
+        covered.append(sum(valid) / len(valid) if valid else None)
+    # Relative to the group's best coverage: a lone call, or the call that accounts for the
+    # most of the request, keeps its score.
+    best = max((cv for cv in covered if cv is not None), default=0.0)
+    if best > 0:
+        out = [sc if sc is None or cv is None else sc * (1 - COVERAGE_WEIGHT * (1 - cv / best))
+               for sc, cv in zip(out, covered)]
     return out

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from trainer.prompts import Candidate, Prompt
-from trainer.rewards.contract import calls_of, structured_output_verifier, tool_call_verifier
+from trainer.rewards.contract import (COVERAGE_WEIGHT, calls_grounded, calls_of, coverage, structured_output_verifier,
+                                     tool_call_verifier)
 
 ORDER = {
     "type": "object",
@@ -69,9 +70,15 @@ def call(name, **args):
     return Candidate("", "plain", tool_calls=[{"name": name, "arguments": json.dumps(args)}])
 
 
+def alone(prompt, candidates):
+    """Each candidate scored in a group of its own: what validity and grounding give it, before
+    coverage ranks it against the rest of its group (test_coverage_...)."""
+    return [tool_call_verifier(prompt, [c])[0] for c in candidates]
+
+
 def test_tool_calls_are_valid_complete_invented_nothing_and_grounded():
     p = tool_prompt()
-    got = tool_call_verifier(p, [
+    got = alone(p, [
         call("get_weather", city="Lima", unit="C", date="2026-12-04"),  # enum and format values need no grounding
         call("get_weather", city="Lima"),
         call("get_weather", city="Paris"),                  # valid, but Paris appears nowhere
@@ -132,7 +139,7 @@ ORDER_TOOL = {"type": "function", "function": {"name": "record_order", "paramete
 def test_a_call_right_but_for_quoted_numbers_ranks_between_invalid_and_valid():
     p = Prompt("p", [{"role": "user", "content": "Log it: Ann Lee bought 24 mugs, total 45.50."}],
                contract={"tools": [ORDER_TOOL], "tool_choice": {"type": "function", "function": {"name": "record_order"}}})
-    got = tool_call_verifier(p, [
+    got = alone(p, [
         call("record_order", customer="Ann Lee", quantity=24, total=45.5),        # typed and grounded
         call("record_order", customer="Ann Lee", quantity="24", total="45.50"),   # quoted numbers
         call("record_order", customer="Eve", quantity="24", total="45.50"),       # quoted, and Eve is invented (1 of 3)
@@ -147,9 +154,65 @@ def test_numbers_are_grounded_by_value_and_an_unfilled_skeleton_is_not():
     # valid and scored 1.0, since only non-empty strings were looked for in the conversation.
     p = Prompt("p", [{"role": "user", "content": "Log it: Ann Lee bought 24 mugs, total $45.50."}],
                contract={"tools": [ORDER_TOOL]})
-    got = tool_call_verifier(p, [
+    got = alone(p, [
         call("record_order", customer="Ann Lee", quantity=24, total=45.5),   # 45.5 is $45.50
         call("record_order", customer="Ann Lee", quantity=0, total=0.0),     # the skeleton's zeros
         call("record_order", customer="", quantity=24, total=45.5),          # an empty name
     ])
     assert got == [1.0, pytest.approx(0.5 + 0.5 / 3), pytest.approx(0.5 + 0.5 * 2 / 3)]
+
+
+TAXI = {"type": "function", "function": {"name": "order_taxi", "description": "Order a taxi.", "parameters": {
+    "type": "object", "properties": {"pickup": {"type": "string"}, "destination": {"type": "string"},
+                                     "passengers": {"type": "integer"}}, "required": ["pickup", "destination"]}}}
+WORKOUT = {"type": "function", "function": {"name": "log_workout", "description": "Log a workout.", "parameters": {
+    "type": "object", "properties": {"activity": {"type": "string"}, "minutes": {"type": "integer"}},
+    "required": ["activity", "minutes"]}}}
+ROOM = {"type": "function", "function": {"name": "book_room", "description": "Book a hotel room.", "parameters": {
+    "type": "object", "properties": {"guest": {"type": "string"}, "city": {"type": "string"},
+                                     "nights": {"type": "integer"}}, "required": ["guest", "city", "nights"]}}}
+INVOICE = {"type": "function", "function": {"name": "send_invoice", "description": "Send an invoice.", "parameters": {
+    "type": "object", "properties": {"customer": {"type": "string"}, "amount": {"type": "number"}},
+    "required": ["customer", "amount"]}}}
+
+
+def test_coverage_ranks_the_call_that_accounts_for_more_of_the_request_first():
+    """Both calls valid and grounded: grounding alone cannot tell the wrong function from the
+    right one (bench-lift cycle 1 chose log_workout for a cab and send_invoice for a hotel room,
+    2026-12-07). The call that uses more of the user's words, in its values or its function's
+    name and description, keeps its score; a lone call always does."""
+    cab = Prompt("p", [{"role": "user", "content": "We are 4: we need a cab from Central Station to Porto."}],
+                 contract={"tools": [WORKOUT, TAXI]})
+    right = call("order_taxi", pickup="Central Station", destination="Porto", passengers=4)
+    wrong = call("log_workout", activity="cab", minutes=4)  # grounded too: "cab" and 4 are in the request
+    half = call("order_taxi", pickup="Central Station", destination="Central Station", passengers=4)
+    assert alone(cab, [right, wrong, half]) == [1.0, 1.0, 1.0]
+    got = tool_call_verifier(cab, [right, wrong, half, Candidate("Sure.", "plain")])
+    assert got[0] == 1.0 and got[1] < got[2] < got[0] and got[3] is None
+    assert got[1] >= 1 - COVERAGE_WEIGHT  # a ranking, never below what validity gives
+    hotel = Prompt("p", [{"role": "user", "content": "Omar Haddad needs a hotel room in Valencia for 2 nights."}],
+                   contract={"tools": [INVOICE, ROOM]})
+    got = tool_call_verifier(hotel, [call("send_invoice", customer="Omar Haddad", amount=2),
+                                     call("book_room", guest="Omar Haddad", city="Valencia", nights=2)])
+    assert got[1] == 1.0 and got[0] < 0.95
+
+
+def test_coverage_reads_words_numbers_and_names_not_stop_words():
+    fn = TAXI["function"]
+    text = "Get a taxi from the airport to Austin for 3 people."  # content: taxi, airport, austin, 3, people
+    assert coverage({"arguments": json.dumps({"pickup": "the airport", "destination": "Austin", "passengers": 3})},
+                    fn, text) == pytest.approx(4 / 5)  # taxi (the function's name), airport, austin, 3
+    assert coverage({"arguments": json.dumps({"pickup": "x", "destination": "y", "passengers": 3.0})},
+                    fn, text) == pytest.approx(2 / 5)  # 3.0 is the 3 of the request
+    assert coverage({"arguments": "not json"}, fn, "the a of") == 0.0  # nothing to cover
+
+
+def test_a_chosen_call_must_be_grounded():
+    cab = Prompt("p", [{"role": "user", "content": "We are 4: we need a cab from Central Station to Porto."}],
+                 contract={"tools": [WORKOUT, TAXI]})
+    assert calls_grounded(cab, call("order_taxi", pickup="Central Station", destination="Porto", passengers=4))
+    assert calls_grounded(cab, call("order_taxi", pickup="Central Station", destination="Porto", passengers="4"))
+    assert not calls_grounded(cab, call("log_workout", activity="Cab-to-Porto", minutes=4))  # made up
+    assert not calls_grounded(cab, call("order_taxi", pickup="Mazatalla", destination="Porto"))
+    assert not calls_grounded(cab, call("send_email", to="x"))  # never offered
+    assert calls_grounded(cab, Candidate("A cab is on its way.", "plain"))  # no call: nothing to check
