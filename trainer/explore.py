@@ -29,6 +29,7 @@ from typing import Callable, NamedTuple
 
 import httpx
 
+from trainer.copying import copy_guide
 from trainer.prompts import Candidate, Prompt, answer_turn, offered_functions
 from trainer.rewards.intent import requested_keys
 from trainer.rewards.json_extraction import extract_json_object
@@ -193,6 +194,40 @@ def _guided(job: Job) -> Job:
     return job._replace(params={**job.params, **g}) if g else job
 
 
+def copy_jobs(prompt: Prompt) -> list[Job]:
+    """The `copy` strategy (trainer/copying.py): the scaffold's requests, each value held to a
+    span or a number of the request. Per offered function for a tool request, else for the
+    keys asked for (in words, or by the client's own json_schema); none for other requests."""
+    if calls := call_scaffolds(prompt):
+        jobs = []
+        for fn_name, msgs, params in calls:
+            fn = next((f for f in offered_functions(prompt) if f["name"] == fn_name), {})
+            schema = arguments_guide(fn)  # its parameters, closed, when small enough to compile
+            if schema:
+                g = copy_guide(schema["response_format"]["json_schema"]["schema"], prompt, schema[
+                    "response_format"]["json_schema"]["name"])
+                if g:
+                    jobs.append(Job(prompt, "copy", msgs, {**params, **g}, as_call=fn_name))
+        return jobs
+    if prompt.contract.get("tools"):
+        return []  # a forced function or none allowed: vLLM already guides the forced one
+    rf = prompt.contract.get("response_format")
+    spec = rf.get("json_schema") if isinstance(rf, dict) and rf.get("type") == "json_schema" else None
+    own = spec.get("schema") if isinstance(spec, dict) else None
+    keys = requested_keys(prompt)
+    if isinstance(own, dict) and guidable(own):
+        schema = own
+    elif keys and own is None:
+        schema = keys_guide(prompt, keys)["response_format"]["json_schema"]["schema"]
+    else:
+        return []
+    g = copy_guide(schema, prompt, "answer")
+    if not g:
+        return []
+    msgs, params = scaffold(prompt)
+    return [Job(prompt, "copy", msgs, {**params, **g})]
+
+
 def stepwise(prompt: Prompt) -> tuple[list[dict], dict]:
     system = ("Think step by step about the request. Then write a last line that starts with 'Answer:' followed "
               "by only the final answer, in exactly the format the user asked for.")
@@ -215,8 +250,9 @@ def fewshot(prompt: Prompt, exemplar: tuple[Prompt, Candidate]) -> tuple[list[di
 
 
 ROUND_ONE: dict[str, Strategy] = {"plain": plain, "plain_hot": plain_hot, "scaffold": scaffold, "stepwise": stepwise}
-# Every strategy TAO_EXPLORE_STRATEGIES may name: round one's, then the few-shot round.
-STRATEGIES = (*ROUND_ONE, "fewshot")
+# Every strategy TAO_EXPLORE_STRATEGIES may name: round one's, `copy` (round one, only for
+# requests with keys or tools: copy_jobs), then the few-shot round.
+STRATEGIES = (*ROUND_ONE, "copy", "fewshot")
 
 
 def _without_system(messages: list[dict]) -> list[dict]:
@@ -272,13 +308,15 @@ def fewshot_jobs(prompts: list[Prompt], exemplars: Exemplars) -> list[Job]:
 
 def round_one_jobs(prompts: list[Prompt], strategies: list[str], guided: bool = True) -> list[Job]:
     """Every first-round request. `guided`: scaffolds decode under a schema (see `guide`)."""
-    unknown = [s for s in strategies if s not in ROUND_ONE and s != "fewshot"]
+    unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
-        raise ValueError(f"unknown exploration strategies {unknown}; known: {[*ROUND_ONE, 'fewshot']}")
+        raise ValueError(f"unknown exploration strategies {unknown}; known: {list(STRATEGIES)}")
     jobs = []
     for p in prompts:
         for name in strategies:
-            if name == "scaffold" and (calls := call_scaffolds(p)):
+            if name == "copy":
+                jobs += copy_jobs(p)
+            elif name == "scaffold" and (calls := call_scaffolds(p)):
                 jobs += [Job(p, name, msgs, params, as_call=fn) for fn, msgs, params in calls]
             elif name in ROUND_ONE:
                 jobs.append(Job(p, name, *ROUND_ONE[name](p)))

