@@ -13,7 +13,6 @@ the other strategies still explore them.
 """
 from __future__ import annotations
 
-
 from trainer.prompts import Prompt, content_text
 from trainer.rewards.grounding import numbers_in
 
