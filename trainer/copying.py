@@ -10,6 +10,13 @@ word spans and each number one of its numbers: every candidate is grounded, and 
 to the model, and to the verifiers, is which span goes where. Values the request does not
 spell out (a currency code for "dollars", a date for "Monday") cannot be written this way:
 the other strategies still explore them.
+
+`make bench-explore` (tests/bench/results/explore_guided.md; 2-core AVX-512 Xeon, base
+SmolLM2-135M, n=4, the benchmark's traffic prompts, beside a lift run): 40 of 240 extraction
+candidates with every field right against 6 guided and 0 unguided (9 of 30 requests had one,
+against 3 and 0), 70 of 576 exactly right tool calls against 48 and 8, in about a third of the
+unguided scaffold's time. The benchmark writes its gold values as they appear in the text
+(99.8% of them are spans here), so real traffic will reach less of this.
 """
 from __future__ import annotations
 

@@ -53,8 +53,10 @@ class WorkerSettings(CollectorSettings):
     split_seed: str = Field("tao", description="seed of the stable hash that splits train / held-out")
     # Explore
     explore_strategies: Annotated[list[str], NoDecode] = Field(
-        ["plain", "scaffold", "stepwise", "fewshot"],
-        description="comma-separated: plain, plain_hot, scaffold, stepwise, fewshot (self-bootstrapped, 2nd round)")
+        ["plain", "scaffold", "copy", "stepwise", "fewshot"],
+        description="comma-separated: plain, plain_hot, scaffold, copy (a scaffold whose values are held to the "
+                    "request's own words and numbers, for requests with keys or tools), stepwise, fewshot "
+                    "(self-bootstrapped, 2nd round)")
     exemplar_min_score: float = Field(0.85, ge=0, le=1, description="a few-shot demonstration must score this")
     samples_per_strategy: int = Field(4, ge=1, le=16)
     explore_max_tokens: int = Field(160, ge=8)
