@@ -166,19 +166,20 @@ def call_scaffolds(prompt: Prompt) -> list[tuple[str, list[dict], dict]]:
     does write is read as a number by the verifier (trainer/rewards/contract.py COERCIBLE).
     Which function fits is left to the verifiers: arguments made up to fit the wrong
     function are not in the conversation, and score below the right one's."""
-    out = []
-    for fn in _functions(prompt):
-        params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
-        props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
-        skeleton = json.dumps(dict.fromkeys(props, "..."))
-        system = (f"You fill in the arguments of the function {fn['name']}"
-                  + (f" ({fn['description']})" if isinstance(fn.get("description"), str) else "")
-                  + ". Reply with only one JSON object with exactly its keys, each value taken from the user's "
-                    "message. No other words.")
-        msgs = [{"role": "system", "content": system}] + _append_to_last_user(
-            prompt.messages, f"\n\nReply with only this JSON object filled in: {skeleton}")
-        out.append((fn["name"], msgs, {"temperature": 0.7}))
-    return out
+    return [(fn["name"], skeleton_request(prompt, fn), {"temperature": 0.7}) for fn in _functions(prompt)]
+
+
+def skeleton_request(prompt: Prompt, fn: dict) -> list[dict]:
+    """The messages asking for `fn`'s arguments as a filled-in JSON skeleton (see call_scaffolds)."""
+    params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
+    props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+    skeleton = json.dumps(dict.fromkeys(props, "..."))
+    system = (f"You fill in the arguments of the function {fn['name']}"
+              + (f" ({fn['description']})" if isinstance(fn.get("description"), str) else "")
+              + ". Reply with only one JSON object with exactly its keys, each value taken from the user's "
+                "message. No other words.")
+    return [{"role": "system", "content": system}] + _append_to_last_user(
+        prompt.messages, f"\n\nReply with only this JSON object filled in: {skeleton}")
 
 
 def _guided(job: Job) -> Job:
@@ -196,21 +197,23 @@ def _guided(job: Job) -> Job:
 
 def copy_jobs(prompt: Prompt) -> list[Job]:
     """The `copy` strategy (trainer/copying.py): the scaffold's requests, each value held to a
-    span or a number of the request. Per offered function for a tool request, else for the
-    keys asked for (in words, or by the client's own json_schema); none for other requests."""
-    if calls := call_scaffolds(prompt):
+    span or a number of the request. Per offered function for a tool request (the forced one
+    only, when the client forces one), else for the keys asked for (in words, or by the
+    client's own json_schema); none for other requests."""
+    if prompt.contract.get("tools"):
+        choice = prompt.contract.get("tool_choice")
+        forced = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+        fns = [f for f in offered_functions(prompt) if f["name"] == forced] if forced else _functions(prompt)
         jobs = []
-        for fn_name, msgs, params in calls:
-            fn = next((f for f in offered_functions(prompt) if f["name"] == fn_name), {})
+        for fn in fns if choice != "none" else []:
             schema = arguments_guide(fn)  # its parameters, closed, when small enough to compile
             if schema:
-                g = copy_guide(schema["response_format"]["json_schema"]["schema"], prompt, schema[
-                    "response_format"]["json_schema"]["name"])
+                spec = schema["response_format"]["json_schema"]
+                g = copy_guide(spec["schema"], prompt, spec["name"])
                 if g:
-                    jobs.append(Job(prompt, "copy", msgs, {**params, **g}, as_call=fn_name))
+                    jobs.append(Job(prompt, "copy", skeleton_request(prompt, fn), {"temperature": 0.7, **g},
+                                    as_call=fn["name"]))
         return jobs
-    if prompt.contract.get("tools"):
-        return []  # a forced function or none allowed: vLLM already guides the forced one
     rf = prompt.contract.get("response_format")
     spec = rf.get("json_schema") if isinstance(rf, dict) and rf.get("type") == "json_schema" else None
     own = spec.get("schema") if isinstance(spec, dict) else None

@@ -16,10 +16,13 @@ def stack(tmp_path_factory, gate_cache):
     # cycle's exploration near 10k tokens, where the defaults asked ~50k (20 minutes there).
     # The gate answers the probes greedily (TAO_GATE_PROBE_SAMPLES=0): the mechanics are the
     # same, at a sixth of the cost; sampled probes are tests/trainer/test_gate_models.py's.
+    # `copy` (short requests with keys or tools only) costs few tokens: a chosen call must have
+    # every value found in the request, and without it 3 of the 10 forced-tool requests had
+    # such a call among plain and scaffold candidates (2026-12-07), with it all 10.
     s = Stack(tmp_path_factory.mktemp("stack") / "data",
               env={"TAO_EXPLORE_MAX_TOKENS": "96", "TAO_GATE_MAX_TOKENS": "64", "TAO_GATE_CACHE_DIR": str(gate_cache),
                    "TAO_GATE_PROBE_SAMPLES": "0", "TAO_GATE_HELDOUT_SAMPLES": "0",
-                   "TAO_EXPLORE_STRATEGIES": "plain,scaffold,fewshot", "TAO_SAMPLES_PER_STRATEGY": "2"})
+                   "TAO_EXPLORE_STRATEGIES": "plain,scaffold,copy,fewshot", "TAO_SAMPLES_PER_STRATEGY": "2"})
     try:
         s.wait_ready()
         yield s

@@ -61,7 +61,14 @@ def test_copy_jobs_for_tools_keys_and_schemas_only():
     [job] = round_one_jobs([own], ["copy"])
     assert "Lisbon" in job.params["response_format"]["json_schema"]["schema"]["properties"]["person"]["enum"]
     plain = Prompt("p", [{"role": "user", "content": "What is the capital of France?"}])
-    forced = Prompt("f", tool.messages, contract={"tools": [TAXI], "tool_choice": {
+    refused = Prompt("n", tool.messages, contract={"tools": [TAXI], "tool_choice": "none"})
+    assert round_one_jobs([plain, refused], ["copy"]) == []
+    # A forced function: its arguments only, made a call of it.
+    other = {"type": "function", "function": {"name": "ping", "parameters": {
+        "type": "object", "properties": {"host": {"type": "string"}}}}}
+    forced = Prompt("f", tool.messages, contract={"tools": [other, TAXI], "tool_choice": {
         "type": "function", "function": {"name": "order_taxi"}}})
-    assert round_one_jobs([plain, forced], ["copy"]) == []
+    [job] = round_one_jobs([forced], ["copy"])
+    assert job.as_call == "order_taxi" and "Porto" in job.params["response_format"]["json_schema"]["schema"][
+        "properties"]["destination"]["enum"]
     json.dumps([j.params for j in round_one_jobs([tool, keyed, own], ["copy"])])  # what vLLM is sent is JSON
