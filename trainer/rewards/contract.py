@@ -42,6 +42,7 @@ COERCIBLE = 0.7
 # log_workout(activity="Cab", minutes=4) for "We are 4: we need a cab from Central Station to
 # Porto." over order_taxi, and send_invoice(customer, amount) for a hotel room for Omar Haddad.
 COVERAGE_WEIGHT = 0.3
+VALUE_WORDS = 3  # request words one argument value can account for (see `coverage`)
 # Words that say nothing about which call a request wants.
 _STOP = frozenset("""a an the and or but of to for from in on at by with as into onto per via is are was were be been
 am do does did i we you he she it they me us him her them my our your his its their this that these those there
@@ -225,7 +226,7 @@ def coverage(call: dict, function: dict, user_text: str) -> float:
         args = json.loads(call.get("arguments") or "{}")
     except ValueError:
         args = {}
-    said: list[str] = [str(function.get("name", "")), str(function.get("description") or "")]
+    covered = want & _content_words(f"{function.get('name', '')} {function.get('description') or ''}")
     stack = [args]
     while stack:
         v = stack.pop()
@@ -234,8 +235,11 @@ def coverage(call: dict, function: dict, user_text: str) -> float:
         elif isinstance(v, list):
             stack += v
         elif not isinstance(v, bool) and v is not None:
-            said.append(_number_words(v))
-    return len(want & _content_words(" ".join(said))) / len(want)
+            # At most VALUE_WORDS words a value: one argument stuffed with the whole request
+            # (log_workout(activity="Cab from Central Station to Porto") in a lift cycle,
+            # 2026-12-07) accounts for no more of it than a name or a place does.
+            covered |= set(sorted(want & _content_words(_number_words(v)))[:VALUE_WORDS])
+    return len(covered) / len(want)
 
 
 def calls_grounded(prompt: Prompt, candidate: Candidate) -> bool:

@@ -205,6 +205,9 @@ def test_coverage_reads_words_numbers_and_names_not_stop_words():
     assert coverage({"arguments": json.dumps({"pickup": "x", "destination": "y", "passengers": 3.0})},
                     fn, text) == pytest.approx(2 / 5)  # 3.0 is the 3 of the request
     assert coverage({"arguments": "not json"}, fn, "the a of") == 0.0  # nothing to cover
+    # One argument stuffed with the whole request counts no more than VALUE_WORDS of its words.
+    stuffed = {"arguments": json.dumps({"activity": "taxi from the airport to Austin for 3 people"})}
+    assert coverage(stuffed, WORKOUT["function"], text) == pytest.approx(3 / 5)
 
 
 def test_a_chosen_call_must_be_grounded():
