@@ -231,16 +231,18 @@ def measure_url(vllm: str, evals: dict[str, list[dict]]) -> dict:
 
 # -- one configuration ------------------------------------------------------------------
 def run_config(name: str, env: dict[str, str], slices: list[list[dict]], evals: dict[str, list[dict]], args,
-               base: dict | None = None) -> dict:
+               base: dict | None = None, progress=None) -> dict:
     """Run `slices` (one traffic slice a cycle) through a fresh stack with `env` on top of the
-    defaults. `base`: the base model's measurement from an earlier run (same model, same evals)."""
+    defaults. `base`: the base model's measurement from an earlier run (same model, same evals).
+    `progress(record)`: called after every measured cycle with the record so far, so a run
+    stopped midway still leaves its cycles on disk."""
     data = Path(tempfile.mkdtemp(prefix=f"tao-lift-{name}-"))
     env = {"TAO_MIN_NEW_PROMPTS": "1", **env}
     if env.get("TAO_JUDGE_URL") == "self":  # the stack's own model judges: weak but real
         port = free_port()
         env = {**env, "TAO_VLLM_PORT": str(port), "TAO_JUDGE_URL": f"http://127.0.0.1:{port}/v1"}
     stack = Stack(data / "data", env=env)
-    record = {"name": name, "env": env, "cycles": []}
+    record = {"name": name, "env": env, "cycles": [], "cycles_planned": len(slices)}
     try:
         stack.wait_ready()
         if base is None:
@@ -266,6 +268,8 @@ def run_config(name: str, env: dict[str, str], slices: list[list[dict]], evals: 
             say(f"{name}: cycle {k}: {result.get('status')} {result.get('version')} in {cycle_s:.0f}s; "
                 + ", ".join(f"{s} {v['score']:.3f}" for s, v in m.items() if isinstance(v, dict)))
             record["cycles"].append({**sent, "cycle_s": round(cycle_s, 1), "result": result, "measured": m})
+            if progress:
+                progress(record)
         live = httpx.get(stack.url + "/v1/models").json()["data"][0]["version"]
         if live != "base":
             # The before/after figures above were taken up to an hour apart on a shared machine;
@@ -294,7 +298,10 @@ def write_results(runs: list[dict], command: str, out: Path) -> None:
              "decoding tokens/s on fixed-length answers (64 tokens, 16 concurrent, `ignore_eos`).", ""]
     for run in runs:
         splits = [k for k in run["base"] if k != "tokens_per_s"]
-        lines += [f"## {run['name']}", "", f"Settings: `{json.dumps(run['env'])}`", "",
+        planned = run.get("cycles_planned", len(run["cycles"]))
+        partial = ([f"**Partial: {len(run['cycles'])} of {planned} cycles measured** (the run was still going, "
+                    "or was stopped).", ""] if len(run["cycles"]) < planned else [])
+        lines += [f"## {run['name']}", "", *partial, f"Settings: `{json.dumps(run['env'])}`", "",
                   "| cycle | verdict | pairs | cycle s | " + " | ".join(splits) + " | tok/s |",
                   "|---|---|---|---|" + "---|" * len(splits) + "---|",
                   "| base | | | | " + " | ".join(f"{run['base'][s]['score']:.3f}" for s in splits)
@@ -434,11 +441,12 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"no ensemble run in {args.reuse_ensemble}")
         runs += [r for r in earlier if r["name"] not in names and r["name"] != "ensemble"]
     else:
-        runs = [run_config("ensemble", {}, slices, evals, args)]
+        runs = [run_config("ensemble", {}, slices, evals, args,
+                           progress=lambda rec: write_results([rec], command, args.out))]
     write_results(runs, command, args.out)
     for name in names:
         runs.append(run_config(name, ABLATIONS[name], slices[: args.ablation_cycles], evals, args,
-                               base=runs[0]["base"]))
+                               base=runs[0]["base"], progress=lambda rec: write_results(runs + [rec], command, args.out)))
         write_results(runs, command, args.out)  # after every run: a long benchmark keeps what it has
     say(f"results: {args.out / 'tao_lift.md'}")
 

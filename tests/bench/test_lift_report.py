@@ -118,3 +118,15 @@ def test_sampled_split_scores_each_case_by_the_share_of_right_samples_fake_vllm(
     assert out["n"] == 2 and out["score"] == 0.375
     assert sorted(b["seed"] for b in sent) == [10, 1010, 2010]
     assert all(b["n"] == 4 and b["temperature"] == 0.7 for b in sent)
+
+
+def test_a_run_stopped_midway_is_reported_as_partial(tmp_path):
+    run = {"name": "ensemble", "env": {}, "base": measured(0.05, 0.02, 100.0), "cycles_planned": 3,
+           "cycles": [{"prompts": 80, "feedback": 16, "cycle_s": 600.0, "measured": measured(0.4, 0.03, 97.0),
+                       "result": {"status": "rejected", "version": "v1", "counts": {"pairs": 70}}}]}
+    write_results([run], "python -m tests.bench.lift --cycles 3", tmp_path)
+    md = (tmp_path / "tao_lift.md").read_text()
+    assert "**Partial: 1 of 3 cycles measured**" in md
+    run["cycles"] *= 3
+    write_results([run], "python -m tests.bench.lift --cycles 3", tmp_path)
+    assert "Partial" not in (tmp_path / "tao_lift.md").read_text()
