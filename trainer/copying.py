@@ -20,16 +20,12 @@ unguided scaffold's time. The benchmark writes its gold values as they appear in
 """
 from __future__ import annotations
 
-from trainer.prompts import Prompt, content_text
+from trainer.prompts import Prompt, user_text
 from trainer.rewards.grounding import numbers_in
 
 MAX_SPAN_WORDS = 4   # "Central Station", "Ana María López": names and places are short
 MAX_SPANS = 400      # a grammar of a few hundred alternatives compiles in milliseconds
 _EDGE = "\"'()[]{}<>.,;:!?¡¿«»“”‘’$€£#*"
-
-
-def user_text(prompt: Prompt) -> str:
-    return "\n".join(content_text(m.get("content")) for m in prompt.messages if m.get("role") == "user")
 
 
 def spans(text: str) -> list[str] | None:
@@ -70,10 +66,10 @@ def copied_schema(schema: dict, words: list[str], numbers: list[float]) -> dict:
     if not isinstance(schema, dict) or {"enum", "const", "format", "pattern"} & set(schema):
         return schema
     kind = schema.get("type")
-    ints = [int(x) for x in numbers if x.is_integer()]
+    nums = [int(x) if x.is_integer() else x for x in numbers]  # 4, not 4.0, as the request wrote it
+    ints = [x for x in nums if isinstance(x, int)]
     if isinstance(kind, list):
-        values = list(words) * ("string" in kind) + [int(x) if x.is_integer() else x for x in numbers] * bool(
-            {"number", "integer"} & set(kind))
+        values = list(words) * ("string" in kind) + nums * bool({"number", "integer"} & set(kind))
         if not values:
             return schema
         return {k: v for k, v in schema.items() if k != "type"} | {"enum": values}
@@ -82,7 +78,7 @@ def copied_schema(schema: dict, words: list[str], numbers: list[float]) -> dict:
     if kind == "integer":
         return {**schema, "enum": ints} if ints else schema
     if kind == "number":
-        return {**schema, "enum": [int(x) if x.is_integer() else x for x in numbers]} if numbers else schema
+        return {**schema, "enum": nums} if nums else schema
     if kind == "object" and isinstance(schema.get("properties"), dict):
         return {**schema, "properties": {k: copied_schema(v, words, numbers) for k, v in schema["properties"].items()}}
     if kind == "array" and isinstance(schema.get("items"), dict):
@@ -93,9 +89,10 @@ def copied_schema(schema: dict, words: list[str], numbers: list[float]) -> dict:
 def copy_guide(schema: dict, prompt: Prompt, name: str) -> dict:
     """A json_schema response_format of `schema` with its values copied from `prompt`'s user
     text; {} when the text has no spans to offer or too many."""
-    words = spans(user_text(prompt))
+    text = user_text(prompt)
+    words = spans(text)
     if not words:
         return {}
-    numbers = sorted(numbers_in(user_text(prompt)))
+    numbers = sorted(numbers_in(text))
     return {"response_format": {"type": "json_schema", "json_schema": {
         "name": name, "schema": copied_schema(schema, words, numbers)}}}

@@ -6,7 +6,7 @@ The chosen answer must be better in substance, not only in form. Measured on uns
 skeleton `{"shipment_id": "...", ...}` and an invented 19-digit value were chosen. So a
 candidate may be chosen only when (1) some source other than a format-only one judged it,
 (2) for a request with known keys, none of its values is a placeholder or missing from
-the conversation, nor is any value of its tool calls (bench-lift, 2026-12-07: 18 of 26
+the conversation, nor is any value of its tool calls (bench-lift, 2026-12-07: 7 of 19
 chosen calls of cycle 1 carried a value made up, most for the wrong function), and (3) it
 is not a user's correction that nothing corroborated (issue
 "training no tenant can steer": one API key must not write the chosen answers).

@@ -80,6 +80,11 @@ def request_text(prompt: Prompt) -> str:
     return "\n".join(content_text(m.get("content")) for m in prompt.messages if m.get("role") in ("system", "user"))
 
 
+def user_text(prompt: Prompt) -> str:
+    """The user's own words: what an argument or a field may be copied from."""
+    return "\n".join(content_text(m.get("content")) for m in prompt.messages if m.get("role") == "user")
+
+
 def answer_turn(text: str, tool_calls: list[dict] | None = None) -> dict:
     """An answer as the assistant turn that gave it: tool calls as OpenAI `tool_calls`, which
     the chat template renders in the model's own format (schemas/chat_template.py), not as text.

@@ -164,7 +164,7 @@ def served_answers(vllm: str, cases: list[dict], max_tokens: int = 160) -> list[
 # a small weight change tipping a near-tie as lost knowledge. Sampled, each prompt scores the
 # share of its answers that are right, and the same seeds draw the same noise for every model
 # (common random numbers, as the gate's probes): the paired difference to base then measures
-# the weights, with an interval (report: regression_vs_base).
+# the weights, with an interval (`versus_base`, in the report's sampled_lines).
 SAMPLED_SPLITS = ("regression",)
 SAMPLES, SAMPLE_TEMPERATURE, SAMPLE_SEED = 16, 0.7, 7_000_003
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 
-from trainer.prompts import Candidate, Prompt, offered_functions, request_text
+from trainer.prompts import Candidate, Prompt, offered_functions, request_text, user_text
 from trainer.rewards.grounding import copied, normalize
 
 # A whole-JSON answer that fails the schema still followed the format: it outranks prose,
@@ -216,10 +216,10 @@ def _number_words(value) -> str:
     return str(value)
 
 
-def coverage(call: dict, function: dict, user_text: str) -> float:
+def coverage(call: dict, function: dict, said: str) -> float:
     """Share of the user's content words the call accounts for: in its argument values (its
     scalars, nested ones too), its function's name or description. 0 for a request with none."""
-    want = _content_words(user_text)
+    want = _content_words(said)  # the user's words (prompts.user_text)
     if not want:
         return 0.0
     try:
@@ -271,7 +271,7 @@ def tool_call_verifier(prompt: Prompt, candidates: list[Candidate]) -> list[floa
     must_call = choice == "required" or forced is not None
     conversation = _conversation(prompt)
     described = {fn["name"]: fn for fn in offered_functions(prompt)}
-    user_text = "\n".join(str(m.get("content") or "") for m in prompt.messages if m.get("role") == "user")
+    said = user_text(prompt)
     out: list[float | None] = []
     covered: list[float | None] = []  # per candidate: the mean coverage of its valid calls
     for c in candidates:
@@ -284,7 +284,7 @@ def tool_call_verifier(prompt: Prompt, candidates: list[Candidate]) -> list[floa
         scores = [0.0 if forced and call.get("name") != forced else _score_call(call, functions, conversation)
                   for call in calls]
         out.append(sum(scores) / len(scores))
-        valid = [coverage(call, described.get(call.get("name"), {}), user_text)
+        valid = [coverage(call, described.get(call.get("name"), {}), said)
                  for call, sc in zip(calls, scores) if sc > PARSED_BUT_INVALID]
         covered.append(sum(valid) / len(valid) if valid else None)
     # Relative to the group's best coverage: a lone call, or the call that accounts for the
