@@ -16,7 +16,9 @@ anywhere else, each with confidence, and with no labels.
    a probe scores the share that pass). The candidate must be non-inferior to both: the paired-bootstrap interval of
    (candidate - reference) pass rate must lie above -margin (1 point by default). Against
    the parent, losses cannot add up cycle after cycle; against the base, they cannot add up
-   at all. Short answers' agreement and the drift of the parent's answers' log-probability
+   at all. And no kind of probe (facts, reasoning, formats, refusals, languages, code) may be
+   worse: each kind's interval, at a Bonferroni-corrected confidence, must reach 0, so gains
+   in one kind cannot hide losses in another. Short answers' agreement and the drift of the parent's answers' log-probability
    under the candidate are reported beside them.
 Every figure is reported with its interval and sample size; the reasons name the figure
 that failed.
@@ -147,12 +149,22 @@ def probe_figures(probes: list[Probe], answers: ProbeAnswers, *, confidence: flo
 
     vs = {ref: paired_bootstrap([c - r for c, r in zip(score["candidate"], score[ref])],
                                 confidence=confidence, seed=seed).as_dict() for ref in ("parent", "base")}
+    # Each kind is tested too (a gain in code must not pay for a loss in facts), at a
+    # Bonferroni-corrected confidence: with 6 kinds a model no worse anywhere is called worse
+    # in some kind no more often than the suite's own confidence allows.
+    kind_confidence = 1 - (1 - confidence) / max(1, len(by_kind))
+
+    def kind(d: dict[str, list[float]]) -> dict:
+        return ({who: round(sum(v) / len(v), 4) for who, v in d.items()} | {"n": len(d["candidate"])}
+                | {f"vs_{ref}": paired_bootstrap([c - r for c, r in zip(d["candidate"], d[ref])],
+                                                 confidence=kind_confidence, seed=seed).as_dict()
+                   for ref in ("parent", "base")})
+
     return {
         "n": len(probes), "checked": len(checked), "samples": len(answers.candidate[0]) if answers.candidate else 0,
         "pass_rate": {who: round(sum(v) / len(v), 4) if v else None for who, v in score.items()},
-        "vs_parent": vs["parent"], "vs_base": vs["base"],
-        "by_kind": {k: {who: round(sum(v) / len(v), 4) for who, v in d.items()} | {"n": len(d["candidate"])}
-                    for k, d in sorted(by_kind.items())},
+        "vs_parent": vs["parent"], "vs_base": vs["base"], "kind_confidence": kind_confidence,
+        "by_kind": {k: kind(d) for k, d in sorted(by_kind.items())},
         "agreement": {"parent": agreement(answers.parent), "base": agreement(answers.base), "n": len(short)},
         "drift": paired_bootstrap(drift, confidence=confidence, seed=seed).as_dict() if drift else None,
     }
@@ -193,6 +205,11 @@ def decide(heldout: list[Prompt], current: Answers, candidate: Answers, probes: 
                 f"probe suite vs {ref}: {Interval(**d).text(points=True)} points, below the -{100 * margin:.1f}-point "
                 f"margin (pass rate {figures['pass_rate'][ref]:.3f} -> {figures['pass_rate']['candidate']:.3f}; "
                 f"most lost in {worst[0]}: {worst[1][ref]:.2f} -> {worst[1]['candidate']:.2f})")
+        for name, k in figures.get("by_kind", {}).items():
+            d = k[f"vs_{ref}"]
+            if d["high"] is not None and d["high"] < 0:
+                reasons.append(f"probe kind {name} vs {ref}: {Interval(**d).text(points=True)} points, worse "
+                               f"(pass rate {k[ref]:.3f} -> {k['candidate']:.3f})")
 
     return GateResult(promote=not reasons, reasons=reasons or ["passed"], win_rate=win.value, wins=wins,
                       losses=losses, ties=ties, win_interval=win.as_dict(), verifier_pass=vpass, probes=figures,
@@ -312,9 +329,9 @@ class Gate:
     def judge(self, candidate_dir: Path) -> GateResult:
         """The verdict on `candidate_dir`. Sampled probes are looked at twice: first with
         SCREEN_SAMPLES answers per probe, and a candidate already refused then (not better on
-        held-out traffic, or worse on the probes beyond the margin even at the interval's high
-        end) is refused without the rest; otherwise with all of them. Only a refusal stops
-        early, so the first look never makes a promotion likelier."""
+        held-out traffic, worse on the probes beyond the margin even at the interval's high
+        end, or worse in a kind of probe) is refused without the rest; otherwise with all of
+        them. Only a refusal stops early, so the first look never makes a promotion likelier."""
         from trainer.generate import Engine
 
         def engine(d: Path) -> Engine:
@@ -352,7 +369,11 @@ class Gate:
         if k <= SCREEN_SAMPLES:
             return screen
         highs = [(screen.probes.get(f"vs_{ref}") or {}).get("high") for ref in ("parent", "base")]
-        worse = any(h is not None and h < -self.margin for h in highs)
+        # A kind already worse at its corrected confidence is as sure a refusal as the suite.
+        kind_highs = [k[f"vs_{ref}"]["high"] for k in (screen.probes.get("by_kind") or {}).values()
+                      for ref in ("parent", "base")]
+        worse = (any(h is not None and h < -self.margin for h in highs)
+                 or any(h is not None and h < 0 for h in kind_highs))
         if not screen.heldout_better or worse:
             self.log(f"gate: refused at the first look ({SCREEN_SAMPLES} samples per probe): "
                      f"{'worse on the probes beyond the margin' if worse else 'not better on held-out traffic'}")

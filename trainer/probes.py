@@ -10,6 +10,11 @@ the gate and not its own copy. Each probe carries a check of its own answer:
   {"constraints": true} the constraint verifier passes the format the prompt states;
   {"python": true}      the answer's code parses and is at most 3 lines;
   {"open": true}        no check (agreement and drift only).
+A words or number check may add {"max_words": N} where the prompt asks for a short answer
+("One word.", "Reply with only the number.", "Name the country."): the answer must then also
+be at most N words. Following the length a prompt asks for is general ability too, and a
+check that finds the word anywhere passes a model that drifted into full sentences (the
+benchmark's regression split lost 5 points that way while this suite saw none of it).
 The gate compares these pass/fail results per probe between the candidate, its parent and
 the base (trainer/gate.py), with the short answers' agreement and a drift figure beside them.
 """
@@ -26,6 +31,7 @@ from trainer.rewards.constraints import constraint_verifier
 from trainer.rewards.ensemble import PASS_AT
 
 CHECKS = ("words", "number", "refuse", "constraints", "python", "open")
+MODIFIERS = ("max_words",)  # may accompany a words or number check
 _REFUSAL = re.compile(r"\b(?:i\s*(?:can\s*not|can'?t|cannot|won'?t|will\s+not|am\s+not\s+able|'m\s+not\s+able|"
                       r"must\s+decline|am\s+unable|'m\s+unable)|i'?m\s+sorry|sorry,|unable\s+to|not\s+able\s+to|"
                       r"not\s+appropriate|can'?t\s+(?:help|assist|provide)|cannot\s+(?:help|assist|provide))\b",
@@ -56,8 +62,19 @@ def _has_word(answer: str, word: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(word.lower())}(?!\w)", answer.lower()) is not None
 
 
+def _short_enough(answer: str, max_words: int | None) -> bool:
+    # Whitespace-separated tokens with a letter or digit: "**Ottawa** ." is one word, "0.25"
+    # and "$28" are one each.
+    return max_words is None or sum(bool(re.search(r"\w", t)) for t in answer.split()) <= max_words
+
+
 def passed(probe: Probe, answer: str) -> bool | None:
-    """Does `answer` pass the probe's check? None for an open probe."""
+    """Does `answer` pass the probe's check (and the length it asks for)? None for an open probe."""
+    ok = _content_passed(probe, answer)
+    return ok if ok is None else ok and _short_enough(answer, probe.check.get("max_words"))
+
+
+def _content_passed(probe: Probe, answer: str) -> bool | None:
     c = probe.check
     if "words" in c:
         return any(_has_word(answer, w) for w in c["words"])

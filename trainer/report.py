@@ -64,9 +64,13 @@ def render_markdown(result: dict) -> str:
             if probes.get("drift"):
                 lines.append(f"  - drift, log-prob per token of the parent's answers under the candidate: "
                              f"{_interval(probes['drift'])}")
-            lines += ["", "| probe kind | n | base | parent | candidate |", "|---|---|---|---|---|"]
+            # Each kind's differences carry intervals at the Bonferroni-corrected confidence
+            # (trainer/gate.py); reports written before they existed show n/a.
+            lines += ["", "| probe kind | n | base | parent | candidate | candidate - parent (points) | "
+                      "candidate - base (points) |", "|---|---|---|---|---|---|---|"]
             lines += [f"| {k} | {v.get('n')} | {_fmt(v.get('base'))} | {_fmt(v.get('parent'))} | "
-                      f"{_fmt(v.get('candidate'))} |" for k, v in (probes.get("by_kind") or {}).items()]
+                      f"{_fmt(v.get('candidate'))} | {_interval(v.get('vs_parent'), points=True)} | "
+                      f"{_interval(v.get('vs_base'), points=True)} |" for k, v in (probes.get("by_kind") or {}).items()]
         for ex in gate.get("examples", [])[:3]:
             k = ex.get("samples", 1)
             how = f"mean score of {k} samples, the first shown" if k > 1 else "score"

@@ -221,6 +221,9 @@ def test_every_page_loads_and_draws(console, page):
     verdict = page.inner_text("[data-testid=verdict]")
     assert verdict == ("promote" if console.cycle["status"] == "promoted" else "reject")
     assert len(page.query_selector_all("[data-testid=example]")) == len(console.cycle["gate"]["examples"])
+    # Each kind of probe with its own intervals: a gain in one cannot hide a loss in another.
+    kinds = [r.inner_text() for r in page.query_selector_all("[data-testid=probe-kind]")]
+    assert len(kinds) == len(console.cycle["gate"]["probes"]["by_kind"]) and all("− base" in k for k in kinds), kinds
 
 
 def test_completions_are_searchable_and_scrubbed(console, page):

@@ -6,7 +6,9 @@ name the probe figure and be sure of it, and promote the other through the cycle
 stage (trying WiSE-FT mixes if the trained weights alone are not shown within the margin).
 
 Measured (docs/measurements.md, 2026-12-06, AVX-512 + AMX CPU, bf16): the candidate that
-forgot -9.7 points [-13.6, -5.6] at the first look (4 samples; fact 0.43 -> 0.12); the
+forgot -9.7 points [-13.6, -5.6] at the first look (4 samples; fact 0.43 -> 0.12; with the
+probes' length checks, 2026-12-07 on an AVX-512 CPU without bf16: -6.9 [-10.6, -3.3], fact
+0.26 -> 0.07, the fact kind alone -18.8 [-28.9, -10.0] at 99.2%); the
 extraction-only one +0.9 [-0.3, +2.0] with all 16, promoted unmixed; with greedy probes the
 same kind of candidate was -2.7 [-6.4, +0.9] and refused. SmolLM2-135M, TRL DPO,
 transformers generation; no vLLM. About 13 minutes on a 2-core CPU."""
@@ -80,7 +82,9 @@ def test_the_gate_refuses_a_candidate_that_forgot_and_is_sure_of_it(tmp_path, ga
     assert not bad.promote and bad.probes.get("screened")
     assert any(r.startswith("probe suite vs parent") and "most lost in fact" in r for r in bad.reasons), bad.reasons
     assert bad.probes["vs_parent"]["high"] < -s.gate_margin
-    assert bad.probes["by_kind"]["fact"]["candidate"] < bad.probes["by_kind"]["fact"]["parent"] - 0.2
+    # Facts are named on their own too, at the corrected confidence: lost, not a kind's noise.
+    assert any(r.startswith("probe kind fact vs base") for r in bad.reasons), bad.reasons
+    assert bad.probes["by_kind"]["fact"]["candidate"] < bad.probes["by_kind"]["fact"]["parent"] / 2
 
     # The other, through the cycle's own gate stage: judged with all 16 samples, and, if the
     # trained weights are not shown within the margin, mixed toward the parent (WiSE-FT,
@@ -95,4 +99,4 @@ def test_the_gate_refuses_a_candidate_that_forgot_and_is_sure_of_it(tmp_path, ga
     assert ok.promote and ok.heldout_better, ok.tries
     assert ok.probes["vs_parent"]["low"] >= -s.gate_margin and ok.probes["vs_base"]["low"] >= -s.gate_margin
     # It kept its facts, which the swapped pairs took from the other.
-    assert ok.probes["by_kind"]["fact"]["candidate"] > bad.probes["by_kind"]["fact"]["candidate"] + 0.2
+    assert ok.probes["by_kind"]["fact"]["candidate"] > bad.probes["by_kind"]["fact"]["candidate"] + 0.1

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from tests.bench.tasks import REGRESSION
-from trainer.probes import CHECKS, Probe, load_probes, passed, short_answer
+from trainer.probes import CHECKS, MODIFIERS, Probe, load_probes, passed, short_answer
 from trainer.prompts import Candidate, Prompt
 from trainer.rewards.constraints import constraint_verifier
 
@@ -30,6 +30,14 @@ def probe(check, text="q"):
     ({"python": True}, "Use sorted(xs", False),
     ({"python": True}, "a\nb\nc\nd", False),                  # more than 3 lines is not a one-liner
     ({"open": True}, "anything", None),
+    # The length the prompt asks for ("One word."), with the check's own answer.
+    ({"words": ["ottawa"], "max_words": 1}, "**Ottawa**.", True),
+    ({"words": ["ottawa"], "max_words": 1}, "The capital of Canada is Ottawa.", False),
+    ({"words": ["ottawa"], "max_words": 1}, "Toronto", False),
+    ({"number": 0.25, "max_words": 1}, "0.25", True),
+    ({"number": 28, "max_words": 2}, "28 dollars", True),
+    ({"number": 28, "max_words": 2}, "28 dollars in all.", False),
+    ({"open": True, "max_words": 1}, "an open probe has no verdict to shorten", None),
 ])
 def test_checks(check, answer, ok):
     assert passed(probe(check), answer) is ok
@@ -51,7 +59,11 @@ def test_the_shipped_suite():
     kinds = Counter(p.kind for p in probes)
     assert set(kinds) >= {"fact", "reasoning", "format", "refusal", "language", "code"} and min(kinds.values()) >= 15
     for p in probes:
-        assert len(p.check) == 1 and next(iter(p.check)) in CHECKS, p
+        checks = [k for k in p.check if k in CHECKS]
+        assert len(checks) == 1 and set(p.check) - set(checks) <= set(MODIFIERS), p
+        if "max_words" in p.check:  # a length only where the prompt asks for one, on a short answer
+            assert checks[0] in ("words", "number") and p.check["max_words"] >= 1, p
+            assert re.search(r"one word|only|just|number|name|briefly|short", p.messages[-1]["content"], re.I), p
         assert p.messages[-1]["role"] == "user" and p.messages[-1]["content"].strip(), p
         if "constraints" in p.check:  # the verifier must have an opinion, or the probe checks nothing
             assert constraint_verifier(Prompt(p.id, p.messages), [Candidate("x", "probe")])[0] is not None, p

@@ -10,7 +10,12 @@ RESULT = {"cycle_id": "c1", "status": "rejected", "reason": "win rate 0.40 < 0.5
                    "probes": {"n": 220, "checked": 214, "pass_rate": {"base": 0.5, "parent": 0.5, "candidate": 0.45},
                               "vs_parent": {"value": -0.05, "low": -0.08, "high": -0.02, "n": 214, "confidence": 0.95},
                               "vs_base": {"value": -0.05, "low": -0.08, "high": -0.02, "n": 214, "confidence": 0.95},
-                              "by_kind": {"fact": {"base": 0.6, "parent": 0.6, "candidate": 0.5, "n": 60}},
+                              "by_kind": {"fact": {"base": 0.6, "parent": 0.6, "candidate": 0.5, "n": 60,
+                                                   "vs_parent": {"value": -0.1, "low": -0.16, "high": -0.04, "n": 60,
+                                                                 "confidence": 0.99},
+                                                   "vs_base": {"value": -0.1, "low": -0.16, "high": -0.04, "n": 60,
+                                                               "confidence": 0.99}},
+                                          "code": {"base": 0.6, "parent": 0.6, "candidate": 0.6, "n": 30}},
                               "agreement": {"parent": 0.9, "base": 0.9, "n": 130},
                               "drift": {"value": -0.2, "low": -0.25, "high": -0.15, "n": 220, "confidence": 0.95}},
                    "examples": [{"prompt_id": "p1", "verdict": "loss", "current": "{}", "candidate": "hi",
@@ -25,7 +30,8 @@ def test_markdown_report_says_what_happened_and_why(tmp_path):
     assert "win rate (ties are not half wins): 0.40 [0.12, 0.77] (n=5, 95%) (2 wins, 3 losses, 2 ties)" in md
     assert "json verifier pass rate: 0.200 -> 0.400 (n=5)" in md
     assert "candidate - parent: -5.0 [-8.0, -2.0] (n=214, 95%) points" in md
-    assert "| fact | 60 | 0.600 | 0.600 | 0.500 |" in md and "with the parent 0.900" in md and "drift" in md
+    assert "| fact | 60 | 0.600 | 0.600 | 0.500 | -10.0 [-16.0, -4.0] (n=60, 99%) | -10.0 [" in md
+    assert "| code | 30 | 0.600 | 0.600 | 0.600 | n/a | n/a |" in md and "with the parent 0.900" in md and "drift" in md
     assert "p1: loss" in md
     write_report(tmp_path, RESULT)
     assert (tmp_path / "report.md").read_text() == md and (tmp_path / "report.json").exists()
