@@ -49,6 +49,7 @@ class _Row:
     # Exact duplicates dropped in its favour: their feedback joins this row's (the same
     # question asked by several tenants is how several tenants can vouch for one correction).
     merged: list[str] = field(default_factory=list)
+    earlier: bool = False          # an earlier cycle's held-out prompt, compared on again
 
 
 def select_prompts(snapshot: Path, since: str | None, *, limit: int = 256, replay_fraction: float = 0.25,
@@ -74,21 +75,28 @@ def select_prompts(snapshot: Path, since: str | None, *, limit: int = 256, repla
     rows = [_row(r, replay=False) for r in new] + sorted((_row(r, replay=True) for r in old), key=lambda r: r.ts)
 
     rows, exact_dups, near_dups = dedupe(rows, near_dup_threshold)
-    for r in rows:
-        r.prompt.task = r.prompt.task or infer_task(r.prompt.text)
-    side = [in_holdout(r.prompt, seed, holdout_fraction) for r in rows]
-    heldout = [r for r, out in zip(rows, side) if out]
-    train = [r for r, out in zip(rows, side) if not out]
-
-    # The limit cuts with tenants taking turns; the cap then makes sure no tenant dominates,
-    # and holds even when one tenant sent everything (at most cap x limit prompts of one key).
-    limited = trim(train, limit, replay_fraction)
-    final = cap_tenants(limited, tenant_cap, most=limit)
     # The gate scores every held-out prompt with two models: keep it in proportion to `limit`,
     # each tenant in proportion to its traffic, capped like the training side.
     # `heldout_limit`: what the gate compares on at most, so the proportions hold in what it sees.
     n_heldout = max(1, round(limit * holdout_fraction / max(1e-9, 1 - holdout_fraction)))
     n_heldout = min(n_heldout, heldout_limit) if heldout_limit else n_heldout
+    side = [in_holdout(r.prompt, seed, holdout_fraction) for r in rows]
+    heldout = [r for r, out in zip(rows, side) if out]
+    train = [r for r, out in zip(rows, side) if not out]
+    # Earlier cycles' held-out prompts were never trained on either (the split is a stable hash
+    # of the prompt), so the gate compares on them again where this cycle's leave seats free:
+    # its evidence then grows with the traffic seen, instead of resting on one cycle's new
+    # prompts (26 a bench-lift cycle, half of them ties: too few to show a real gain).
+    earlier = _earlier_heldout(con, comp, cols, since, n_heldout - len(heldout), seed, holdout_fraction)
+    topped = dedupe(rows + earlier, near_dup_threshold, merge=False)[0][len(rows):]
+    heldout += _priority(topped)[: max(0, n_heldout - len(heldout))]
+    for r in rows + topped:
+        r.prompt.task = r.prompt.task or infer_task(r.prompt.text)
+
+    # The limit cuts with tenants taking turns; the cap then makes sure no tenant dominates,
+    # and holds even when one tenant sent everything (at most cap x limit prompts of one key).
+    limited = trim(train, limit, replay_fraction)
+    final = cap_tenants(limited, tenant_cap, most=limit)
     heldout_final = proportional(heldout, n_heldout, tenant_cap)
 
     chosen = sorted(final, key=lambda r: r.ts) + sorted(heldout_final, key=lambda r: r.ts)
@@ -99,12 +107,34 @@ def select_prompts(snapshot: Path, since: str | None, *, limit: int = 256, repla
         "scrubbed": sum(r.redactions > 0 for r in chosen), "redactions": sum(r.redactions for r in chosen),
         "capped": len(limited) - len(final), "over_limit": len(train) - len(limited),
         "heldout_over_limit": len(heldout) - len(heldout_final),
+        "heldout_earlier": sum(r.earlier for r in heldout_final),
         "train": len(final), "heldout": len(heldout_final),
         "tasks": dict(Counter(r.prompt.task for r in chosen)),
         "tenants": dict(Counter(r.tenant for r in final)),
     }
     return Selection([r.prompt for r in chosen[:len(final)]], [r.prompt for r in chosen[len(final):]],
                      watermark, stats)
+
+
+# Rows read back to find earlier held-out prompts, per seat to fill, over the held-out share:
+# enough for duplicates and every tenant, and bounded however long the history.
+EARLIER_LOOKBACK = 4
+
+
+def _earlier_heldout(con, comp: str, cols: str, since: str | None, seats: int, seed: str,
+                     fraction: float) -> list[_Row]:
+    """Held-out prompts from before `since`, newest first: at most `seats` of them will be used."""
+    if since is None or seats <= 0 or fraction <= 0:
+        return []
+    rows = con.execute(
+        f"SELECT {cols} FROM read_parquet('{comp}') WHERE occurred_at <= CAST(? AS TIMESTAMPTZ) "
+        "ORDER BY occurred_at DESC, completion_id LIMIT ?",
+        [since, math.ceil(EARLIER_LOOKBACK * seats / fraction)]).fetchall()
+    out = [_row(r, replay=True) for r in rows]
+    out = [r for r in out if in_holdout(r.prompt, seed, fraction)]
+    for r in out:
+        r.earlier = True
+    return out
 
 
 def _sql_path(p: Path) -> str:
@@ -196,10 +226,11 @@ class NearDupIndex:
             self.by_token[tok].append(len(self.sets) - 1)
 
 
-def dedupe(rows: list[_Row], threshold: float) -> tuple[list[_Row], int, int]:
+def dedupe(rows: list[_Row], threshold: float, *, merge: bool = True) -> tuple[list[_Row], int, int]:
     """Rows in order with exact and near duplicates of an earlier row dropped; returns
     (kept, exact duplicates, near duplicates). Runs on scrubbed text, so prompts that differ
-    only in an email address or a key are duplicates too."""
+    only in an email address or a key are duplicates too. `merge`: an exact duplicate's id
+    joins the kept row's (its feedback with it)."""
     seen: dict[str, _Row] = {}
     index = NearDupIndex(threshold)
     kept, exact, near = [], 0, 0
@@ -207,7 +238,8 @@ def dedupe(rows: list[_Row], threshold: float) -> tuple[list[_Row], int, int]:
         key = exact_key(r.prompt)
         if key in seen:
             exact += 1
-            seen[key].merged.append(r.prompt.prompt_id)
+            if merge:
+                seen[key].merged.append(r.prompt.prompt_id)
             continue
         sh = shingles(r.prompt.text)
         if sh and threshold <= 1 and index.has_near(sh):

@@ -319,3 +319,30 @@ def test_the_heldout_limit_keeps_the_proportions_in_what_the_gate_sees(store, tm
                                                              "heldout_limit": 20})
     held = Counter(i.rstrip("0123456789") for i in ids(sel.heldout))
     assert sum(held.values()) == 20 and 13 <= held["big"] <= 17 and 3 <= held["small"] <= 7
+
+
+def test_earlier_heldout_prompts_fill_the_gates_free_seats_and_never_train(store, tmp_path):
+    # Cycle 1: 100 prompts, about 20 held out. Cycle 2: 30 new prompts, about 6 held out;
+    # the gate's 20 seats are filled with cycle 1's held-out prompts, newest first.
+    store.write_batch([completion(f"one{i}", distinct_text(i), at=i) for i in range(100)], {})
+    args = {**PLAIN, "holdout_fraction": 0.2, "limit": 80}
+    first = select_prompts(snapshot(store, tmp_path), None, **args)
+    assert first.stats["heldout_earlier"] == 0  # nothing earlier in a first cycle
+    store.write_batch([completion(f"two{i}", distinct_text(1000 + i), at=1000 + i) for i in range(30)], {})
+    # The first cycle's held-out prompts asked again (a new id): held out again, no seat twice.
+    store.write_batch([completion(f"again{i}", distinct_text(int(i[3:])), at=2000 + k)
+                       for k, i in enumerate(ids(first.heldout)[:2])], {})
+    second = select_prompts(snapshot(store, tmp_path), first.watermark, **args)
+    new_held = [i for i in ids(second.heldout) if not i.startswith("one")]
+    earlier = [i for i in ids(second.heldout) if i.startswith("one")]
+    assert len(second.heldout) == 20 and second.stats["heldout_earlier"] == len(earlier) == 20 - len(new_held)
+    # Held out then, held out now (never trained on); a repeat takes one seat; the newest first.
+    held_then = [f"one{i}" for i in range(100)
+                 if in_holdout(Prompt("x", [{"role": "user", "content": distinct_text(i)}]), "s", 0.2)]
+    repeated = {i.replace("again", "one") for i in new_held if i.startswith("again")}
+    assert len(repeated) == 2 and not repeated & set(earlier)
+    assert sorted(earlier) == sorted([i for i in held_then if i not in repeated][-len(earlier):])
+    assert all(i.startswith("two") for i in ids(second.train))
+    # A cycle whose own held-out prompts fill the seats compares on those alone.
+    full = select_prompts(snapshot(store, tmp_path), first.watermark, **{**args, "heldout_limit": 3})
+    assert len(full.heldout) == 3 and full.stats["heldout_earlier"] == 0
