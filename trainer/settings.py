@@ -144,8 +144,9 @@ class WorkerSettings(CollectorSettings):
     gate_margin: float = Field(0.01, ge=0, le=1, description="non-inferiority margin on the probe suite's pass rate, "
                                "against the parent and the base (0.01 = 1 point)")
     gate_max_tokens: int = Field(128, ge=8, description="answer length when the gate compares models")
-    gate_max_prompts: int = Field(32, ge=1, description="held-out prompts the gate compares on at most "
-                                  "(generation on CPU is the gate's cost)")
+    gate_max_prompts: int = Field(32, ge=1, description="held-out prompts the gate compares on at most: this "
+                                  "cycle's, then earlier cycles' held-out prompts (generation on CPU is the gate's "
+                                  "cost)")
     # Optimize
     # dpo_nll by default: in the lift benchmark it beat plain DPO after 3 cycles (seen field sets
     # 77% vs 63%, unseen 57% vs 49%, regression 57.5% vs 55%; tests/bench/results/tao_lift_d6343c1.md).
