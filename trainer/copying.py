@@ -21,7 +21,7 @@ unguided scaffold's time. The benchmark writes its gold values as they appear in
 from __future__ import annotations
 
 from trainer.prompts import Prompt, user_text
-from trainer.rewards.grounding import numbers_in
+from trainer.rewards.grounding import echoes_a_name, numbers_in
 
 MAX_SPAN_WORDS = 4   # "Central Station", "Ana María López": names and places are short
 MAX_SPANS = 400      # a grammar of a few hundred alternatives compiles in milliseconds
@@ -91,8 +91,20 @@ def copy_guide(schema: dict, prompt: Prompt, name: str) -> dict:
     text; {} when the text has no spans to offer or too many."""
     text = user_text(prompt)
     words = spans(text)
+    # A span that only names a field ("event" in "Put the event, venue and attendees ... into
+    # JSON") is the question, not a value: the verifiers do not count it as found either.
+    names = _property_names(schema)
+    words = [w for w in words or () if not echoes_a_name(w, names)]
     if not words:
         return {}
     numbers = sorted(numbers_in(text))
     return {"response_format": {"type": "json_schema", "json_schema": {
         "name": name, "schema": copied_schema(schema, words, numbers)}}}
+
+
+def _property_names(schema) -> set[str]:
+    """Every property name in `schema`, through objects and arrays."""
+    if not isinstance(schema, dict):
+        return set()
+    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    return set(props) | {n for v in props.values() for n in _property_names(v)} | _property_names(schema.get("items"))

@@ -55,6 +55,8 @@ def test_copy_jobs_for_tools_keys_and_schemas_only():
     [job] = round_one_jobs([keyed], ["copy"])
     props = job.params["response_format"]["json_schema"]["schema"]["properties"]
     assert set(props) == {"name", "city"} and "Kwame Mensah" in props["name"]["enum"]
+    # The request names its keys in words: those names are no value to copy.
+    assert not {"name", "city"} & set(props["name"]["enum"]) and "the keys" in props["name"]["enum"]
     own = Prompt("s", [{"role": "user", "content": "Who is in: Meet Kwame Mensah from Lisbon."}], contract={
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
             "type": "object", "properties": {"person": {"type": "string"}}, "required": ["person"]}}}})

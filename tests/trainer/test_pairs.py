@@ -49,6 +49,28 @@ def test_the_scaffolds_skeleton_and_invented_values_are_never_chosen():
     assert [x["chosen"] for x in pairs] == [good.candidate.text]  # 45 is grounded in "$45.00"
 
 
+def test_echoed_field_names_and_one_text_in_two_keys_are_never_chosen():
+    # Both seen chosen in a bench-lift cycle (2026-12-07), every value found in the request.
+    p = Prompt("p1", [{"role": "user", "content": "Put the guest, hotel, nights and date of this note into JSON.\n"
+                                                  "Reservation: Grand Plaza, guest Sofia Rossi, 2 nights from "
+                                                  "June 25."}])
+    bad = ScoredCandidate(Candidate("no idea", "plain"), 0.0, {"json": 0.0})
+    echoed = ScoredCandidate(Candidate('{"guest": "guest", "hotel": "hotel", "nights": 2, "date": "June 25"}',
+                                       "copy"), 0.9, {"json": 0.9})
+    twice = ScoredCandidate(Candidate('{"guest": "Sofia Rossi", "hotel": "Grand Plaza", "nights": "June 25", '
+                                      '"date": "June 25"}', "copy"), 0.9, {"json": 0.9})
+    assert build_pairs([p], {"p1": [echoed, twice, bad]}, 0.3, 0.5) == []
+    # Numbers may coincide (2 guests, 2 nights): a number in two keys is still choosable.
+    right = ScoredCandidate(Candidate('{"guest": "Sofia Rossi", "hotel": "Grand Plaza", "nights": "2", '
+                                      '"date": "June 25"}', "copy"), 0.8, {"json": 0.8})
+    same_number = ScoredCandidate(Candidate('{"guest": "Sofia Rossi", "hotel": "Grand Plaza", "nights": 2, '
+                                            '"date": "2"}', "copy"), 0.7, {"json": 0.7})
+    assert [x["chosen"] for x in build_pairs([p], {"p1": [echoed, twice, right, bad]}, 0.3, 0.5)] == [
+        right.candidate.text]
+    assert [x["chosen"] for x in build_pairs([p], {"p1": [same_number, bad]}, 0.3, 0.5)] == [
+        same_number.candidate.text]
+
+
 def test_grounded_values_are_copied_and_numbers_match_by_value():
     from trainer.pairs import grounded
 

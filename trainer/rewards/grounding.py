@@ -6,12 +6,15 @@ trainer/rewards/contract.py; the pairs' choosable check, trainer/pairs.py).
 - Text as whole words, case and spacing ignored: "Bo" is in "bo smith", not in "bought";
   "new  york" is in "New York". A substring test let a two-letter fragment of any word in
   the prompt pass as a grounded field value.
+- A value that only repeats a field's name is found in a request that names its fields in
+  words, yet it is the question echoed, not a value (`echoes_a_name`).
 """
 from __future__ import annotations
 
 import re
 
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
+_ARTICLE = re.compile(r"^(?:the|a|an)\s+")
 _NUMERIC = re.compile(r"[$€£]?\s*-?[\d.,]+\s*%?")  # a value that is a number, perhaps with a currency or a %
 
 
@@ -30,6 +33,12 @@ def normalize(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+def numeric_text(text: str) -> bool:
+    """Is `text` a number written out ("45", "$1,299.99", "12 %")?"""
+    s = normalize(text)
+    return bool(_NUMERIC.fullmatch(s)) and any(ch.isdigit() for ch in s)
+
+
 def copied(value, conversation: str) -> bool:
     """Is `value` (a string or a number) found in `conversation`? Numbers by value, text as
     whole words; an empty value or a boolean is never found (a boolean has nothing to copy:
@@ -41,7 +50,7 @@ def copied(value, conversation: str) -> bool:
     s = normalize(str(value))
     if not s:
         return False
-    if _NUMERIC.fullmatch(s) and any(ch.isdigit() for ch in s):
+    if numeric_text(s):
         nums = numbers_in(s)
         return bool(nums) and nums <= numbers_in(conversation)
     # Word boundaries only where the value itself starts or ends with a word character:
@@ -49,3 +58,19 @@ def copied(value, conversation: str) -> bool:
     left = r"(?<!\w)" if s[0].isalnum() or s[0] == "_" else ""
     right = r"(?!\w)" if s[-1].isalnum() or s[-1] == "_" else ""
     return re.search(left + re.escape(s) + right, normalize(conversation)) is not None
+
+
+def _name_form(text: str) -> str:
+    return _ARTICLE.sub("", normalize(re.sub(r"[_\-]+", " ", text)).strip(" .:,;\"'"))
+
+
+def echoes_a_name(value, names) -> bool:
+    """Does `value` only repeat one of the field `names` ("event" or "The venue" for keys event
+    and venue, "first name" for first_name)? A request that asks for its fields in words
+    contains their names, so such a value is found in it, but it is the question echoed, not a
+    value from the text: in a bench-lift cycle (2026-12-07) {"event": "event", "venue":
+    "venue", "attendees": "attendees"} was chosen over real answers three times."""
+    if not isinstance(value, str):
+        return False
+    v = _name_form(value)
+    return bool(v) and any(v == _name_form(n) for n in names)

@@ -9,7 +9,7 @@ import json
 import re
 
 from trainer.prompts import Candidate, Prompt
-from trainer.rewards.grounding import copied, normalize
+from trainer.rewards.grounding import copied, echoes_a_name, normalize
 from trainer.rewards.intent import json_keys_in_text, requested_keys
 
 
@@ -56,7 +56,7 @@ def score_extraction(answer: str, keys: list[str], source_text: str) -> float:
     wanted = {k.lower() for k in keys}
     present = [k for k in obj if k.lower() in wanted]
     src = source_text.lower()
-    grounded = _grounded(obj, present, src)
+    grounded = _grounded(obj, present, src, names=keys)
     score = 0.2 + 0.3 * len(present) / len(wanted) + 0.5 * len(grounded) / len(wanted)
     score -= 0.05 * (len(obj) - len(present))
     if rest:
@@ -66,16 +66,17 @@ def score_extraction(answer: str, keys: list[str], source_text: str) -> float:
     return max(0.0, min(1.0, score))
 
 
-def _grounded(obj: dict, keys: list[str], src: str) -> list[str]:
+def _grounded(obj: dict, keys: list[str], src: str, names: list[str] = ()) -> list[str]:
     """Keys whose value is copied from the text, as a field value and not the text itself:
-    one value pasted into several keys counts once, and a value longer than a quarter of
-    the prompt is a copied sentence, not a field (both seen from a 135M model exploring)."""
+    one value pasted into several keys counts once, a value longer than a quarter of the
+    prompt is a copied sentence, not a field, and a value that only repeats one of the asked
+    keys' `names` is the question echoed (all seen from a 135M model exploring)."""
     out, used = [], set()
     for k in keys:
         v = obj[k]
         s = normalize(str(v)) if v is not None else ""
         if s and copied(v if isinstance(v, (int, float)) else s, src) and len(s) <= max(24, len(src) // 4) \
-                and s not in used:
+                and s not in used and not echoes_a_name(s, names):
             out.append(k)
             used.add(s)
     return out

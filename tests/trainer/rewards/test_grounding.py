@@ -69,3 +69,19 @@ def test_the_tool_call_verifier_follows_the_rule():
         return tool_call_verifier(p, [Candidate("", "s", tool_calls=[call])])[0]
 
     assert score("bo") < score("lamp")
+
+
+def test_a_value_that_only_names_a_field_is_the_question_echoed():
+    from trainer.rewards.grounding import echoes_a_name
+
+    names = ["event", "venue", "first_name"]
+    assert all(echoes_a_name(v, names) for v in ("event", "The venue", "Venue.", "first name", "first-name"))
+    assert not any(echoes_a_name(v, names) for v in ("book fair", "Riverside Park", "events hall", "", 3, None))
+    # Seen chosen three times in a bench-lift cycle: every value found in the request, none an answer.
+    src = ("Put the event, venue and attendees of this note into JSON.\n"
+           "Reminder: 80 people signed up for the book fair at Riverside Park.")
+    echoed = score_extraction('{"event": "event", "venue": "venue", "attendees": "attendees"}',
+                              ["event", "venue", "attendees"], src)
+    right = score_extraction('{"event": "book fair", "venue": "Riverside Park", "attendees": 80}',
+                             ["event", "venue", "attendees"], src)
+    assert right == 1.0 and echoed == 0.5  # the object and its keys, no value found
