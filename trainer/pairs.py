@@ -6,10 +6,10 @@ The chosen answer must be better in substance, not only in form. Measured on uns
 skeleton `{"shipment_id": "...", ...}` and an invented 19-digit value were chosen. So a
 candidate may be chosen only when (1) some source other than a format-only one judged it,
 (2) for a request with known keys, none of its values is a placeholder, missing from the
-conversation, a field's name echoed, or a text pasted into two keys (bench-lift, 2026-12-07:
+conversation, a field's name echoed, or another field's text again (bench-lift, 2026-12-07:
 {"event": "event", "venue": "venue", ...} chosen three times in one cycle, "June 25" as both
-nights and date), nor is any value of its tool calls missing (7 of 19 chosen calls of a
-cycle carried a value made up, most for the wrong function), and (3) it
+nights and date), nor is any value of its tool calls missing or another argument's again (7
+of 19 chosen calls of a cycle carried a value made up, most for the wrong function), and (3) it
 is not a user's correction that nothing corroborated (issue
 "training no tenant can steer": one API key must not write the chosen answers).
 """
@@ -20,7 +20,7 @@ from typing import NotRequired, TypedDict
 
 from trainer.prompts import USER_WRITTEN, Candidate, Prompt, request_text
 from trainer.rewards.contract import calls_grounded
-from trainer.rewards.grounding import copied, echoes_a_name, normalize, numeric_text
+from trainer.rewards.grounding import copied, echoes_a_name, overlapping
 from trainer.rewards.intent import requested_keys
 from trainer.rewards.json_extraction import extract_json_object
 
@@ -117,17 +117,9 @@ def choosable(s: ScoredCandidate, keys: list[str] | None, conversation: str) -> 
     if obj is None:
         return True  # not an object: the verifiers have scored it low already
     wanted = {k.lower() for k in keys}
-    texts: set[str] = set()
-    for k, v in obj.items():
-        if str(k).lower() not in wanted or isinstance(v, (dict, list)):
-            continue
+    values = [v for k, v in obj.items() if str(k).lower() in wanted and not isinstance(v, (dict, list))]
+    for v in values:
         if (isinstance(v, str) and v.strip().lower() in PLACEHOLDERS) or not grounded(v, conversation) \
                 or echoes_a_name(v, keys):
             return False
-        # The same text in two keys: one of them is wrong. Numbers may well coincide (2 guests,
-        # 2 nights), so they may repeat.
-        if isinstance(v, str) and not numeric_text(v):
-            if normalize(v) in texts:
-                return False
-            texts.add(normalize(v))
-    return True
+    return not overlapping(values)

@@ -61,6 +61,7 @@ def test_echoed_field_names_and_one_text_in_two_keys_are_never_chosen():
                                       '"date": "June 25"}', "copy"), 0.9, {"json": 0.9})
     assert build_pairs([p], {"p1": [echoed, twice, bad]}, 0.3, 0.5) == []
     # Numbers may coincide (2 guests, 2 nights): a number in two keys is still choosable.
+    # (Here "2" is also inside no other value: a number inside a text would not be.)
     right = ScoredCandidate(Candidate('{"guest": "Sofia Rossi", "hotel": "Grand Plaza", "nights": "2", '
                                       '"date": "June 25"}', "copy"), 0.8, {"json": 0.8})
     same_number = ScoredCandidate(Candidate('{"guest": "Sofia Rossi", "hotel": "Grand Plaza", "nights": 2, '
@@ -121,6 +122,26 @@ def test_a_call_with_a_made_up_value_is_never_chosen():
     grounded = c("order_taxi", 0.7, pickup="Central Station", destination="Porto")
     [pair] = build_pairs([p], {"p1": [made_up, grounded, text]}, 0.3, 0.5)
     assert pair["chosen_calls"][0]["name"] == "order_taxi"
+
+
+def test_a_call_with_one_text_in_two_arguments_is_never_chosen():
+    tools = [{"type": "function", "function": {"name": "order_taxi", "parameters": {
+        "type": "object", "properties": {"pickup": {"type": "string"}, "destination": {"type": "string"},
+                                         "passengers": {"type": "integer"}}, "required": ["pickup", "destination"]}}}]
+    p = Prompt("p1", [{"role": "user", "content": "Get a taxi from Central Station to Melbourne for 6 people."}],
+               contract={"tools": tools})
+
+    def call(pickup, destination):
+        args = json.dumps({"pickup": pickup, "destination": destination, "passengers": 6})
+        return ScoredCandidate(Candidate("", "copy", tool_calls=[{"name": "order_taxi", "arguments": args}]), 0.9,
+                               {"tool_calls": 0.9})
+
+    bad = ScoredCandidate(Candidate("I cannot book taxis.", "plain"), 0.0, {"tool_calls": 0.0})
+    inside = call("Central Station to Melbourne", "Melbourne")  # chosen in a bench-lift cycle
+    assert build_pairs([p], {"p1": [inside, bad]}, 0.3, 0.5) == []
+    right = call("Central Station", "Melbourne")
+    [pair] = build_pairs([p], {"p1": [inside, right, bad]}, 0.3, 0.5)
+    assert json.loads(pair["chosen_calls"][0]["arguments"])["pickup"] == "Central Station"
 
 
 def test_an_uncorroborated_correction_is_neither_side_of_a_pair():

@@ -20,7 +20,7 @@ import json
 import re
 
 from trainer.prompts import Candidate, Prompt, offered_functions, request_text, user_text
-from trainer.rewards.grounding import copied, normalize
+from trainer.rewards.grounding import copied, normalize, overlapping
 
 # A whole-JSON answer that fails the schema still followed the format: it outranks prose,
 # and stays far below a valid one (a DPO pair needs a margin of 0.3 by default).
@@ -245,13 +245,16 @@ def coverage(call: dict, function: dict, said: str) -> float:
 def calls_grounded(prompt: Prompt, candidate: Candidate) -> bool:
     """Every call of `candidate` is of an offered function with valid arguments (typed as
     its schema says, or read so), each value that must come from the conversation found
-    there: what a pair's chosen call must be (trainer/pairs.py). True for no calls."""
+    there, and no argument's text another's again (grounding.overlapping): what a pair's
+    chosen call must be (trainer/pairs.py). True for no calls."""
     functions = _functions(prompt)
     conversation = _conversation(prompt)
     for call in calls_of(candidate):
         _, args, schema = _checked_args(call, functions)
         if args is None or _ungrounded(args, schema, conversation)[1]:
             return False  # unknown function, invalid arguments, or a value found nowhere
+        if overlapping(list(args.values())):
+            return False  # pickup and destination both "Austin for 3 people"
     return True
 
 

@@ -8,6 +8,9 @@ trainer/rewards/contract.py; the pairs' choosable check, trainer/pairs.py).
   the prompt pass as a grounded field value.
 - A value that only repeats a field's name is found in a request that names its fields in
   words, yet it is the question echoed, not a value (`echoes_a_name`).
+- Two fields holding the same text, or one's value inside another's ("Austin for 3 people"
+  as pickup and destination; "cycling, 82 minutes." beside minutes 82) each found in the
+  request, yet one of them is wrong (`overlapping`).
 """
 from __future__ import annotations
 
@@ -74,3 +77,26 @@ def echoes_a_name(value, names) -> bool:
         return False
     v = _name_form(value)
     return bool(v) and any(v == _name_form(n) for n in names)
+
+
+def overlapping(values) -> bool:
+    """Does one of `values` (an answer's field values) repeat another's text, or sit inside it
+    as whole words? Then at least one of the fields took a value that is not its own. Equal
+    numbers may coincide (2 guests, 2 nights) and do not count; a number inside a text does
+    ("82" in "cycling, 82 minutes."). Seen in a bench-lift cycle's chosen answers
+    (2026-12-07): "June 25" as nights and date, pickup "Central Station to Melbourne" with
+    destination "Melbourne", topic "Alvarez" with person "Diego Alvarez". Strict on purpose:
+    a real address holding its city counts too, and costs a pair, not a wrong one."""
+    texts = [v if isinstance(v, str) else str(v) for v in values
+             if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+    texts = [t for t in (normalize(t) for t in texts) if t]
+    for i, a in enumerate(texts):
+        for j, b in enumerate(texts):
+            if i == j:
+                continue
+            if a == b:
+                if not numeric_text(a):
+                    return True
+            elif len(a) < len(b) and copied(a, b):
+                return True
+    return False

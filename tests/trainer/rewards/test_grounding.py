@@ -85,3 +85,16 @@ def test_a_value_that_only_names_a_field_is_the_question_echoed():
     right = score_extraction('{"event": "book fair", "venue": "Riverside Park", "attendees": 80}',
                              ["event", "venue", "attendees"], src)
     assert right == 1.0 and echoed == 0.5  # the object and its keys, no value found
+
+
+def test_two_fields_with_one_text_or_one_inside_another_overlap():
+    from trainer.rewards.grounding import overlapping
+
+    assert overlapping(["Austin for 3 people", "Austin for 3 people", 3])
+    assert overlapping(["Central Station to Melbourne", "Melbourne", 6])
+    assert overlapping(["Diego Alvarez", "Monday", "Alvarez"])
+    assert overlapping(["cycling, 82 minutes.", 82])   # the number is inside the activity
+    assert overlapping(["June 25", "june  25"])        # case and spacing aside
+    assert not overlapping(["Sofia Rossi", "Grand Plaza", 2, "2"])  # numbers may coincide
+    assert not overlapping(["Bo", "Bob Smith"])        # whole words only
+    assert not overlapping(["Central Station", "Melbourne", 6, None, True, ""])
