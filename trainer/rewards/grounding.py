@@ -79,24 +79,27 @@ def echoes_a_name(value, names) -> bool:
     return bool(v) and any(v == _name_form(n) for n in names)
 
 
-def overlapping(values) -> bool:
-    """Does one of `values` (an answer's field values) repeat another's text, or sit inside it
-    as whole words? Then at least one of the fields took a value that is not its own. Equal
-    numbers may coincide (2 guests, 2 nights) and do not count; a number inside a text does
-    ("82" in "cycling, 82 minutes."). Seen in a bench-lift cycle's chosen answers
-    (2026-12-07): "June 25" as nights and date, pickup "Central Station to Melbourne" with
-    destination "Melbourne", topic "Alvarez" with person "Diego Alvarez". Strict on purpose:
-    a real address holding its city counts too, and costs a pair, not a wrong one."""
-    texts = [v if isinstance(v, str) else str(v) for v in values
-             if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
-    texts = [t for t in (normalize(t) for t in texts) if t]
-    for i, a in enumerate(texts):
-        for j, b in enumerate(texts):
-            if i == j:
+def overlaps(values) -> set[int]:
+    """The positions of `values` (an answer's field values) that repeat another's text, sit
+    inside it as whole words, or hold another inside them: of each such two, at least one
+    field took a value that is not its own, and which one is not known. Equal numbers may
+    coincide (2 guests, 2 nights) and do not count; a number inside a text does ("82" in
+    "cycling, 82 minutes."). Seen in a bench-lift cycle (2026-12-07): "June 25" as nights
+    and date, pickup "Central Station to Melbourne" with destination "Melbourne", topic
+    "Alvarez" with person "Diego Alvarez". Strict on purpose: a real address holding its
+    city counts too."""
+    texts = {i: normalize(v if isinstance(v, str) else str(v)) for i, v in enumerate(values)
+             if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    out: set[int] = set()
+    for i, a in texts.items():
+        for j, b in texts.items():
+            if i >= j or not a or not b:
                 continue
-            if a == b:
-                if not numeric_text(a):
-                    return True
-            elif len(a) < len(b) and copied(a, b):
-                return True
-    return False
+            if (a == b and not numeric_text(a)) or (a != b and (copied(a, b) or copied(b, a))):
+                out |= {i, j}
+    return out
+
+
+def overlapping(values) -> bool:
+    """Does any of `values` overlap another (`overlaps`)?"""
+    return bool(overlaps(values))

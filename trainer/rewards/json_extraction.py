@@ -9,7 +9,7 @@ import json
 import re
 
 from trainer.prompts import Candidate, Prompt
-from trainer.rewards.grounding import copied, echoes_a_name, normalize
+from trainer.rewards.grounding import copied, echoes_a_name, normalize, overlaps
 from trainer.rewards.intent import json_keys_in_text, requested_keys
 
 
@@ -67,18 +67,20 @@ def score_extraction(answer: str, keys: list[str], source_text: str) -> float:
 
 
 def _grounded(obj: dict, keys: list[str], src: str, names: list[str] = ()) -> list[str]:
-    """Keys whose value is copied from the text, as a field value and not the text itself:
-    one value pasted into several keys counts once, a value longer than a quarter of the
-    prompt is a copied sentence, not a field, and a value that only repeats one of the asked
-    keys' `names` is the question echoed (all seen from a 135M model exploring)."""
-    out, used = [], set()
+    """Keys whose value is copied from the text, as a field value and not the text itself: a
+    value longer than a quarter of the prompt is a copied sentence, not a field; a value that
+    only repeats one of the asked keys' `names` is the question echoed; and values that
+    repeat or hold one another ("March 1" as hotel and nights, "1" as date) count for none of
+    their keys, since which of them is right is not known (all seen from a 135M model
+    exploring)."""
+    clash = {keys[i] for i in overlaps([obj[k] for k in keys])}
+    out = []
     for k in keys:
         v = obj[k]
         s = normalize(str(v)) if v is not None else ""
         if s and copied(v if isinstance(v, (int, float)) else s, src) and len(s) <= max(24, len(src) // 4) \
-                and s not in used and not echoes_a_name(s, names):
+                and not echoes_a_name(s, names) and k not in clash:
             out.append(k)
-            used.add(s)
     return out
 
 

@@ -70,7 +70,11 @@ def test_copying_the_whole_text_into_every_field_is_not_grounded():
     keys = ["event", "venue", "attendees"]
     assert score_extraction(honest, keys, text) == pytest.approx(1.0)
     assert score_extraction(gamed, keys, text) == pytest.approx(0.5)        # keys present, nothing grounded
-    assert score_extraction(same_value, keys, text) == pytest.approx(0.2 + 0.3 + 0.5 * 2 / 3)
+    # One text in two fields: one of them is wrong, which one is not known: neither counts.
+    assert score_extraction(same_value, keys, text) == pytest.approx(0.2 + 0.3 + 0.5 * 1 / 3)
+    # Nor does a value inside another's ("1" as the date beside "March 1" as the hotel).
+    inside = json.dumps({"event": "food market", "venue": "the food market at Harbor Arena", "attendees": 352})
+    assert score_extraction(inside, keys, text) == pytest.approx(0.2 + 0.3 + 0.5 * 1 / 3)
 
 
 def test_a_tool_call_is_left_to_the_tool_call_verifier():
