@@ -87,9 +87,13 @@ def select_prompts(snapshot: Path, since: str | None, *, limit: int = 256, repla
     # of the prompt), so the gate compares on them again where this cycle's leave seats free:
     # its evidence then grows with the traffic seen, instead of resting on one cycle's new
     # prompts (26 a bench-lift cycle, half of them ties: too few to show a real gain).
-    earlier = _earlier_heldout(con, comp, cols, since, n_heldout - len(heldout), seed, holdout_fraction)
+    heldout_final = proportional(heldout, n_heldout, tenant_cap)
+    earlier = _earlier_heldout(con, comp, cols, since, n_heldout - len(heldout_final), seed, holdout_fraction)
     topped = dedupe(rows + earlier, near_dup_threshold, merge=False)[0][len(rows):]
-    heldout += _priority(topped)[: max(0, n_heldout - len(heldout))]
+    # This cycle's own held-out prompts keep their seats; the earlier ones only fill the rest,
+    # capped among themselves (a cap over the union could push this cycle's out).
+    if topped and len(heldout_final) < n_heldout:
+        heldout_final += proportional(topped, n_heldout - len(heldout_final), tenant_cap)
     for r in rows + topped:
         r.prompt.task = r.prompt.task or infer_task(r.prompt.text)
 
@@ -97,16 +101,15 @@ def select_prompts(snapshot: Path, since: str | None, *, limit: int = 256, repla
     # and holds even when one tenant sent everything (at most cap x limit prompts of one key).
     limited = trim(train, limit, replay_fraction)
     final = cap_tenants(limited, tenant_cap, most=limit)
-    heldout_final = proportional(heldout, n_heldout, tenant_cap)
 
     chosen = sorted(final, key=lambda r: r.ts) + sorted(heldout_final, key=lambda r: r.ts)
     _attach_feedback(con, snapshot, chosen)
     stats = {
-        "new": len(new), "replay_sampled": len(old), "replayed": sum(r.replay for r in chosen),
+        "new": len(new), "replay_sampled": len(old), "replayed": sum(r.replay and not r.earlier for r in chosen),
         "exact_dups": exact_dups, "near_dups": near_dups,
         "scrubbed": sum(r.redactions > 0 for r in chosen), "redactions": sum(r.redactions for r in chosen),
         "capped": len(limited) - len(final), "over_limit": len(train) - len(limited),
-        "heldout_over_limit": len(heldout) - len(heldout_final),
+        "heldout_over_limit": len(heldout) - sum(not r.earlier for r in heldout_final),
         "heldout_earlier": sum(r.earlier for r in heldout_final),
         "train": len(final), "heldout": len(heldout_final),
         "tasks": dict(Counter(r.prompt.task for r in chosen)),

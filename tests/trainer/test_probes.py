@@ -64,6 +64,7 @@ def test_the_shipped_suite():
         if "max_words" in p.check:  # a length only where the prompt asks for one, on a short answer
             assert checks[0] in ("words", "number") and p.check["max_words"] >= 1, p
             assert re.search(r"one word|only|just|number|name|briefly|short", p.messages[-1]["content"], re.I), p
+            assert all(passed(p, w) for w in p.check.get("words", [])), p  # every right answer fits the length
         assert p.messages[-1]["role"] == "user" and p.messages[-1]["content"].strip(), p
         if "constraints" in p.check:  # the verifier must have an opinion, or the probe checks nothing
             assert constraint_verifier(Prompt(p.id, p.messages), [Candidate("x", "probe")])[0] is not None, p

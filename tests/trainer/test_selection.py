@@ -346,3 +346,20 @@ def test_earlier_heldout_prompts_fill_the_gates_free_seats_and_never_train(store
     # A cycle whose own held-out prompts fill the seats compares on those alone.
     full = select_prompts(snapshot(store, tmp_path), first.watermark, **{**args, "heldout_limit": 3})
     assert len(full.heldout) == 3 and full.stats["heldout_earlier"] == 0
+
+
+def test_earlier_heldout_prompts_never_push_this_cycles_own_out(store, tmp_path):
+    # This cycle's held-out prompts are all one tenant's; earlier ones are another's. A tenant
+    # cap over both together would drop some of this cycle's own for the earlier ones.
+    store.write_batch([completion(f"b{i}", distinct_text(i), at=i, tenant="t-b") for i in range(100)], {})
+    args = {**PLAIN, "holdout_fraction": 0.2, "limit": 80, "tenant_cap": 0.5}
+    first = select_prompts(snapshot(store, tmp_path), None, **args)
+    store.write_batch([completion(f"a{i}", distinct_text(500 + i), at=500 + i, tenant="t-a") for i in range(60)], {})
+    second = select_prompts(snapshot(store, tmp_path), first.watermark, **args)
+    own = [i for i in range(500, 560)
+           if in_holdout(Prompt("x", [{"role": "user", "content": distinct_text(i)}]), "s", 0.2)]
+    assert 10 < len(own) < 20  # more than a 0.5 cap of 20 seats would leave them
+    held = ids(second.heldout)
+    assert sorted(int(i[1:]) for i in held if i.startswith("a")) == [i - 500 for i in own]
+    assert len(held) == 20 and second.stats["heldout_earlier"] == 20 - len(own)
+    assert second.stats["heldout_over_limit"] == 0 and second.stats["replayed"] == 0

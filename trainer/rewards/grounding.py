@@ -8,9 +8,9 @@ trainer/rewards/contract.py; the pairs' choosable check, trainer/pairs.py).
   the prompt pass as a grounded field value.
 - A value that only repeats a field's name is found in a request that names its fields in
   words, yet it is the question echoed, not a value (`echoes_a_name`).
-- Two fields holding the same text, or one's value inside another's ("Austin for 3 people"
-  as pickup and destination; "cycling, 82 minutes." beside minutes 82) each found in the
-  request, yet one of them is wrong (`overlapping`).
+- Two fields holding the same text, or one's text inside another's ("Austin for 3 people"
+  as pickup and destination; "Melbourne" beside "Central Station to Melbourne"), each found
+  in the request, yet one of them is wrong (`overlaps`).
 """
 from __future__ import annotations
 
@@ -79,23 +79,30 @@ def echoes_a_name(value, names) -> bool:
     return bool(v) and any(v == _name_form(n) for n in names)
 
 
+def _tokens(text: str) -> list[str]:
+    # Whitespace-separated, edge punctuation stripped: "bob@acme.com" is one token, so "acme"
+    # is not inside it; "Melbourne." ends "Central Station to Melbourne.".
+    return [t for t in (w.strip("\"'()[]{}<>.,;:!?") for w in normalize(text).split()) if t]
+
+
+def _inside(a: list[str], b: list[str]) -> bool:
+    return len(a) < len(b) and any(b[i:i + len(a)] == a for i in range(len(b) - len(a) + 1))
+
+
 def overlaps(values) -> set[int]:
-    """The positions of `values` (an answer's field values) that repeat another's text, sit
-    inside it as whole words, or hold another inside them: of each such two, at least one
-    field took a value that is not its own, and which one is not known. Equal numbers may
-    coincide (2 guests, 2 nights) and do not count; a number inside a text does ("82" in
-    "cycling, 82 minutes."). Seen in a bench-lift cycle (2026-12-07): "June 25" as nights
-    and date, pickup "Central Station to Melbourne" with destination "Melbourne", topic
-    "Alvarez" with person "Diego Alvarez". Strict on purpose: a real address holding its
-    city counts too."""
-    texts = {i: normalize(v if isinstance(v, str) else str(v)) for i, v in enumerate(values)
-             if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    """The positions of `values` (an answer's field values) whose text repeats another's or
+    runs inside it as whole tokens: of each such two, at least one field took a value that
+    is not its own, and which one is not known. Numbers never count, neither equal to one
+    another (2 guests, 2 nights; 45 and "$45") nor inside a text ("June 2" beside 2 nights,
+    "Terminal 2"). Seen in a bench-lift cycle (2026-12-07): "June 25" as nights and date,
+    pickup "Central Station to Melbourne" with destination "Melbourne", topic "Alvarez" with
+    person "Diego Alvarez". Strict on purpose: a real address holding its city counts too."""
+    texts = {i: _tokens(v) for i, v in enumerate(values)
+             if isinstance(v, str) and v.strip() and not numeric_text(v)}
     out: set[int] = set()
     for i, a in texts.items():
         for j, b in texts.items():
-            if i >= j or not a or not b:
-                continue
-            if (a == b and not numeric_text(a)) or (a != b and (copied(a, b) or copied(b, a))):
+            if i < j and a and b and (a == b or _inside(a, b) or _inside(b, a)):
                 out |= {i, j}
     return out
 
