@@ -11,7 +11,10 @@ probes' length checks, 2026-12-07 on an AVX-512 CPU without bf16: -6.9 [-10.6, -
 0.26 -> 0.07, the fact kind alone -18.8 [-28.9, -10.0] at 99.2%); the
 extraction-only one +0.9 [-0.3, +2.0] with all 16, promoted unmixed; with greedy probes the
 same kind of candidate was -2.7 [-6.4, +0.9] and refused. SmolLM2-135M, TRL DPO,
-transformers generation; no vLLM. About 13 minutes on a 2-core CPU."""
+transformers generation; no vLLM. About 13 minutes on a 2-core AMX CPU in bf16; more than 30
+on a 2-core AVX-512 CPU without bf16 (float32, 2026-12-07: the forgetting candidate judged
+after 8 minutes, the other still sampling its last 12 answers per probe at 30): hence its own
+timeout. Moving the gate's sampling to vLLM (issue "faster cycles") is what would shorten it."""
 from __future__ import annotations
 
 import json
@@ -52,6 +55,7 @@ def pair(prompt: str, chosen: str, rejected: str) -> dict:
             "rejected": rejected, "margin": 1.0, "chosen_strategy": "test"}
 
 
+@pytest.mark.timeout(3600)
 def test_the_gate_refuses_a_candidate_that_forgot_and_is_sure_of_it(tmp_path, gate_cache):
     extraction = [pair(p, gold, f"Sure! Here is what I found: {p.split('Text: ')[1]}") for p, gold in orders(32, 1)]
     # Swapped answers on general questions: each fact probe answered with another probe's answer.
