@@ -18,8 +18,9 @@ anywhere else, each with confidence, and with no labels.
    the parent, losses cannot add up cycle after cycle; against the base, they cannot add up
    at all. And no kind of probe (facts, reasoning, formats, refusals, languages, code) may be
    worse beyond the margin: each kind's interval, at a Bonferroni-corrected confidence, must
-   reach -margin, so gains in one kind cannot hide losses in another. Short answers' agreement and the drift of the parent's answers' log-probability
-   under the candidate are reported beside them.
+   reach -margin, so gains in one kind cannot hide losses in another. Short answers'
+   agreement and the drift of the parent's answers' log-probability under the candidate are
+   reported beside them.
 Every figure is reported with its interval and sample size; the reasons name the figure
 that failed.
 """
@@ -147,8 +148,12 @@ def probe_figures(probes: list[Probe], answers: ProbeAnswers, *, confidence: flo
         pairs = [(c, r) for i in short for c, r in zip(answers.candidate[i], ref[i])]
         return sum(short_answer(c) == short_answer(r) for c, r in pairs) / len(pairs) if pairs else None
 
-    vs = {ref: paired_bootstrap([c - r for c, r in zip(score["candidate"], score[ref])],
-                                confidence=confidence, seed=seed).as_dict() for ref in ("parent", "base")}
+    def versus(scores: dict[str, list[float]], level: float) -> dict[str, dict]:
+        # The candidate's paired difference to each reference, probe by probe.
+        return {f"vs_{ref}": paired_bootstrap([c - r for c, r in zip(scores["candidate"], scores[ref])],
+                                              confidence=level, seed=seed).as_dict()
+                for ref in ("parent", "base")}
+
     # Each kind is tested too (a gain in code must not pay for a loss in facts), at a
     # Bonferroni-corrected confidence: with 6 kinds, a model no worse than the margin in any
     # kind is called worse in one about as rarely as the suite's own test errs (per
@@ -157,14 +162,12 @@ def probe_figures(probes: list[Probe], answers: ProbeAnswers, *, confidence: flo
 
     def kind(d: dict[str, list[float]]) -> dict:
         return ({who: round(sum(v) / len(v), 4) for who, v in d.items()} | {"n": len(d["candidate"])}
-                | {f"vs_{ref}": paired_bootstrap([c - r for c, r in zip(d["candidate"], d[ref])],
-                                                 confidence=kind_confidence, seed=seed).as_dict()
-                   for ref in ("parent", "base")})
+                | versus(d, kind_confidence))
 
     return {
         "n": len(probes), "checked": len(checked), "samples": len(answers.candidate[0]) if answers.candidate else 0,
         "pass_rate": {who: round(sum(v) / len(v), 4) if v else None for who, v in score.items()},
-        "vs_parent": vs["parent"], "vs_base": vs["base"], "kind_confidence": kind_confidence,
+        **versus(score, confidence), "kind_confidence": kind_confidence,
         "by_kind": {k: kind(d) for k, d in sorted(by_kind.items())},
         "agreement": {"parent": agreement(answers.parent), "base": agreement(answers.base), "n": len(short)},
         "drift": paired_bootstrap(drift, confidence=confidence, seed=seed).as_dict() if drift else None,

@@ -89,12 +89,13 @@ def select_prompts(snapshot: Path, since: str | None, *, limit: int = 256, repla
     # prompts (26 a bench-lift cycle, half of them ties: too few to show a real gain).
     heldout_final = proportional(heldout, n_heldout, tenant_cap)
     earlier = _earlier_heldout(con, comp, cols, since, n_heldout - len(heldout_final), seed, holdout_fraction)
-    topped = dedupe(rows + earlier, near_dup_threshold, merge=False)[0][len(rows):]
-    # This cycle's own held-out prompts keep their seats; the earlier ones only fill the rest,
-    # capped among themselves (a cap over the union could push this cycle's out).
-    if topped and len(heldout_final) < n_heldout:
+    if earlier:
+        # Against this cycle's rows (already deduplicated, so kept whole and first); this
+        # cycle's own held-out prompts keep their seats, the earlier ones only fill the rest,
+        # capped among themselves (a cap over the union could push this cycle's out).
+        topped = dedupe(rows + earlier, near_dup_threshold, merge=False)[0][len(rows):]
         heldout_final += proportional(topped, n_heldout - len(heldout_final), tenant_cap)
-    for r in rows + topped:
+    for r in rows + [r for r in heldout_final if r.earlier]:
         r.prompt.task = r.prompt.task or infer_task(r.prompt.text)
 
     # The limit cuts with tenants taking turns; the cap then makes sure no tenant dominates,

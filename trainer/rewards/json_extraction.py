@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 
 from trainer.prompts import Candidate, Prompt
 from trainer.rewards.grounding import copied, echoes_a_name, normalize, overlaps
@@ -66,7 +67,7 @@ def score_extraction(answer: str, keys: list[str], source_text: str) -> float:
     return max(0.0, min(1.0, score))
 
 
-def _grounded(obj: dict, keys: list[str], src: str, names: list[str] = ()) -> list[str]:
+def _grounded(obj: dict, keys: list[str], src: str, names: Sequence[str] = ()) -> list[str]:
     """Keys whose value is copied from the text, as a field value and not the text itself: a
     value longer than a quarter of the prompt is a copied sentence, not a field; a value that
     only repeats one of the asked keys' `names` is the question echoed; and values that
