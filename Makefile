@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 EXTRAS  ?= cpu,test
 
-.PHONY: setup browser up test test-fast bench-lift bench-serving bench-collector bench-vllm-start bench-explore bench-console clean-data schemas
+.PHONY: setup browser up test test-fast bench-lift bench-serving bench-collector bench-vllm-start bench-explore bench-console bench-function-fit clean-data schemas
 
 setup: $(STAMP)
 
@@ -68,6 +68,10 @@ bench-vllm-start: setup
 bench-explore: setup
 	$(BIN)/pip install -qq -e ".[bench]"
 	$(BIN)/python -m tests.bench.explore_guided $(BENCH_EXPLORE_ARGS)
+
+# Which tool the model itself would call, against the lift suite's gold (~5 min here, no vLLM).
+bench-function-fit: setup
+	$(BIN)/python -m tests.bench.function_fit $(BENCH_FUNCTION_FIT_ARGS)
 
 # Each console page over HTTP with 100,000 completions in DuckDB (~3 min here).
 bench-console: setup

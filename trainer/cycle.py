@@ -32,6 +32,7 @@ from trainer.replay import replay_pairs
 from trainer.rewards import agreement, constraint_verifier, ensemble, json_verifier, sql_verifier
 from trainer.rewards.consistency import Fallback, majority_vote
 from trainer.rewards.feedback import UserFeedback, corroborated
+from trainer.rewards.function_fit import FunctionFit
 from trainer.rewards.contract import structured_output_verifier, tool_call_verifier
 from trainer.rewards.judge import make_relative_judge
 from trainer.selection import Selection, select_prompts
@@ -103,7 +104,8 @@ VERIFIERS = {"json": json_verifier, "sql": sql_verifier, "constraints": constrai
 SUBSTANCE = {name: v for name, v in VERIFIERS.items() if name not in FORMAT_ONLY}
 
 
-def reward_sources(settings: WorkerSettings, reward_model: RewardSource | None = None) -> Sources:
+def reward_sources(settings: WorkerSettings, reward_model: RewardSource | None = None,
+                   function_fit: FunctionFit | None = None) -> Sources:
     sources = {"json": (settings.weight_verifier, json_verifier),
                "sql": (settings.weight_verifier, sql_verifier),
                # What the request's own parameters ask (response_format, tools): trainer/rewards/contract.py.
@@ -116,6 +118,9 @@ def reward_sources(settings: WorkerSettings, reward_model: RewardSource | None =
                "majority": (settings.weight_majority, Fallback(majority_vote, SUBSTANCE)),
                # Thumbs and ratings of served answers; a correction only when corroborated.
                "feedback": (settings.weight_feedback, UserFeedback(SUBSTANCE, settings.correction_min_tenants))}
+    if function_fit is not None:
+        # Which offered function the live model itself would call (training prompts only).
+        sources["function_fit"] = (settings.weight_function_fit, function_fit)
     if settings.judge_url:
         model = settings.judge_model or served_model_name(settings.judge_url.rstrip("/").removesuffix("/v1"))
         sources["judge"] = (settings.weight_judge, make_relative_judge(
@@ -145,6 +150,23 @@ def fit_reward_model(prompts: list[Prompt], settings: WorkerSettings):
         return None, {"examples": len(examples), "used": False, "tenancy": tenancy}
     report = {**rm.report(), "used": rm.heldout_accuracy > rm.baseline_accuracy, "tenancy": tenancy}
     return (rm if report["used"] else None), report
+
+
+def function_fit(settings: WorkerSettings, job: CycleJob, prompts: list[Prompt]) -> tuple[FunctionFit | None, dict]:
+    """The live model's log-prob of each offered function's name, for the training prompts
+    that offer a choice of tools (trainer/beliefs.py); None when the source is off or no
+    prompt offers a choice. Returns the source and its counts for the report."""
+    from trainer.beliefs import choosing, function_beliefs
+
+    choices = [p for p in prompts if choosing(p)]
+    if settings.weight_function_fit == 0 or not choices:
+        return None, {"prompts": len(choices)}
+    from trainer.generate import Engine
+
+    engine = Engine(Path(job.parent_path), dtype=settings.dtype_choice().dtype, log=say)
+    fit = FunctionFit(function_beliefs(choices, engine, log=say), settings.function_fit_margin)
+    clear = sum(fit.favourite(p) is not None for p in choices)
+    return fit, {"prompts": len(choices), "clear_favourite": clear, "margin": settings.function_fit_margin}
 
 
 def gate_sources(sources: Sources) -> Sources:
@@ -325,7 +347,12 @@ def run_cycle(settings: WorkerSettings, job: CycleJob, cycle_dir: Path) -> Cycle
 
     with stages("reward_model"):  # the reward sources, with a reward model fit on users' feedback
         reward_model, res.reward_model = fit_reward_model(prompts, settings)
-        sources = reward_sources(settings, reward_model)
+    with stages("function_fit"):  # which offered function the live model itself would call
+        fit, res.function_fit = function_fit(settings, job, prompts)
+    if fit is not None:
+        say(f"function fit: {res.function_fit['clear_favourite']} of {res.function_fit['prompts']} prompts offering "
+            f"a choice of tools have a clear favourite (margin {settings.function_fit_margin:g} nats)")
+    sources = reward_sources(settings, reward_model, fit)
     say(f"reward sources: {', '.join(n for n, (w, _) in sources.items() if w > 0)}"
         + (f"; reward model {res.reward_model}" if res.reward_model else ""))
 

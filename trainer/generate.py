@@ -79,19 +79,57 @@ class Engine:
     def logprobs(self, conversations: list[list[dict]], answers: list[str]) -> list[tuple[float, int]]:
         """(sum of log-probs, tokens) of each answer after its conversation under this model:
         how likely it is to say what another model said (the gate's drift)."""
+        tok, _ = self._load()
+        heads = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        return self.continuation_logprobs(heads, answers)
+
+    def render(self, conversation: list[dict], *, tools: list[dict] | None = None, chat_template: str | None = None,
+               add_generation_prompt: bool = False) -> str:
+        """`conversation` as this model's tokenizer renders it (with `tools`, under
+        `chat_template` when given): the text a continuation is scored after."""
+        tok, _ = self._load()
+        return tok.apply_chat_template(conversation, tools=tools, chat_template=chat_template, tokenize=False,
+                                       add_generation_prompt=add_generation_prompt)
+
+    @property
+    def chat_template(self) -> str:
+        return self._load()[0].chat_template or ""
+
+    def tail_logprobs(self, head: str, tails: list[str]) -> list[float]:
+        """Sum of log-probs of each of `tails` right after the text `head` (already rendered):
+        the head runs once and its KV cache serves every tail (a long head, a few short tails:
+        the function names where a call begins, trainer/beliefs.py)."""
+        import torch
+
+        tok, model = self._load()
+        h = tok(head, add_special_tokens=False)["input_ids"]
+        out: list[float] = []
+        with torch.inference_mode():
+            first = model(input_ids=torch.tensor([h]), use_cache=True, logits_to_keep=1)
+            cache, nxt = first.past_key_values, torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+            for tail in tails:
+                t = tok(tail, add_special_tokens=False)["input_ids"]
+                total = float(nxt[t[0]]) if t else 0.0
+                if len(t) > 1:
+                    rest = model(input_ids=torch.tensor([t[:-1]]), past_key_values=cache, use_cache=True)
+                    logp = torch.log_softmax(rest.logits[0].float(), dim=-1)
+                    total += float(logp[torch.arange(len(t) - 1), torch.tensor(t[1:])].sum())
+                    cache.crop(-(len(t) - 1))  # back to the head alone for the next tail
+                out.append(total)
+        return out
+
+    def continuation_logprobs(self, heads: list[str], tails: list[str]) -> list[tuple[float, int]]:
+        """(sum of log-probs, tokens) of each `tails[i]` right after the text `heads[i]`,
+        both already rendered (no template applied here)."""
         import torch
 
         tok, model = self._load()
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         out: list[tuple[float, int]] = []
         with torch.inference_mode():
-            for i in range(0, len(conversations), self.batch_size):
-                rows = []
-                for conv, ans in zip(conversations[i : i + self.batch_size], answers[i : i + self.batch_size]):
-                    head = tok(tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True),
-                               add_special_tokens=False)["input_ids"]
-                    tail = tok(ans, add_special_tokens=False)["input_ids"]
-                    rows.append((head, tail))
+            for i in range(0, len(heads), self.batch_size):
+                rows = [(tok(h, add_special_tokens=False)["input_ids"], tok(t, add_special_tokens=False)["input_ids"])
+                        for h, t in zip(heads[i : i + self.batch_size], tails[i : i + self.batch_size])]
                 width = max(len(h) + len(t) for h, t in rows)
                 ids = torch.full((len(rows), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -35,6 +35,8 @@ class CycleResult(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage, and total")
     select: dict[str, Any] | None = None
     reward_model: dict[str, Any] | None = None
+    function_fit: dict[str, Any] | None = Field(None, description="prompts offering a choice of tools, and how many "
+                                                "of them the live model clearly prefers one function on")
     reward: dict[str, float | None] | None = None
     opinions: dict[str, int] | None = Field(None, description="training prompts each reward source had an opinion "
                                             "on (None from all: a prompt no source can judge)")

@@ -35,6 +35,10 @@ def render_markdown(result: dict) -> str:
         lines += ["## Reward sources", "", "prompts judged per source (of "
                   f"{(result.get('counts') or {}).get('prompts', '?')}): "
                   + ", ".join(f"{k} {v}" for k, v in result["opinions"].items()), ""]
+    fit = result.get("function_fit") or {}
+    if fit.get("prompts"):
+        lines += [f"Function fit: {fit.get('clear_favourite', 0)} of {fit['prompts']} prompts offering a choice of "
+                  f"tools had a clear favourite (margin {fit.get('margin', '?')} nats).", ""]
     if result.get("train"):
         lines += ["## Training", "", ", ".join(f"{k}: {_fmt(v)}" for k, v in result["train"].items()), ""]
     gate = result.get("gate")

@@ -82,6 +82,14 @@ class WorkerSettings(CollectorSettings):
                                    "(TTRL-style), only on prompts no verifier of substance judges, and masked where "
                                    "no clear majority exists")
     weight_feedback: float = Field(1.0, ge=0, description="what users said about the served answer")
+    weight_function_fit: float = Field(1.0, ge=0, description="where a request offers several tools: the live "
+                                       "model's own log-prob of each function's name where a call begins; calls of "
+                                       "the function it clearly prefers score 1, of another 0 "
+                                       "(trainer/rewards/function_fit.py)")
+    # 2 nats: the right function for 55 of the 58 lift-suite tool requests it covered, of 108
+    # (1 nat: 68 of 78; tests/bench/results/function_fit.md). A wrong favourite writes a wrong pair.
+    function_fit_margin: float = Field(2.0, ge=0, description="nats the favourite function's log-prob must lead the "
+                                       "runner-up's by; below it the prompt is masked (the model is unsure)")
     weight_judge: float = Field(1.0, ge=0, description="relative LLM judge, when TAO_JUDGE_URL is set")
     reward_model_min_tenants: int = Field(2, ge=1, description="the reward model is fit only on feedback from at "
                                           "least this many tenants, none above TAO_TENANT_CAP of its examples: one "
@@ -208,7 +216,7 @@ class WorkerSettings(CollectorSettings):
         # The reward model counts: alone it is a legitimate (if often idle) configuration; a
         # cycle where it is not usable yet skips and says so.
         weights = [self.weight_verifier, self.weight_constraints, self.weight_agreement, self.weight_majority,
-                   self.weight_feedback,
+                   self.weight_feedback, self.weight_function_fit,
                    self.weight_judge if self.judge_url else 0, self.weight_reward_model]
         if self.replay_general and self.optimizer not in ("dpo_nll", "sft"):
             raise ValueError(f"TAO_REPLAY_GENERAL={self.replay_general} needs TAO_OPTIMIZER dpo_nll or sft (replay rows "
@@ -219,7 +227,7 @@ class WorkerSettings(CollectorSettings):
                              "TAO_GATE_CONFIDENCE, TAO_GATE_MARGIN (probe suite), TAO_GATE_MIXES; unset them")
         if not any(weights):
             raise ValueError("at least one reward weight (TAO_WEIGHT_VERIFIER, TAO_WEIGHT_CONSTRAINTS, "
-                             "TAO_WEIGHT_AGREEMENT, TAO_WEIGHT_MAJORITY, TAO_WEIGHT_FEEDBACK, TAO_WEIGHT_JUDGE with TAO_JUDGE_URL, "
-                             "TAO_WEIGHT_REWARD_MODEL) must be > 0")
+                             "TAO_WEIGHT_AGREEMENT, TAO_WEIGHT_MAJORITY, TAO_WEIGHT_FEEDBACK, TAO_WEIGHT_FUNCTION_FIT, "
+                             "TAO_WEIGHT_JUDGE with TAO_JUDGE_URL, TAO_WEIGHT_REWARD_MODEL) must be > 0")
         return self
 

@@ -129,7 +129,8 @@ def test_recipe_stops_before_training_with_too_few_pairs(settings, job, tmp_path
     res = cycle.run_cycle(settings, job, tmp_path)
     assert res.status == "skipped" and res.reason.startswith("only 1 pairs (TAO_MIN_PAIRS=2)")
     assert res.counts == {"prompts": 3, "heldout": 0, "candidates": 4, "scored": 4, "pairs": 1}
-    assert res.watermark == "2026-01-01" and list(res.timings) == ["select", "reward_model", "explore", "score", "total"]
+    assert res.watermark == "2026-01-01" and list(res.timings) == ["select", "reward_model", "function_fit", "explore", "score",
+                                                                  "total"]
     assert (tmp_path / "pairs.parquet").exists() and (tmp_path / "candidates.parquet").exists()
     # The extraction verifier judged all three prompts; the contract verifiers none (no contract).
     assert res.opinions["json"] == 3 and res.opinions["tool_calls"] == 0 and res.opinions["structured_output"] == 0
@@ -268,3 +269,46 @@ def test_a_mix_that_cannot_be_judged_is_a_failed_try_and_leaves_nothing(settings
     assert not verdict.promote and verdict.reasons == ["probe suite vs parent: -3.0"]
     assert verdict.tries[-1] == {"mix": 0.5, "promote": False, "reasons": ["could not judge: MemoryError: no room"]}
     assert sorted(p.name for p in weights.parent.iterdir()) == ["weights"]
+
+
+def test_the_live_models_favourite_function_decides_a_tool_pair(settings, job, tmp_path, monkeypatch):
+    # select and explore replaced (no snapshot, no vLLM); the function-fit stage runs the real
+    # base model as the live one, and scoring and pairing are the real ones. Both candidates
+    # are valid, grounded calls: only the choice of function tells them apart.
+    from tests.models import require_base_model
+
+    job = job.model_copy(update={"parent_path": str(require_base_model())})
+
+    def tool(name, description, **params):
+        return {"type": "function", "function": {"name": name, "description": description, "parameters": {
+            "type": "object", "properties": {k: {"type": t} for k, t in params.items()}, "required": list(params)}}}
+
+    tools = [tool("log_workout", "Record a workout.", activity="string", minutes="integer"),
+             tool("send_invoice", "Send an invoice to a customer.", customer="string", amount="number")]
+    # The test's own wording; the base model favours log_workout here by several nats.
+    p = Prompt("t", [{"role": "user", "content": "Record my workout: 45 minutes of swimming."}],
+               contract={"tools": tools, "tool_choice": "auto"})
+    forced = Prompt("f", p.messages, contract={"tools": tools, "tool_choice": "none"})
+    workout = Candidate("", "scaffold", tool_calls=[{"name": "log_workout",
+                                                     "arguments": '{"activity": "swimming", "minutes": 45}'}])
+    invoice = Candidate("", "scaffold", tool_calls=[{"name": "send_invoice",
+                                                     "arguments": '{"customer": "swimming", "amount": 45}'}])
+    monkeypatch.setattr(cycle, "select", lambda s, j: Selection(train=[p, forced], heldout=[], watermark=None))
+    monkeypatch.setattr(cycle, "explore_all", lambda ps, s, src: {"t": [invoice, workout], "f": []})
+    res = cycle.run_cycle(settings.model_copy(update={"min_pairs": 99}), job, tmp_path)
+    assert res.function_fit == {"prompts": 1, "clear_favourite": 1, "margin": settings.function_fit_margin}
+    assert res.opinions["function_fit"] == 1 and res.counts["pairs"] == 1
+    import pyarrow.parquet as pq
+
+    fits = {json.loads(r["text"])[0]["name"]: json.loads(r["scores"]).get("function_fit")
+            for r in pq.read_table(tmp_path / "candidates.parquet").to_pylist()}
+    assert fits == {"log_workout": 1.0, "send_invoice": 0.0}
+    pair = pq.read_table(tmp_path / "pairs.parquet").to_pylist()[0]
+    assert '"log_workout"' in pair["chosen"] and '"send_invoice"' in pair["rejected"]
+
+
+def test_no_function_fit_without_a_choice_of_tools(settings, job):
+    fit, counts = cycle.function_fit(settings, job, [Prompt("a", [{"role": "user", "content": EXTRACT}])])
+    assert fit is None and counts == {"prompts": 0}  # the parent (a path that does not exist) was never loaded
+    off = settings.model_copy(update={"weight_function_fit": 0})
+    assert "function_fit" not in cycle.reward_sources(off, function_fit=None)
