@@ -163,8 +163,12 @@ def function_fit(settings: WorkerSettings, job: CycleJob, prompts: list[Prompt])
         return None, {"prompts": len(choices)}
     from trainer.generate import Engine
 
-    engine = Engine(Path(job.parent_path), dtype=settings.dtype_choice().dtype, log=say)
-    fit = FunctionFit(function_beliefs(choices, engine, log=say), settings.function_fit_margin)
+    try:
+        engine = Engine(Path(job.parent_path), dtype=settings.dtype_choice().dtype, log=say)
+        fit = FunctionFit(function_beliefs(choices, engine, log=say), settings.function_fit_margin)
+    except Exception as e:  # one source, not the cycle: a model or template it cannot score is said and skipped
+        say(f"function fit: skipped this cycle: {type(e).__name__}: {e}")
+        return None, {"prompts": len(choices), "error": f"{type(e).__name__}: {e}"}
     clear = sum(fit.favourite(p) is not None for p in choices)
     return fit, {"prompts": len(choices), "clear_favourite": clear, "margin": settings.function_fit_margin}
 

@@ -95,10 +95,15 @@ class Engine:
     def chat_template(self) -> str:
         return self._load()[0].chat_template or ""
 
-    def tail_logprobs(self, head: str, tails: list[str]) -> list[float]:
-        """Sum of log-probs of each of `tails` right after the text `head` (already rendered):
-        the head runs once and its KV cache serves every tail (a long head, a few short tails:
-        the function names where a call begins, trainer/beliefs.py)."""
+    @property
+    def tokenizer(self):
+        return self._load()[0]
+
+    def tail_logprobs(self, head: str, tails: list[list[int]]) -> list[float]:
+        """Sum of log-probs of each of `tails` (token ids) right after the text `head` (already
+        rendered, tokenized here as vLLM tokenizes a prompt): the head runs once and its KV
+        cache serves every tail (a long request, a few short tails: the function names where a
+        call begins, trainer/beliefs.py)."""
         import torch
 
         tok, model = self._load()
@@ -107,8 +112,7 @@ class Engine:
         with torch.inference_mode():
             first = model(input_ids=torch.tensor([h]), use_cache=True, logits_to_keep=1)
             cache, nxt = first.past_key_values, torch.log_softmax(first.logits[0, -1].float(), dim=-1)
-            for tail in tails:
-                t = tok(tail, add_special_tokens=False)["input_ids"]
+            for t in tails:
                 total = float(nxt[t[0]]) if t else 0.0
                 if len(t) > 1:
                     rest = model(input_ids=torch.tensor([t[:-1]]), past_key_values=cache, use_cache=True)

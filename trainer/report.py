@@ -36,9 +36,11 @@ def render_markdown(result: dict) -> str:
                   f"{(result.get('counts') or {}).get('prompts', '?')}): "
                   + ", ".join(f"{k} {v}" for k, v in result["opinions"].items()), ""]
     fit = result.get("function_fit") or {}
-    if fit.get("prompts"):
-        lines += [f"Function fit: {fit.get('clear_favourite', 0)} of {fit['prompts']} prompts offering a choice of "
+    if fit.get("prompts") and "clear_favourite" in fit:  # absent: the source is off (weight 0)
+        lines += [f"Function fit: {fit['clear_favourite']} of {fit['prompts']} prompts offering a choice of "
                   f"tools had a clear favourite (margin {fit.get('margin', '?')} nats).", ""]
+    elif fit.get("error"):
+        lines += [f"Function fit: skipped this cycle ({fit['error']}).", ""]
     if result.get("train"):
         lines += ["## Training", "", ", ".join(f"{k}: {_fmt(v)}" for k, v in result["train"].items()), ""]
     gate = result.get("gate")

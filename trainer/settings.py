@@ -86,8 +86,9 @@ class WorkerSettings(CollectorSettings):
                                        "model's own log-prob of each function's name where a call begins; calls of "
                                        "the function it clearly prefers score 1, of another 0 "
                                        "(trainer/rewards/function_fit.py)")
-    # 2 nats: the right function for 55 of the 58 lift-suite tool requests it covered, of 108
-    # (1 nat: 68 of 78; tests/bench/results/function_fit.md). A wrong favourite writes a wrong pair.
+    # 2 nats: the right function for 56 of the 61 lift-suite tool requests it covered, of 108
+    # (1 nat: 64 of 78; 3 nats: 45 of 47; tests/bench/results/function_fit.md). A wrong
+    # favourite writes a pair whose chosen answer calls the wrong function.
     function_fit_margin: float = Field(2.0, ge=0, description="nats the favourite function's log-prob must lead the "
                                        "runner-up's by; below it the prompt is masked (the model is unsure)")
     weight_judge: float = Field(1.0, ge=0, description="relative LLM judge, when TAO_JUDGE_URL is set")

@@ -48,21 +48,25 @@ RESULTS = Path(__file__).parent / "results"
 # One-factor-at-a-time ablations against the default ("ensemble") configuration.
 ABLATIONS: dict[str, dict[str, str]] = {
     "ensemble": {},
-    "verifier_only": {"TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0", "TAO_WEIGHT_FEEDBACK": "0",
+    "verifier_only": {"TAO_WEIGHT_FUNCTION_FIT": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0", "TAO_WEIGHT_FEEDBACK": "0",
                       "TAO_WEIGHT_REWARD_MODEL": "0"},
-    "judge_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0",
+    "judge_only": {"TAO_WEIGHT_FUNCTION_FIT": "0", "TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0",
                    "TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "0", "TAO_JUDGE_URL": "self",
                    "TAO_JUDGE_MAX_CHARS": "4000"},  # the served model judges: its context is 2048 tokens
-    "feedback_rm_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0",
+    "feedback_rm_only": {"TAO_WEIGHT_FUNCTION_FIT": "0", "TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0",
                          "TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "1"},
+    # The sources above and below speak without function fit (the live model's own favourite
+    # function, trainer/rewards/function_fit.py): each is what its name says, as in runs made
+    # before that source existed; no_function_fit is the ensemble without it.
     # Rewards from the request (verifiers: the contract's schema and tools, keys asked in words,
     # SQL, constraints) against self-consistency (majority vote, agreement), and both; user
     # feedback off in all three, so the comparison is of label-free sources alone.
-    "contract_only": {"TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0", "TAO_WEIGHT_FEEDBACK": "0",
+    "contract_only": {"TAO_WEIGHT_FUNCTION_FIT": "0", "TAO_WEIGHT_AGREEMENT": "0", "TAO_WEIGHT_MAJORITY": "0", "TAO_WEIGHT_FEEDBACK": "0",
                       "TAO_WEIGHT_REWARD_MODEL": "0"},
-    "consistency_only": {"TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_FEEDBACK": "0",
+    "consistency_only": {"TAO_WEIGHT_FUNCTION_FIT": "0", "TAO_WEIGHT_VERIFIER": "0", "TAO_WEIGHT_CONSTRAINTS": "0", "TAO_WEIGHT_FEEDBACK": "0",
                          "TAO_WEIGHT_REWARD_MODEL": "0"},
-    "contract_and_consistency": {"TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "0"},
+    "contract_and_consistency": {"TAO_WEIGHT_FUNCTION_FIT": "0", "TAO_WEIGHT_FEEDBACK": "0", "TAO_WEIGHT_REWARD_MODEL": "0"},
+    "no_function_fit": {"TAO_WEIGHT_FUNCTION_FIT": "0"},
     "no_scaffolds": {"TAO_EXPLORE_STRATEGIES": "plain,plain_hot"},
     "sft": {"TAO_OPTIMIZER": "sft"},
     "dpo": {"TAO_OPTIMIZER": "dpo"},  # plain DPO: the default optimizer (dpo_nll) without its NLL term

@@ -31,7 +31,7 @@ def test_gateway_port_and_url_checked(monkeypatch):
 
 
 def test_worker_needs_some_reward(monkeypatch):
-    for name in ("VERIFIER", "CONSTRAINTS", "AGREEMENT", "MAJORITY", "FEEDBACK", "REWARD_MODEL"):
+    for name in ("VERIFIER", "CONSTRAINTS", "AGREEMENT", "MAJORITY", "FEEDBACK", "FUNCTION_FIT", "REWARD_MODEL"):
         monkeypatch.setenv(f"TAO_WEIGHT_{name}", "0")
     with pytest.raises(ValidationError, match="at least one reward weight"):
         WorkerSettings()

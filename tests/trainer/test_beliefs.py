@@ -4,7 +4,7 @@ would name there."""
 import pytest
 
 from tests.models import require_base_model
-from trainer.beliefs import call_head, choosing, function_beliefs
+from trainer.beliefs import _PLACEHOLDER, call_text, choosing, function_beliefs, name_tokens
 from trainer.prompts import Prompt
 from trainer.rewards.function_fit import favourite
 
@@ -19,8 +19,8 @@ def tool(name, description, **params):
 TOOLS = [tool("book_room", "Book a hotel room.", guest="string", city="string", nights="integer"),
          tool("send_invoice", "Send an invoice to a customer.", customer="string", amount="number"),
          tool("log_workout", "Record a workout.", activity="string", minutes="integer")]
-# One request per function, worded for this test only. The 135M model is right for about 3
-# requests in 4 (tests/bench/results/function_fit.md) and leans to the last function listed:
+# One request per function, worded for this test only. The 135M model is right for about 7
+# requests in 10 (tests/bench/results/function_fit.md) and leans to the last function listed:
 # "Reserve a hotel room in Lisbon for Ines Costa, 4 nights." gets log_workout. These are asks
 # it gets right, so a wrong head, tail or bookkeeping is what fails here.
 ASKS = {"book_room": "Book a room: Ines Costa, Lisbon, 4 nights.",
@@ -48,15 +48,37 @@ def engine():
     return Engine(require_base_model(), dtype="float32", log=lambda _: None)
 
 
-def test_the_head_is_where_the_served_model_writes_a_call(engine):
+def test_the_call_is_scored_after_what_the_served_model_is_shown(engine):
     from schemas.chat_template import TOOLS_TEMPLATE
 
-    head, closer = call_head(engine, prompt("a", ASKS["book_room"]), TOOLS_TEMPLATE.read_text())
-    served = engine.render(prompt("a", ASKS["book_room"]).messages, tools=TOOLS,
-                           chat_template=TOOLS_TEMPLATE.read_text(), add_generation_prompt=True)
-    # What vLLM shows the model, then the start of a Hermes call up to the name's quote.
-    assert head == served + '<tool_call>\n{"name": "'
-    assert closer == '"'
+    template = TOOLS_TEMPLATE.read_text()
+    shown, call = call_text(engine, prompt("a", ASKS["book_room"]), template)
+    # What vLLM shows the model: the request with the tools template and the generation prompt.
+    assert shown == engine.render(prompt("a", ASKS["book_room"]).messages, tools=TOOLS, chat_template=template,
+                                  add_generation_prompt=True)
+    assert call.startswith('<tool_call>\n{"name": "' + _PLACEHOLDER + '"')
+    # The name's tokens as the model writes them, tokenized whole, through the one closing it.
+    ids = name_tokens(engine, call, "book_room")
+    text = engine.tokenizer.decode(ids)
+    assert text.startswith('<tool_call>\n{"name": "book_room"') and len(text) <= len('<tool_call>\n{"name": "book_room", ')
+    whole = engine.tokenizer(call.replace(_PLACEHOLDER, "book_room"), add_special_tokens=False)["input_ids"]
+    assert whole[: len(ids)] == ids
+    # A name that is the start of another is scored with what closes it, so the two differ.
+    short, long = name_tokens(engine, call, "book"), name_tokens(engine, call, "book_room")
+    assert long[: len(short)] != short
+
+
+def test_tails_on_the_cached_request_score_as_whole_sequences_do(engine):
+    # tail_logprobs reuses the request's KV cache across tails (cropped back after each); the
+    # batched path scores each sequence from scratch: both must agree, in either order.
+    head = engine.render([{"role": "user", "content": "Name a color."}], add_generation_prompt=True)
+    tails = ["Blue is a color.", "Red", "The sky is blue because of scattering."]
+    ids = [engine.tokenizer(t, add_special_tokens=False)["input_ids"] for t in tails]
+    cached = engine.tail_logprobs(head, ids)
+    again = engine.tail_logprobs(head, ids[::-1])[::-1]
+    whole = [lp for lp, _ in engine.continuation_logprobs([head] * 3, tails)]
+    assert cached == pytest.approx(whole, abs=2e-3) and again == pytest.approx(whole, abs=2e-3)
+    assert len(set(round(x, 2) for x in cached)) == 3  # three different answers, three different scores
 
 
 def test_the_model_names_the_function_each_request_asks_for(engine):

@@ -307,8 +307,18 @@ def test_the_live_models_favourite_function_decides_a_tool_pair(settings, job, t
     assert '"log_workout"' in pair["chosen"] and '"send_invoice"' in pair["rejected"]
 
 
-def test_no_function_fit_without_a_choice_of_tools(settings, job):
+def test_no_function_fit_without_a_choice_of_tools_or_with_the_source_off(settings, job):
+    # The parent is a path that does not exist: loading it would fail the stage.
     fit, counts = cycle.function_fit(settings, job, [Prompt("a", [{"role": "user", "content": EXTRACT}])])
-    assert fit is None and counts == {"prompts": 0}  # the parent (a path that does not exist) was never loaded
+    assert fit is None and counts == {"prompts": 0}
+    choice = Prompt("b", [{"role": "user", "content": "Bill Ana 40."}], contract={"tools": [
+        {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("bill", "book")]})
     off = settings.model_copy(update={"weight_function_fit": 0})
-    assert "function_fit" not in cycle.reward_sources(off, function_fit=None)
+    assert cycle.function_fit(off, job, [choice]) == (None, {"prompts": 1})
+
+
+def test_a_model_the_source_cannot_score_skips_it_not_the_cycle(settings, job):
+    choice = Prompt("b", [{"role": "user", "content": "Bill Ana 40."}], contract={"tools": [
+        {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("bill", "book")]})
+    fit, counts = cycle.function_fit(settings, job, [choice])  # no model at the parent's path
+    assert fit is None and counts["prompts"] == 1 and counts["error"].startswith("OSError")

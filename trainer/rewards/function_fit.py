@@ -6,7 +6,7 @@ every function and neither the contract verifier (it checks arguments, not the c
 majority vote (the functions come out evenly) can tell which one the user wanted. The model
 itself often can: the log-probability it gives each function's name right where a call
 begins (measured on the lift benchmark's 108 tool requests, three functions offered each:
-the most likely name was the right function for 79, and for 55 of the 58 where it led the
+the most likely name was the right function for 77, and for 56 of the 61 where it led the
 runner-up by 2 nats; tests/bench/results/function_fit.md). `trainer.beliefs` computes those log-probs; this
 source turns them into scores.
 
@@ -35,8 +35,9 @@ def favourite(logprobs: dict[str, float], margin: float) -> str | None:
 
 class FunctionFit:
     """A reward source: 1 for an answer whose calls all name the favourite function, the
-    share of its calls that do otherwise; None where the prompt has no clear favourite or the
-    answer makes no call."""
+    share of its calls that do otherwise; None where the prompt has no clear favourite, where
+    no answer calls it (exploration tries a few functions only: zeros for all would tell the
+    answers apart by nothing), or for an answer that makes no call."""
 
     def __init__(self, beliefs: Beliefs, margin: float):
         self.beliefs, self.margin = beliefs, margin
@@ -52,4 +53,4 @@ class FunctionFit:
         for c in candidates:
             calls = calls_of(c)
             out.append(sum(call.get("name") == best for call in calls) / len(calls) if calls else None)
-        return out
+        return out if any(s for s in out) else [None] * len(candidates)

@@ -31,7 +31,12 @@ def test_an_answer_in_words_gets_no_opinion():
 
 def test_a_call_written_as_text_counts_as_a_call():
     text = '<tool_call>\n{"name": "send_invoice", "arguments": {"customer": "Ana"}}\n</tool_call>'
-    assert FunctionFit(BELIEFS, margin=1.0)(PROMPT, [Candidate(text, "plain")]) == [0.0]
+    assert FunctionFit(BELIEFS, margin=1.0)(PROMPT, [Candidate(text, "plain"), call("book_room")]) == [0.0, 1.0]
+
+
+def test_no_opinion_when_no_answer_calls_the_favourite():
+    # Zeros for every call would tell them apart by nothing (and rank them below answers in words).
+    assert FunctionFit(BELIEFS, margin=1.0)(PROMPT, [call("send_invoice"), call("log_workout")]) == [None, None]
 
 
 def test_several_calls_score_the_share_that_names_the_favourite():
