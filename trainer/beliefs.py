@@ -18,7 +18,7 @@ import json
 from typing import TYPE_CHECKING, Callable
 
 from schemas.chat_template import TOOLS_TEMPLATE, needs_tools_template
-from trainer.prompts import Prompt, answer_turn, offered_functions
+from trainer.prompts import Prompt, answer_turn, choosable_functions, offered_functions
 from trainer.rewards.function_fit import Beliefs
 
 if TYPE_CHECKING:
@@ -28,13 +28,8 @@ _PLACEHOLDER = "tao_placeholder_function_7c1e"
 
 
 def choosing(prompt: Prompt) -> bool:
-    """Does the request leave the model a choice of functions? (several offered, and
-    tool_choice neither "none" nor one forced function; "required" is a choice too, whatever
-    the form vLLM then makes the call take)"""
-    choice = prompt.contract.get("tool_choice")
-    if choice == "none" or isinstance(choice, dict):
-        return False
-    return len({f["name"] for f in offered_functions(prompt)}) >= 2
+    """Does the request leave the model a choice of functions? (several it may call)"""
+    return len({f["name"] for f in choosable_functions(prompt)}) >= 2
 
 
 def call_text(engine: "Engine", prompt: Prompt, template: str | None) -> tuple[str, str] | None:

@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple
 import httpx
 
 from trainer.copying import copy_guide
-from trainer.prompts import Candidate, Prompt, answer_turn, offered_functions
+from trainer.prompts import Candidate, Prompt, answer_turn, choosable_functions, offered_functions
 from trainer.rewards.intent import requested_keys
 from trainer.rewards.json_extraction import extract_json_object
 
@@ -149,10 +149,7 @@ def _functions(prompt: Prompt) -> list[dict]:
     it forbids calls or forces one. A forced call is explored by the plain scaffold with the
     contract sent along: vLLM then makes the answer a call of that function, and the scaffold
     names its keys (one e2e loop run: 6 pairs from 10 forced-tool requests; with skeletons 1)."""
-    choice = prompt.contract.get("tool_choice")
-    if choice == "none" or isinstance(choice, dict):
-        return []
-    return offered_functions(prompt)[:MAX_FUNCTIONS]
+    return choosable_functions(prompt)[:MAX_FUNCTIONS]
 
 
 MAX_FUNCTIONS = 4  # skeleton requests per tool prompt: one per offered function, at most this many

@@ -62,6 +62,14 @@ def offered_functions(prompt: "Prompt") -> list[dict]:
     return [f for f in fns if isinstance(f, dict) and isinstance(f.get("name"), str)]
 
 
+def choosable_functions(prompt: "Prompt") -> list[dict]:
+    """The offered functions the model may choose among: none when tool_choice is "none" or
+    forces one function; all of them otherwise ("required" is a choice too, whatever form vLLM
+    then makes the call take)."""
+    choice = prompt.contract.get("tool_choice")
+    return [] if choice == "none" or isinstance(choice, dict) else offered_functions(prompt)
+
+
 class RewardSource(Protocol):
     def __call__(self, prompt: Prompt, candidates: list[Candidate]) -> list[float | None]: ...
 
