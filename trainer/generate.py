@@ -50,34 +50,35 @@ class Engine:
 
     def sample(self, conversations: list[list[dict]], *, samples: int, temperature: float,
                max_new_tokens: int = 64, seed: int = 0) -> list[list[str]]:
-        """`samples` answers per conversation at `temperature`, with common random numbers: the
-        noise is drawn from a generator reseeded per batch, for every row at every step whether
-        it is still writing or not, so two models sampled over the same conversations draw the
-        same noise for the same answer at the same step, and where their next-token
-        distributions are close they pick the same token. Two near-identical models then give
-        near-identical samples, and their paired difference measures the weights, not the dice
-        (the gate's probes)."""
-        import torch
-
+        """`samples` answers per conversation at `temperature`, with common random numbers:
+        the numbers sample j of conversation i draws, one a step, come from a generator seeded
+        by (`seed`, i) alone, whichever rows share its batch or end before it. Two models
+        sampled over the same conversations draw the same number for the same answer at the
+        same step, and where their next-token distributions are close they pick the same
+        token. Two near-identical models then give near-identical samples, and their paired
+        difference measures the weights, not the dice (the gate's probes)."""
         out: list[list[str]] = []
         for i, enc in self._batches(conversations, "sample"):
-            gen = torch.Generator().manual_seed(seed + i)
+            seeds = [seed * 1_000_003 + i + r for r in range(enc["attention_mask"].shape[0])]
             out += self._decode(enc, repeats=samples, max_new_tokens=max_new_tokens, temperature=temperature,
-                                generator=gen)
+                                seeds=seeds)
         return out
 
     def _decode(self, enc, *, repeats: int, max_new_tokens: int, temperature: float = 0.0,
-                generator=None) -> list[list[str]]:
+                seeds: list[int] | None = None) -> list[list[str]]:
         """`repeats` answers to each row of `enc` (left-padded prompts): greedy at temperature
         0, else sampled by inverse CDF (an exact draw from the softmax at `temperature`, no
-        top-k or top-p). Written here rather than with transformers'
-        generate, which was two thirds of the gate's time on a 2-core CPU for two reasons
-        (docs/measurements.md): it runs each prompt's prefill once per sample, and it keeps
-        computing every row until the longest answer ends. Here the prompts run once and their
-        KV cache is repeated, and a row that has ended leaves the batch."""
+        top-k or top-p), with the numbers of `seeds` (one per prompt). Written here rather
+        than with transformers' generate, which was two thirds of the gate's time on a 2-core
+        CPU for two reasons (docs/measurements.md): it runs each prompt's prefill once per
+        sample, and it keeps computing every row until the longest answer ends. Here the
+        prompts run once and their KV cache is repeated, and a row that has ended leaves the
+        batch."""
         import torch
 
         tok, model = self._load()
+        if max_new_tokens <= 0:
+            return [[""] * repeats for _ in range(enc["attention_mask"].shape[0])]
         eos = model.generation_config.eos_token_id
         eos = torch.tensor(sorted({*(eos if isinstance(eos, list) else [eos]), tok.eos_token_id} - {None}))
         mask = enc["attention_mask"]
@@ -91,15 +92,21 @@ class Engine:
                 cache.batch_repeat_interleave(repeats)
                 logits, mask = logits.repeat_interleave(repeats, 0), mask.repeat_interleave(repeats, 0)
             live = torch.arange(rows)
+            if temperature > 0:  # each prompt's numbers for all its answers and steps, drawn up front
+                draws = torch.cat([torch.rand(repeats, max_new_tokens, generator=torch.Generator().manual_seed(s),
+                                              dtype=torch.float32) for s in seeds or [0] * (rows // repeats)])
             for step in range(max_new_tokens):
                 if temperature > 0:
-                    # One uniform per row, drawn for every row live or not, so that row r's draw
-                    # at step s never depends on which other rows have ended; the token is where
+                    # Row r's number at this step, whichever rows have ended; the token is where
                     # it falls in the cumulative distribution. Two models given the same number
                     # pick the same token unless their distributions differ around it.
-                    u = torch.rand(rows, 1, generator=generator)[live]
+                    u = draws[live, step : step + 1]
                     cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(-1)
-                    nxt = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[-1] - 1)
+                    # u scaled to the cdf's own total (1 only up to rounding) and right=True: a
+                    # draw past the rounded end, or a u of 0, never lands on a token of
+                    # probability 0 (the last id, or the first).
+                    nxt = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
+                    nxt = nxt.clamp(max=cdf.shape[-1] - 1)
                 else:
                     nxt = logits.argmax(-1)
                 for r, t in zip(live.tolist(), nxt.tolist()):
