@@ -8,15 +8,13 @@ stage (trying WiSE-FT mixes if the trained weights alone are not shown within th
 Measured (docs/measurements.md, 2026-12-06, AVX-512 + AMX CPU, bf16): the candidate that
 forgot -9.7 points [-13.6, -5.6] at the first look (4 samples; fact 0.43 -> 0.12; with the
 probes' length checks, 2026-12-07 on an AVX-512 CPU without bf16: -6.9 [-10.6, -3.3], fact
-0.26 -> 0.07, the fact kind alone -18.8 [-28.9, -10.0] at 99.2%; with the engine's own
-sampler, same CPU: -8.0 [-11.9, -4.2], the fact kind -20.8 [-33.3, -10.4]); the
+0.26 -> 0.07, the fact kind alone -18.8 [-28.9, -10.0] at 99.2%); the
 extraction-only one +0.9 [-0.3, +2.0] with all 16, promoted unmixed; with greedy probes the
 same kind of candidate was -2.7 [-6.4, +0.9] and refused. SmolLM2-135M, TRL DPO,
-the evaluation engine's own decoding loop on transformers; no vLLM. On a 2-core AVX-512 CPU
-without bf16 (float32), 2026-12-07: more than 30 minutes with transformers' generate; 29
-minutes with the engine's loop (2.2-2.8x faster at sampling), of which about 9 for a 0.5 WiSE
-mix the unmixed candidate needed (+0.0 [-1.3, +1.3]): hence its own timeout. Moving the gate's
-sampling to vLLM (issue "faster cycles") is what would shorten it further."""
+transformers generation; no vLLM. About 13 minutes on a 2-core AMX CPU in bf16; more than 30
+on a 2-core AVX-512 CPU without bf16 (float32, 2026-12-07: the forgetting candidate judged
+after 8 minutes, the other still sampling its last 12 answers per probe at 30): hence its own
+timeout. Moving the gate's sampling to vLLM (issue "faster cycles") is what would shorten it."""
 from __future__ import annotations
 
 import json
