@@ -2,8 +2,9 @@
 model"): two candidates trained from the same extraction pairs, one of them with pairs that
 swap the answers of general questions as well. Both learnt the extraction task. The gate, at
 its defaults (1-point margin, 16 sampled answers per probe), must refuse the one that forgot,
-name the probe figure and be sure of it, and promote the other through the cycle's own gate
-stage (trying WiSE-FT mixes if the trained weights alone are not shown within the margin).
+name the probe figure and be sure of it, and never show the other worse through the cycle's
+own gate stage (trying WiSE-FT mixes if the trained weights alone are not shown within the
+margin): promoted, or refused only for want of confidence (see the assertions).
 
 Measured (docs/measurements.md, 2026-12-06, AVX-512 + AMX CPU, bf16): the candidate that
 forgot -9.7 points [-13.6, -5.6] at the first look (4 samples; fact 0.43 -> 0.12; with the
@@ -92,15 +93,23 @@ def test_the_gate_refuses_a_candidate_that_forgot_and_is_sure_of_it(tmp_path, ga
 
     # The other, through the cycle's own gate stage: judged with all 16 samples, and, if the
     # trained weights are not shown within the margin, mixed toward the parent (WiSE-FT,
-    # TAO_GATE_MIXES) until one passes. It is promoted: what it learnt, it keeps on held-out
-    # traffic, and it is shown no worse than the base on the probes.
+    # TAO_GATE_MIXES) until one passes. What it learnt, it keeps on held-out traffic, and it is
+    # never shown worse than the parent or the base beyond the margin, on the suite or in a kind.
+    # Promoted, or refused only for want of confidence: it loses 0-0.4 points on the probes
+    # against an interval of about +-1.1 at 16 samples x 220 probes, so whether the low end
+    # clears the 1-point margin is luck (CI, 2026-12-07: -0.1 [-1.2, +0.9] unmixed, -0.4
+    # [-1.3, +0.5] at 0.5, refused; other runs +0.0 [-1.3, +1.3] passed at 0.5, +0.9 [-0.3,
+    # +2.0] unmixed). The one that forgot is shown worse (its high end below the margin).
     job = CycleJob(cycle_id="c-test", since=None, version="v1", parent="base",
                    parent_path=str(DEFAULT_BASE_MODEL), snapshot=str(tmp_path / "none"))
     ok = cycle.gate(s, job, good, heldout, {"json": (1.0, json_verifier)})
     print("good:", ok.reasons, "mix", ok.mix, json.dumps(ok.tries), json.dumps(ok.probes["by_kind"]),
           ok.probes["vs_parent"], ok.win_interval)
     assert ok.probes["samples"] == s.gate_probe_samples and "screened" not in ok.probes
-    assert ok.promote and ok.heldout_better, ok.tries
-    assert ok.probes["vs_parent"]["low"] >= -s.gate_margin and ok.probes["vs_base"]["low"] >= -s.gate_margin
+    assert ok.heldout_better, ok.tries
+    for ref in ("vs_parent", "vs_base"):
+        assert ok.probes[ref]["high"] >= -s.gate_margin, ok.tries
+        assert not ok.promote or ok.probes[ref]["low"] >= -s.gate_margin, ok.tries
+    assert not any(r.startswith("probe kind") for r in ok.reasons), ok.reasons
     # It kept its facts, which the swapped pairs took from the other.
     assert ok.probes["by_kind"]["fact"]["candidate"] > bad.probes["by_kind"]["fact"]["candidate"] + 0.1
