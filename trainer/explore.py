@@ -202,7 +202,7 @@ def copy_jobs(prompt: Prompt) -> list[Job]:
         forced = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
         fns = [f for f in offered_functions(prompt) if f["name"] == forced] if forced else _functions(prompt)
         jobs = []
-        for fn in fns if choice != "none" else []:
+        for fn in fns:  # none for tool_choice "none": choosable_functions gives none
             schema = arguments_guide(fn)  # its parameters, closed, when small enough to compile
             if schema:
                 spec = schema["response_format"]["json_schema"]
