@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 EXTRAS  ?= cpu,test
 
-.PHONY: setup browser up test test-fast bench-lift bench-serving bench-collector bench-vllm-start bench-explore bench-console bench-function-fit clean-data schemas
+.PHONY: setup browser up test test-fast bench-lift bench-serving bench-collector bench-vllm-start bench-explore bench-console bench-function-fit bench-gate-sampling clean-data schemas
 
 setup: $(STAMP)
 
@@ -72,6 +72,10 @@ bench-explore: setup
 # Which tool the model itself would call, against the lift suite's gold (~5 min here, no vLLM).
 bench-function-fit: setup
 	$(BIN)/python -m tests.bench.function_fit $(BENCH_FUNCTION_FIT_ARGS)
+
+# The gate's engine against transformers' generate on the probes, side by side (~6 min here).
+bench-gate-sampling: setup
+	$(BIN)/python -m tests.bench.gate_sampling $(BENCH_GATE_SAMPLING_ARGS)
 
 # Each console page over HTTP with 100,000 completions in DuckDB (~3 min here).
 bench-console: setup

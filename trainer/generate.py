@@ -43,38 +43,87 @@ class Engine:
 
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 128) -> list[str]:
         """Greedy answers."""
-        import torch
-
-        tok, model = self._load()
         out: list[str] = []
-        with torch.inference_mode():
-            for _, enc in self._batches(conversations, "generate"):
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tok.pad_token_id or tok.eos_token_id)
-                out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        return [t.strip() for t in out]
+        for _, enc in self._batches(conversations, "generate"):
+            out += [a[0] for a in self._decode(enc, repeats=1, max_new_tokens=max_new_tokens)]
+        return out
 
     def sample(self, conversations: list[list[dict]], *, samples: int, temperature: float,
                max_new_tokens: int = 64, seed: int = 0) -> list[list[str]]:
-        """`samples` answers per conversation at `temperature`, with common random numbers: the
-        generator is reseeded per batch, so two models sampled over the same conversations
-        draw the same noise at every step, and where their next-token distributions are close
-        they pick the same token. Two near-identical models then give near-identical samples,
-        and their paired difference measures the weights, not the dice (the gate's probes)."""
+        """`samples` answers per conversation at `temperature`, with common random numbers:
+        the numbers sample j of conversation i draws, one a step, come from a generator seeded
+        by (`seed`, i) alone, whichever rows share its batch or end before it. Two models
+        sampled over the same conversations draw the same number for the same answer at the
+        same step, and where their next-token distributions are close they pick the same
+        token. Two near-identical models then give near-identical samples, and their paired
+        difference measures the weights, not the dice (the gate's probes)."""
+        out: list[list[str]] = []
+        for i, enc in self._batches(conversations, "sample"):
+            seeds = [seed * 1_000_003 + i + r for r in range(enc["attention_mask"].shape[0])]
+            out += self._decode(enc, repeats=samples, max_new_tokens=max_new_tokens, temperature=temperature,
+                                seeds=seeds)
+        return out
+
+    def _decode(self, enc, *, repeats: int, max_new_tokens: int, temperature: float = 0.0,
+                seeds: list[int] | None = None) -> list[list[str]]:
+        """`repeats` answers to each row of `enc` (left-padded prompts): greedy at temperature
+        0, else sampled by inverse CDF (an exact draw from the softmax at `temperature`, no
+        top-k or top-p), with the numbers of `seeds` (one per prompt). Written here rather
+        than with transformers' generate, which was two thirds of the gate's time on a 2-core
+        CPU for two reasons (docs/measurements.md): it runs each prompt's prefill once per
+        sample, and it keeps computing every row until the longest answer ends. Here the
+        prompts run once and their KV cache is repeated, and a row that has ended leaves the
+        batch."""
         import torch
 
         tok, model = self._load()
-        out: list[list[str]] = []
+        if max_new_tokens <= 0:
+            return [[""] * repeats for _ in range(enc["attention_mask"].shape[0])]
+        eos = model.generation_config.eos_token_id
+        eos = torch.tensor(sorted({*(eos if isinstance(eos, list) else [eos]), tok.eos_token_id} - {None}))
+        mask = enc["attention_mask"]
+        rows = mask.shape[0] * repeats
+        tokens: list[list[int]] = [[] for _ in range(rows)]
         with torch.inference_mode():
-            for i, enc in self._batches(conversations, "sample"):
-                torch.manual_seed(seed + i)
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                                     top_k=0, top_p=1.0, num_return_sequences=samples,
-                                     pad_token_id=tok.pad_token_id or tok.eos_token_id)
-                texts = [t.strip() for t in tok.batch_decode(gen[:, enc["input_ids"].shape[1]:],
-                                                             skip_special_tokens=True)]
-                out += [texts[j : j + samples] for j in range(0, len(texts), samples)]
-        return out
+            out = model(input_ids=enc["input_ids"], attention_mask=mask,
+                        position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1)
+            cache, logits = out.past_key_values, out.logits[:, -1]
+            if repeats > 1:
+                cache.batch_repeat_interleave(repeats)
+                logits, mask = logits.repeat_interleave(repeats, 0), mask.repeat_interleave(repeats, 0)
+            live = torch.arange(rows)
+            if temperature > 0:  # each prompt's numbers for all its answers and steps, drawn up front
+                draws = torch.cat([torch.rand(repeats, max_new_tokens, generator=torch.Generator().manual_seed(s),
+                                              dtype=torch.float32) for s in seeds or [0] * (rows // repeats)])
+            for step in range(max_new_tokens):
+                if temperature > 0:
+                    # Row r's number at this step, whichever rows have ended; the token is where
+                    # it falls in the cumulative distribution. Two models given the same number
+                    # pick the same token unless their distributions differ around it.
+                    u = draws[live, step : step + 1]
+                    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(-1)
+                    # u scaled to the cdf's own total (1 only up to rounding) and right=True: a
+                    # draw past the rounded end, or a u of 0, never lands on a token of
+                    # probability 0 (the last id, or the first).
+                    nxt = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
+                    nxt = nxt.clamp(max=cdf.shape[-1] - 1)
+                else:
+                    nxt = logits.argmax(-1)
+                for r, t in zip(live.tolist(), nxt.tolist()):
+                    tokens[r].append(t)
+                going = ~torch.isin(nxt, eos)
+                if step == max_new_tokens - 1 or not going.any():
+                    break
+                if not going.all():
+                    keep = going.nonzero().squeeze(1)
+                    cache.batch_select_indices(keep)
+                    live, nxt, mask = live[keep], nxt[keep], mask[keep]
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+                out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                            past_key_values=cache, use_cache=True)
+                logits = out.logits[:, -1]
+        texts = [t.strip() for t in tok.batch_decode(tokens, skip_special_tokens=True)]
+        return [texts[j : j + repeats] for j in range(0, rows, repeats)]
 
     def logprobs(self, conversations: list[list[dict]], answers: list[str]) -> list[tuple[float, int]]:
         """(sum of log-probs, tokens) of each answer after its conversation under this model:

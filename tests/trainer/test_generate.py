@@ -1,0 +1,80 @@
+"""The evaluation engine's own decoding loop (trainer/generate.py `Engine._decode`), with the
+real base model: greedy answers are transformers' own, sampled answers are draws from the
+model's softmax, and the same seed gives the same answers whichever rows end first."""
+import math
+
+import pytest
+
+from tests.models import require_base_model
+from trainer.probes import load_probes
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from trainer.generate import Engine
+
+    return Engine(require_base_model(), dtype="float32", batch_size=4, log=lambda _: None)
+
+
+def convs(n: int) -> list[list[dict]]:
+    return [p.messages for p in load_probes()[:n]]
+
+
+def test_greedy_answers_are_those_of_transformers_generate(engine):
+    """Left padding, positions, the KV cache repeated and rows leaving the batch as they end:
+    any slip in them changes some answer. Prompts of different lengths in a batch of 4."""
+    import torch
+
+    tok, model = engine._load()
+    want, ended = [], []
+    with torch.inference_mode():
+        for _, enc in engine._batches(convs(8), "reference"):
+            gen = model.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            want += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+            ended += [bool((row[:-1] == tok.eos_token_id).any()) for row in new]
+    # Some rows end before the last step and some do not: rows leave the batch mid-way.
+    assert any(ended) and not all(ended), ended
+    assert engine.generate(convs(8), max_new_tokens=24) == want
+
+
+@pytest.mark.parametrize("temperature", [1.0, 1.5])
+def test_a_sampled_first_token_follows_the_softmax(engine, temperature):
+    """400 one-token answers to one prompt: the model's likeliest first word is drawn as often
+    as the softmax at that temperature says (summed over every token that reads the same once
+    stripped), within a 99.9% binomial interval."""
+    import torch
+
+    tok, model = engine._load()
+    conv = convs(1)
+    with torch.inference_mode():
+        enc = tok([tok.apply_chat_template(conv[0], tokenize=False, add_generation_prompt=True)],
+                  return_tensors="pt", add_special_tokens=False)
+        probs = torch.softmax(model(**enc).logits[0, -1].float() / temperature, dim=-1)
+    word = tok.decode([int(probs.argmax())], skip_special_tokens=True).strip()
+    same = [i for i, t in enumerate(tok.batch_decode([[i] for i in range(len(probs))], skip_special_tokens=True))
+            if t.strip() == word]
+    p, n = float(probs[same].sum()), 400
+    assert 0.05 < p < 0.95, p  # a prompt whose first token is uncertain, or the test proves little
+    drawn = engine.sample(conv, samples=n, temperature=temperature, max_new_tokens=1, seed=3)[0]
+    hits = sum(a == word for a in drawn)
+    half = 3.3 * math.sqrt(p * (1 - p) / n)
+    assert abs(hits / n - p) < half, (hits / n, p)
+
+
+def test_the_same_seed_gives_the_same_answers_and_another_seed_others(engine):
+    a = engine.sample(convs(6), samples=3, temperature=0.7, max_new_tokens=16, seed=5)
+    assert [len(x) for x in a] == [3] * 6
+    assert engine.sample(convs(6), samples=3, temperature=0.7, max_new_tokens=16, seed=5) == a
+    assert engine.sample(convs(6), samples=3, temperature=0.7, max_new_tokens=16, seed=6) != a
+
+
+def test_a_conversations_samples_do_not_depend_on_the_rows_beside_it(engine):
+    """Every row draws its number at every step, ended or not: the first conversation's
+    samples are the same alone and with others in its batch (common random numbers)."""
+    alone = engine.sample(convs(1), samples=4, temperature=0.7, max_new_tokens=16, seed=9)
+    assert engine.sample(convs(3), samples=4, temperature=0.7, max_new_tokens=16, seed=9)[0] == alone[0]
+
+
+def test_no_new_tokens_gives_empty_answers(engine):
+    assert engine.sample(convs(2), samples=3, temperature=0.7, max_new_tokens=0) == [["", "", ""]] * 2
