@@ -239,7 +239,7 @@ class AnswerCache:
         # The weight files' sizes and times too: an interpolated model renamed into a version's
         # weights/ directory must not find the answers of the model that was there before.
         files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(model_dir).glob("*.safetensors"))
-        key = f"v3|{Path(model_dir).resolve()}|{files}|{self.digest}|{self.max_new_tokens}|{self.dtype}"
+        key = f"v4|{Path(model_dir).resolve()}|{files}|{self.digest}|{self.max_new_tokens}|{self.dtype}"
         return self.root / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
     def _engine(self, model_dir: Path, engine: "Engine | None") -> "Engine":

@@ -20,6 +20,9 @@ class Engine:
         between dtypes, so both models of a comparison use the same one."""
         self.model_dir, self.dtype, self.batch_size, self.log = Path(model_dir), dtype, batch_size, log
         self._loaded = None
+        # How a sampled token is drawn: the keyed Gumbel-max (tests/bench/gate_sampling.py
+        # compares it with the inverse-CDF draw, `_icdf_pick`, by setting this).
+        self.pick: Callable = _gumbel_pick
 
     def _load(self):
         if self._loaded is None:
@@ -51,12 +54,12 @@ class Engine:
     def sample(self, conversations: list[list[dict]], *, samples: int, temperature: float,
                max_new_tokens: int = 64, seed: int = 0) -> list[list[str]]:
         """`samples` answers per conversation at `temperature`, with common random numbers:
-        the numbers sample j of conversation i draws, one a step, come from a generator seeded
-        by (`seed`, i) alone, whichever rows share its batch or end before it. Two models
-        sampled over the same conversations draw the same number for the same answer at the
-        same step, and where their next-token distributions are close they pick the same
-        token. Two near-identical models then give near-identical samples, and their paired
-        difference measures the weights, not the dice (the gate's probes)."""
+        answer j of conversation i draws its token at each step by Gumbel-max with noise keyed
+        by (`seed`, i, j, the step, the token id) alone, whichever rows share its batch or end
+        before it (`_gumbel_pick`). Two models sampled over the same conversations add the same
+        noise to the same token, so where their next-token distributions are close they pick
+        the same token. Two near-identical models then give near-identical samples, and their
+        paired difference measures the weights, not the dice (the gate's probes)."""
         out: list[list[str]] = []
         for i, enc in self._batches(conversations, "sample"):
             seeds = [seed * 1_000_003 + i + r for r in range(enc["attention_mask"].shape[0])]
@@ -67,8 +70,8 @@ class Engine:
     def _decode(self, enc, *, repeats: int, max_new_tokens: int, temperature: float = 0.0,
                 seeds: list[int] | None = None) -> list[list[str]]:
         """`repeats` answers to each row of `enc` (left-padded prompts): greedy at temperature
-        0, else sampled by inverse CDF (an exact draw from the softmax at `temperature`, no
-        top-k or top-p), with the numbers of `seeds` (one per prompt). Written here rather
+        0, else sampled by `pick` (an exact draw from the softmax at `temperature`, no top-k or
+        top-p), keyed by `seeds` (one per prompt). Written here rather
         than with transformers' generate, which was two thirds of the gate's time on a 2-core
         CPU for two reasons (docs/measurements.md): it runs each prompt's prefill once per
         sample, and it keeps computing every row until the longest answer ends. Here the
@@ -92,21 +95,12 @@ class Engine:
                 cache.batch_repeat_interleave(repeats)
                 logits, mask = logits.repeat_interleave(repeats, 0), mask.repeat_interleave(repeats, 0)
             live = torch.arange(rows)
-            if temperature > 0:  # each prompt's numbers for all its answers and steps, drawn up front
-                draws = torch.cat([torch.rand(repeats, max_new_tokens, generator=torch.Generator().manual_seed(s),
-                                              dtype=torch.float32) for s in seeds or [0] * (rows // repeats)])
+            # Each answer's key: its prompt's seed and its number among the prompt's answers.
+            keys = _mix(torch.tensor(seeds or [0] * (rows // repeats), dtype=torch.int64).repeat_interleave(repeats)
+                        * _GOLDEN + torch.arange(repeats, dtype=torch.int64).repeat(rows // repeats))
             for step in range(max_new_tokens):
                 if temperature > 0:
-                    # Row r's number at this step, whichever rows have ended; the token is where
-                    # it falls in the cumulative distribution. Two models given the same number
-                    # pick the same token unless their distributions differ around it.
-                    u = draws[live, step : step + 1]
-                    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(-1)
-                    # u scaled to the cdf's own total (1 only up to rounding) and right=True: a
-                    # draw past the rounded end, or a u of 0, never lands on a token of
-                    # probability 0 (the last id, or the first).
-                    nxt = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
-                    nxt = nxt.clamp(max=cdf.shape[-1] - 1)
+                    nxt = self.pick(logits, temperature, keys[live], step)
                 else:
                     nxt = logits.argmax(-1)
                 for r, t in zip(live.tolist(), nxt.tolist()):
@@ -197,3 +191,71 @@ class Engine:
                     pos = torch.arange(len(h) - 1, len(h) + len(t) - 1)  # the logits that predict each answer token
                     out.append((float(logp[r, pos, torch.tensor(t)].sum()), len(t)))
         return out
+
+
+# splitmix64's constants, as signed 64-bit integers (torch has no uint64 arithmetic).
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
+_M1, _M2 = 0xBF58476D1CE4E5B9 - (1 << 64), 0x94D049BB133111EB - (1 << 64)
+_TOP = 64  # the tokens each step draws noise for; the rest of the vocabulary is one outcome
+
+
+def _mix(x):
+    """splitmix64's finaliser on an int64 tensor: multiplication wraps, and the right shifts are
+    made logical by masking. A counter-based generator: the noise of (answer, step, token) is a
+    function of those alone, whichever rows share the batch or ended before."""
+    x = x ^ ((x >> 30) & ((1 << 34) - 1))
+    x = x * _M1
+    x = x ^ ((x >> 27) & ((1 << 37) - 1))
+    x = x * _M2
+    return x ^ ((x >> 31) & ((1 << 33) - 1))
+
+
+def _wrap(x: int) -> int:
+    """A Python integer as the int64 that wrapping arithmetic would give."""
+    x &= (1 << 64) - 1
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def _gumbel(h):
+    """Gumbel noise from hashed bits: a uniform of 23 bits (exact in float32, never 0 or 1)."""
+    import torch
+
+    u = (((h >> 41) & ((1 << 23) - 1)).to(torch.float32) + 0.5) / (1 << 23)
+    return -torch.log(-torch.log(u))
+
+
+def _gumbel_pick(logits, temperature: float, keys, step: int):
+    """One token per row, an exact draw from the softmax at `temperature` by Gumbel-max with
+    noise keyed by (answer, step, token id): two models drawing the same answer add the same
+    noise to the same token, so they pick different tokens only where their distributions
+    differ enough to move the argmax (common random numbers, the tightest coupling of the
+    two). Noise for the whole vocabulary costs a quarter of a step (docs/measurements.md), so
+    each row's _TOP likeliest tokens get noise of their own and the rest of the vocabulary
+    competes as one outcome with its total mass; when that outcome wins, which is rare, the
+    token is drawn within it by the same keyed noise (disjoint from the first draw's, so the
+    two-stage draw is exact)."""
+    import torch
+
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    vocab = logp.shape[-1]
+    top_lp, top_id = logp.topk(min(_TOP, vocab), dim=-1)
+    rest = torch.log1p(-top_lp.exp().sum(-1, keepdim=True).clamp(max=1 - 1e-7))
+    ids = torch.cat([top_id, top_id.new_full((top_id.shape[0], 1), vocab)], dim=1)  # vocab: "the rest"
+    at = _mix(keys + _wrap((step + 1) * _GOLDEN))[:, None]  # this step's key of each row
+    nxt = ids.gather(1, (torch.cat([top_lp, rest], dim=1) + _gumbel(_mix(at + ids * _GOLDEN))).argmax(-1, keepdim=True))
+    nxt = nxt.squeeze(1)
+    tail = (nxt == vocab).nonzero().squeeze(1)
+    if len(tail):
+        lp = logp[tail].scatter(1, top_id[tail], float("-inf"))
+        every = torch.arange(vocab, dtype=torch.int64)[None]
+        nxt[tail] = (lp + _gumbel(_mix(at[tail] + every * _GOLDEN))).argmax(-1)
+    return nxt
+
+
+def _icdf_pick(logits, temperature: float, keys, step: int):
+    """The inverse-CDF draw (session 18), for comparison: one uniform per answer and step."""
+    import torch
+
+    u = (((_mix(keys + _wrap((step + 1) * _GOLDEN)) >> 41) & ((1 << 23) - 1)).to(torch.float32) + 0.5) / (1 << 23)
+    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(-1)
+    return torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).squeeze(1).clamp(max=cdf.shape[-1] - 1)

@@ -10,7 +10,8 @@ Measured (docs/measurements.md, 2026-12-06, AVX-512 + AMX CPU, bf16): the candid
 forgot -9.7 points [-13.6, -5.6] at the first look (4 samples; fact 0.43 -> 0.12; with the
 probes' length checks, 2026-12-07 on an AVX-512 CPU without bf16: -6.9 [-10.6, -3.3], fact
 0.26 -> 0.07, the fact kind alone -18.8 [-28.9, -10.0] at 99.2%; with the engine's own
-sampler, same CPU: -8.0 [-11.9, -4.2], the fact kind -20.8 [-33.3, -10.4]); the
+inverse-CDF sampler, same CPU: -8.0 [-11.9, -4.2], the fact kind -20.8 [-33.3, -10.4]; it now
+draws by keyed Gumbel-max, which couples the two models' samples more tightly); the
 extraction-only one +0.9 [-0.3, +2.0] with all 16, promoted unmixed; with greedy probes the
 same kind of candidate was -2.7 [-6.4, +0.9] and refused. SmolLM2-135M, TRL DPO,
 the evaluation engine's own decoding loop on transformers; no vLLM. On a 2-core AVX-512 CPU

@@ -70,11 +70,83 @@ def test_the_same_seed_gives_the_same_answers_and_another_seed_others(engine):
 
 
 def test_a_conversations_samples_do_not_depend_on_the_rows_beside_it(engine):
-    """Every row draws its number at every step, ended or not: the first conversation's
-    samples are the same alone and with others in its batch (common random numbers)."""
+    """Each answer's noise is keyed by its prompt, its number and the step, not by its place in
+    the batch: the first conversation's samples are the same alone and with others in its
+    batch, whichever rows end first (common random numbers)."""
     alone = engine.sample(convs(1), samples=4, temperature=0.7, max_new_tokens=16, seed=9)
     assert engine.sample(convs(3), samples=4, temperature=0.7, max_new_tokens=16, seed=9)[0] == alone[0]
 
 
 def test_no_new_tokens_gives_empty_answers(engine):
     assert engine.sample(convs(2), samples=3, temperature=0.7, max_new_tokens=0) == [["", "", ""]] * 2
+
+
+def splitmix64_finaliser(x: int) -> int:
+    """The reference, in Python's unbounded integers (Vigna's splitmix64)."""
+    m = (1 << 64) - 1
+    x &= m
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & m
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & m
+    return x ^ (x >> 31)
+
+
+def test_the_keyed_noise_is_splitmix64_in_signed_arithmetic():
+    import torch
+
+    from trainer.generate import _mix
+
+    xs = [0, 1, 12345, (1 << 62) + 7, -5, -(1 << 63)]
+    got = _mix(torch.tensor(xs, dtype=torch.int64)).tolist()
+    assert [g & ((1 << 64) - 1) for g in got] == [splitmix64_finaliser(x) for x in xs]
+
+
+def synthetic(vocab: int, seed: int, scale: float):
+    import torch
+
+    return torch.randn(vocab, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0])
+def test_the_two_stage_gumbel_draw_follows_the_softmax(scale):
+    """A flat distribution (most of the mass outside the tokens given noise of their own, so the
+    second stage draws most tokens) and a peaked one: 20,000 draws with distinct keys land on
+    each token as often as the softmax says, within a 99.9% interval per token."""
+    import torch
+
+    from trainer.generate import _TOP, _gumbel_pick
+
+    vocab, n = 300, 20_000
+    logits = synthetic(vocab, 1, scale)
+    p = torch.softmax(logits / 0.7, -1)
+    outside = float(p.sort(descending=True).values[_TOP:].sum())
+    assert (outside > 0.5) if scale < 1 else (outside < 0.2), outside  # the case the test is about
+    picks = _gumbel_pick(logits.expand(n, vocab), 0.7, torch.arange(n, dtype=torch.int64) * 7919, 3)
+    counts = torch.bincount(picks, minlength=vocab).float()
+    assert int(counts.sum()) == n and len(counts) == vocab  # never "the rest" itself (id vocab)
+    half = 3.3 * (p * (1 - p) / n).sqrt() + 1.0 / n
+    assert ((counts / n - p).abs() < half).all(), float(((counts / n - p).abs() / half).max())
+
+
+def test_two_close_distributions_pick_the_same_token_as_often_as_gumbel_max_promises():
+    """Common random numbers: with the same keys, two distributions at total variation d agree
+    in at least (1 - d) / (1 + d) of the draws (the Gumbel-max coupling's bound); noise drawn
+    independently for each would agree in sum p q only, far less here."""
+    import torch
+
+    from trainer.generate import _gumbel_pick
+
+    vocab, n = 300, 20_000
+    a = synthetic(vocab, 2, 3.0)
+    b = a + synthetic(vocab, 3, 0.3)
+    p, q = torch.softmax(a / 0.7, -1), torch.softmax(b / 0.7, -1)
+    d = float((p - q).abs().sum() / 2)
+    keys = torch.arange(n, dtype=torch.int64) * 104729
+    same = float((_gumbel_pick(a.expand(n, vocab), 0.7, keys, 5) == _gumbel_pick(b.expand(n, vocab), 0.7, keys, 5))
+                 .float().mean())
+    assert 0.05 < d < 0.5 and float((p * q).sum()) < 0.5, d
+    assert same >= (1 - d) / (1 + d) - 0.01, (same, d)
+    # Another step's noise is another draw: the same keys one step later agree with step 5 far less.
+    later = _gumbel_pick(a.expand(n, vocab), 0.7, keys, 6)
+    assert float((later == _gumbel_pick(a.expand(n, vocab), 0.7, keys, 5)).float().mean()) < same - 0.2
