@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 EXTRAS  ?= cpu,test
 
-.PHONY: setup browser up test test-fast bench-lift bench-serving bench-collector bench-vllm-start bench-explore bench-console bench-function-fit bench-gate-sampling clean-data schemas
+.PHONY: setup browser up test test-fast bench-lift bench-serving bench-collector bench-vllm-start bench-explore bench-console bench-function-fit bench-gate-sampling bench-gate-vllm clean-data schemas
 
 setup: $(STAMP)
 
@@ -76,6 +76,11 @@ bench-function-fit: setup
 # The gate's engine against transformers' generate on the probes, side by side (~6 min here).
 bench-gate-sampling: setup
 	$(BIN)/python -m tests.bench.gate_sampling $(BENCH_GATE_SAMPLING_ARGS)
+
+# The gate's engine against vLLM with the candidate as a LoRA (~10 min here); needs a trained
+# model: make bench-gate-vllm BENCH_GATE_VLLM_ARGS="--candidate DIR".
+bench-gate-vllm: setup
+	$(BIN)/python -m tests.bench.gate_vllm $(BENCH_GATE_VLLM_ARGS)
 
 # Each console page over HTTP with 100,000 completions in DuckDB (~3 min here).
 bench-console: setup

@@ -217,36 +217,42 @@ def _wrap(x: int) -> int:
 
 
 def _gumbel(h):
-    """Gumbel noise from hashed bits: a uniform of 23 bits (exact in float32, never 0 or 1)."""
+    """Gumbel noise from hashed bits, in float64: a uniform of 53 bits (never 0 or 1), so the
+    noise spans about [-3.6, 36.7] and a token is out of reach only when its log-prob is some 40
+    below the leader's, about e-18 of its odds (23 bits in float32 capped it at 19.5, e-9)."""
     import torch
 
-    u = (((h >> 41) & ((1 << 23) - 1)).to(torch.float32) + 0.5) / (1 << 23)
+    u = (((h >> 11) & ((1 << 53) - 1)).to(torch.float64) + 0.5) / (1 << 53)
     return -torch.log(-torch.log(u))
 
 
 def _gumbel_pick(logits, temperature: float, keys, step: int):
-    """One token per row, an exact draw from the softmax at `temperature` by Gumbel-max with
-    noise keyed by (answer, step, token id): two models drawing the same answer add the same
-    noise to the same token, so they pick different tokens only where their distributions
-    differ enough to move the argmax (common random numbers, the tightest coupling of the
-    two). Noise for the whole vocabulary costs a quarter of a step (docs/measurements.md), so
-    each row's _TOP likeliest tokens get noise of their own and the rest of the vocabulary
-    competes as one outcome with its total mass; when that outcome wins, which is rare, the
-    token is drawn within it by the same keyed noise (disjoint from the first draw's, so the
-    two-stage draw is exact)."""
+    """One token per row, drawn from the softmax at `temperature` by Gumbel-max with noise
+    keyed by (answer, step, token id): two models drawing the same answer add the same noise
+    to the same token, so they pick different tokens only where their distributions differ
+    enough to move the argmax (common random numbers, the tightest coupling of the two).
+    Noise for the whole vocabulary costs a quarter of a step (docs/measurements.md), so each
+    row's _TOP likeliest tokens get noise of their own and the rest of the vocabulary competes
+    as one outcome with its total mass; when that outcome wins, which is rare, the token is
+    drawn within it by the same keyed noise. The rest's noise (id = vocab) is no token's, so the
+    second stage's noise is independent of the first's outcome and the two-stage draw is the
+    softmax's, up to the noise's 53 bits (`_gumbel`)."""
     import torch
 
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     vocab = logp.shape[-1]
     top_lp, top_id = logp.topk(min(_TOP, vocab), dim=-1)
-    rest = torch.log1p(-top_lp.exp().sum(-1, keepdim=True).clamp(max=1 - 1e-7))
+    # The rest's mass summed over its own tokens: no cancellation against the top's sum (1 -
+    # sum), and -inf (never drawn) when nothing is left, e.g. a vocabulary of _TOP or fewer.
+    rest = logp.exp().scatter_(1, top_id, 0.0).sum(-1, keepdim=True).double().log()
+    top_lp = top_lp.double()
     ids = torch.cat([top_id, top_id.new_full((top_id.shape[0], 1), vocab)], dim=1)  # vocab: "the rest"
     at = _mix(keys + _wrap((step + 1) * _GOLDEN))[:, None]  # this step's key of each row
     nxt = ids.gather(1, (torch.cat([top_lp, rest], dim=1) + _gumbel(_mix(at + ids * _GOLDEN))).argmax(-1, keepdim=True))
     nxt = nxt.squeeze(1)
     tail = (nxt == vocab).nonzero().squeeze(1)
     if len(tail):
-        lp = logp[tail].scatter(1, top_id[tail], float("-inf"))
+        lp = logp[tail].double().scatter(1, top_id[tail], float("-inf"))
         every = torch.arange(vocab, dtype=torch.int64)[None]
         nxt[tail] = (lp + _gumbel(_mix(at[tail] + every * _GOLDEN))).argmax(-1)
     return nxt

@@ -2,6 +2,7 @@
 real base model: greedy answers are transformers' own, sampled answers are draws from the
 model's softmax, and the same seed gives the same answers whichever rows end first."""
 import math
+import random
 
 import pytest
 
@@ -77,6 +78,33 @@ def test_a_conversations_samples_do_not_depend_on_the_rows_beside_it(engine):
     assert engine.sample(convs(3), samples=4, temperature=0.7, max_new_tokens=16, seed=9)[0] == alone[0]
 
 
+def test_samples_do_not_depend_on_the_batch_size_but_on_the_conversations_place(engine):
+    """Keys come from the conversation's place in the whole list and the sample's number, not
+    from the row in a batch: batches of 1 and of 4 give the same answers (some ending early),
+    and the same conversation twice, at two places, gets answers of its own at each."""
+    from trainer.generate import Engine
+
+    one = Engine(engine.model_dir, dtype="float32", batch_size=1, log=lambda _: None)
+    one._loaded = engine._load()  # the same weights, not loaded twice
+    four = engine.sample(convs(6), samples=3, temperature=0.7, max_new_tokens=24, seed=4)
+    assert one.sample(convs(6), samples=3, temperature=0.7, max_new_tokens=24, seed=4) == four
+    tok = engine.tokenizer
+    lengths = [len(tok(a, add_special_tokens=False)["input_ids"]) for row in four for a in row]
+    assert min(lengths) < 20 <= max(lengths), lengths  # rows ended at different steps
+    twice = engine.sample(convs(1) * 2, samples=4, temperature=0.7, max_new_tokens=16, seed=4)
+    assert twice[0] != twice[1]
+
+
+def test_the_shared_prefill_repeated_gives_each_greedy_answer_every_time(engine):
+    """The prompt's KV cache repeated for each sample: at temperature 0 every copy answers as
+    the prompt alone does."""
+    greedy = engine.generate(convs(8), max_new_tokens=24)
+    got = []
+    for _, enc in engine._batches(convs(8), "repeat"):
+        got += engine._decode(enc, repeats=3, max_new_tokens=24)
+    assert got == [[a] * 3 for a in greedy]
+
+
 def test_no_new_tokens_gives_empty_answers(engine):
     assert engine.sample(convs(2), samples=3, temperature=0.7, max_new_tokens=0) == [["", "", ""]] * 2
 
@@ -97,8 +125,9 @@ def test_the_keyed_noise_is_splitmix64_in_signed_arithmetic():
 
     from trainer.generate import _mix
 
-    xs = [0, 1, 12345, (1 << 62) + 7, -5, -(1 << 63)]
-    got = _mix(torch.tensor(xs, dtype=torch.int64)).tolist()
+    rnd = random.Random(0)
+    xs = [0, 1, 12345, (1 << 62) + 7, -5, -(1 << 63)] + [rnd.randrange(-(1 << 63), 1 << 63) for _ in range(5000)]
+    got = _mix(torch.tensor(xs, dtype=torch.int64)).tolist()  # thousands: the vectorised kernel too
     assert [g & ((1 << 64) - 1) for g in got] == [splitmix64_finaliser(x) for x in xs]
 
 
