@@ -7,7 +7,7 @@ measure before building). Side by side in one run, on the first probes of the ga
   --max-loras 2 --max-lora-rank 64`, whole prefill, the dtype this CPU does well), with the
   candidate extracted to a rank-64 adapter (trainer/adapter.py) and named `cand`; each probe
   one request with `n` = samples and a seed of its own (seed + samples x probe index, so that
-  prompts never share vLLM's per-child streams), all probes in flight at once. The start is
+  prompts never share vLLM's per-child streams), `--concurrency` probes in flight. The start is
   timed apart: a gate on vLLM would start it once per cycle, or keep one running.
 
     python -m tests.bench.gate_vllm --candidate DIR     # or make bench-gate-vllm CANDIDATE=DIR
@@ -55,7 +55,7 @@ def engine_arm(base: Path, candidate: Path, conversations: list[list[dict]], dty
 
 
 def vllm_arm(base: Path, candidate: Path, conversations: list[list[dict]], dtype: str, samples: int,
-             max_tokens: int, temperature: float, logs: Path, timeout_s: float) -> dict:
+             max_tokens: int, temperature: float, logs: Path, timeout_s: float, concurrency: int) -> dict:
     import httpx
 
     from feedback.procs import free_port, spawn, stop, wait_http_ok
@@ -91,7 +91,7 @@ def vllm_arm(base: Path, candidate: Path, conversations: list[list[dict]], dtype
             ask(SERVED_NAME, 0), ask(ADAPTER, 0)  # the first request of each compiles / loads
             for who, model in (("base", SERVED_NAME), ("candidate", ADAPTER)):
                 t = time.perf_counter()
-                with ThreadPoolExecutor(max_workers=len(conversations)) as pool:
+                with ThreadPoolExecutor(max_workers=concurrency) as pool:
                     got = list(pool.map(lambda i: ask(model, i), range(len(conversations))))
                 seconds = time.perf_counter() - t
                 tokens = sum(n for _, n in got)
@@ -109,7 +109,8 @@ def report(result: dict, command: str, flags: str, cores: int | None) -> str:
              f"Command: `{command}`", "",
              f"Machine: {platform.machine()}, {cores} cores, CPU flags: {flags or 'no AVX-512, no AMX'}; "
              f"{result['dtype']}. The first {result['probes']} probes of the gate's suite, {result['samples']} "
-             f"samples each at temperature {result['temperature']:g}, at most {result['max_tokens']} new tokens. "
+             f"samples each at temperature {result['temperature']:g}, at most {result['max_tokens']} new tokens; "
+             f"{result.get('concurrency', '?')} probe requests in flight on vLLM. "
              f"Candidate `{result['candidate']}`.", "",
              "| model | engine s | engine tok/s | vLLM (lora mode) s | vLLM tok/s | engine s / vLLM s |",
              "|---|---|---|---|---|---|"]
@@ -128,6 +129,10 @@ def main(argv=None) -> None:
     ap.add_argument("--probes", type=int, default=64, help="how many probes of the suite (default 64 of 220)")
     ap.add_argument("--samples", type=int, default=16, help="samples per probe (default 16: the gate's default)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for vLLM and each request")
+    ap.add_argument("--concurrency", type=int, default=16,
+                    help="probe requests in flight on vLLM (default 16; 64 x n=16 at once failed with a 500 here)")
+    ap.add_argument("--logs", type=Path, default=None, help="where vLLM's log and the adapter go (default: a new "
+                    "directory under /tmp, kept)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the report goes (tests/bench/results)")
     args = ap.parse_args(argv)
     from feedback.hardware import choose_dtype, cpu_flags
@@ -138,14 +143,17 @@ def main(argv=None) -> None:
     conversations = [p.messages for p in load_probes()[:args.probes]]
     result = {"candidate": str(args.candidate), "dtype": dtype, "probes": len(conversations),
               "samples": args.samples, "temperature": 0.7, "max_tokens": PROBE_MAX_TOKENS}
-    with tempfile.TemporaryDirectory(prefix="tao-gate-vllm-") as tmp:
-        result["vllm"] = vllm_arm(args.model, args.candidate, conversations, dtype, args.samples, PROBE_MAX_TOKENS,
-                                  0.7, Path(tmp), args.timeout)
+    logs = args.logs or Path(tempfile.mkdtemp(prefix="tao-gate-vllm-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    say(f"vLLM's log and the adapter: {logs}")
+    result["concurrency"] = args.concurrency
+    result["vllm"] = vllm_arm(args.model, args.candidate, conversations, dtype, args.samples, PROBE_MAX_TOKENS,
+                              0.7, logs, args.timeout, args.concurrency)
     result["engine"] = engine_arm(args.model, args.candidate, conversations, dtype, args.samples, PROBE_MAX_TOKENS,
                                   0.7)
     flags = " ".join(sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx"))))
     command = f"python -m tests.bench.gate_vllm --candidate {args.candidate} --probes {args.probes} " \
-              f"--samples {args.samples}"
+              f"--samples {args.samples} --concurrency {args.concurrency}"
     text = report(result, command, flags, os.cpu_count())
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "gate_vllm.md").write_text(text)
