@@ -216,6 +216,11 @@ def _wrap(x: int) -> int:
     return x - (1 << 64) if x >= 1 << 63 else x
 
 
+def _step_key(keys, step: int):
+    """Each row's key at `step`: the stream both draws take their noise from."""
+    return _mix(keys + _wrap((step + 1) * _GOLDEN))
+
+
 def _gumbel(h):
     """Gumbel noise from hashed bits, in float64: a uniform of 53 bits (never 0 or 1), so the
     noise spans about [-3.6, 36.7] and a token is out of reach only when its log-prob is some 40
@@ -247,7 +252,7 @@ def _gumbel_pick(logits, temperature: float, keys, step: int):
     rest = logp.exp().scatter_(1, top_id, 0.0).sum(-1, keepdim=True).double().log()
     top_lp = top_lp.double()
     ids = torch.cat([top_id, top_id.new_full((top_id.shape[0], 1), vocab)], dim=1)  # vocab: "the rest"
-    at = _mix(keys + _wrap((step + 1) * _GOLDEN))[:, None]  # this step's key of each row
+    at = _step_key(keys, step)[:, None]
     nxt = ids.gather(1, (torch.cat([top_lp, rest], dim=1) + _gumbel(_mix(at + ids * _GOLDEN))).argmax(-1, keepdim=True))
     nxt = nxt.squeeze(1)
     tail = (nxt == vocab).nonzero().squeeze(1)
@@ -262,6 +267,6 @@ def _icdf_pick(logits, temperature: float, keys, step: int):
     """The inverse-CDF draw (session 18), for comparison: one uniform per answer and step."""
     import torch
 
-    u = (((_mix(keys + _wrap((step + 1) * _GOLDEN)) >> 41) & ((1 << 23) - 1)).to(torch.float32) + 0.5) / (1 << 23)
+    u = (((_step_key(keys, step) >> 41) & ((1 << 23) - 1)).to(torch.float32) + 0.5) / (1 << 23)
     cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(-1)
     return torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).squeeze(1).clamp(max=cdf.shape[-1] - 1)
