@@ -1,10 +1,18 @@
 """The gate on real models and real training (issue "a gate that never promotes a worse
 model"): two candidates trained from the same extraction pairs, one of them with pairs that
 swap the answers of general questions as well. Both learnt the extraction task. The gate, at
-its defaults (1-point margin, 16 sampled answers per probe), must refuse the one that forgot,
-name the probe figure and be sure of it, and never show the other worse through the cycle's
-own gate stage (trying WiSE-FT mixes if the trained weights alone are not shown within the
-margin): promoted, or refused only for want of confidence (see the assertions).
+its 1-point margin and with sampled probe answers, must refuse the one that forgot at its first
+look (4 samples per probe, as at the defaults), name the probe figure and be sure of it, and
+never show the other worse through the cycle's own gate stage: promoted, or refused only for
+want of confidence (see the assertions).
+
+8 samples per probe here, not the default 16, and no WiSE-FT mix tried: CI time. The test's
+two claims do not need the rest. The refusal happens at the first look, which is the same
+at 8 as at 16. The good candidate is only required never to be shown worse, which a wider
+interval makes no likelier; tests/trainer/test_cycle.py covers walking the mixes. Costs, in
+answers to the 220 probes (each about half a minute of sampling on a 2-core AVX-512 CPU
+without bf16, float32): base 16 + forgot 4 + good 16 + a 0.5 mix 16 = 52 at the defaults
+(29 minutes, 2026-12-07), base 8 + forgot 4 + good 8 = 20 here.
 
 Measured (docs/measurements.md, 2026-12-06, AVX-512 + AMX CPU, bf16): the candidate that
 forgot -9.7 points [-13.6, -5.6] at the first look (4 samples; fact 0.43 -> 0.12; with the
@@ -13,13 +21,9 @@ probes' length checks, 2026-12-07 on an AVX-512 CPU without bf16: -6.9 [-10.6, -
 inverse-CDF sampler, same CPU: -8.0 [-11.9, -4.2], the fact kind -20.8 [-33.3, -10.4]; it now
 draws by keyed Gumbel-max, which couples the two models' samples more tightly); the
 extraction-only one +0.9 [-0.3, +2.0] with all 16, promoted unmixed; with greedy probes the
-same kind of candidate was -2.7 [-6.4, +0.9] and refused. SmolLM2-135M, TRL DPO,
-the evaluation engine's own decoding loop on transformers; no vLLM. On a 2-core AVX-512 CPU
-without bf16 (float32), 2026-12-07: more than 30 minutes with transformers' generate; 29
-minutes with the engine's loop (2.2-2.8x faster at sampling), of which about 9 for a 0.5 WiSE
-mix the unmixed candidate needed (+0.0 [-1.3, +1.3]); a CI run with both mixes tried took 34
-minutes: hence one mix here, and its own timeout. Moving the gate's
-sampling to vLLM (issue "faster cycles") is what would shorten it further."""
+same kind of candidate was -2.7 [-6.4, +0.9] and refused. SmolLM2-135M, TRL DPO, the
+evaluation engine's own decoding loop on transformers; no vLLM. Moving the gate's sampling
+to vLLM (issue "faster cycles") is what would let this test run at the defaults again."""
 from __future__ import annotations
 
 import json
@@ -74,11 +78,10 @@ def test_the_gate_refuses_a_candidate_that_forgot_and_is_sure_of_it(tmp_path, ga
     train("dpo_nll", DEFAULT_BASE_MODEL, extraction + swapped, forgot, **options)
 
     heldout = [Prompt(f"h{i}", [{"role": "user", "content": p}]) for i, (p, _) in enumerate(orders(16, 2))]
-    # The defaults a cycle's gate runs with (1-point margin, 16 sampled answers per probe), in
-    # the machine's dtype; the candidates' parent is the base.
-    # One mix (0.5) rather than the default two: test_cycle covers walking the list, and each
-    # try costs about 6 minutes of sampling here.
-    s = WorkerSettings(data_dir=tmp_path, gate_cache_dir=gate_cache, gate_max_tokens=64, gate_mixes=[1.0, 0.5])
+    # A cycle's gate settings (1-point margin, its confidence, the machine's dtype) but 8 sampled
+    # answers per probe and the trained weights only (see the docstring); the parent is the base.
+    s = WorkerSettings(data_dir=tmp_path, gate_cache_dir=gate_cache, gate_max_tokens=64, gate_mixes=[1.0],
+                       gate_probe_samples=8)
     gate = Gate(DEFAULT_BASE_MODEL, DEFAULT_BASE_MODEL, heldout, {"json": (1.0, json_verifier)}, VERIFIERS,
                 cache_dir=gate_cache, margin=s.gate_margin, confidence=s.gate_confidence, max_new_tokens=64,
                 dtype=s.dtype_choice().dtype, probe_samples=s.gate_probe_samples,
@@ -97,15 +100,14 @@ def test_the_gate_refuses_a_candidate_that_forgot_and_is_sure_of_it(tmp_path, ga
     assert any(r.startswith("probe kind fact vs base") for r in bad.reasons), bad.reasons
     assert bad.probes["by_kind"]["fact"]["candidate"] < bad.probes["by_kind"]["fact"]["parent"] / 2
 
-    # The other, through the cycle's own gate stage: judged with all 16 samples, and, if the
-    # trained weights are not shown within the margin, mixed toward the parent (WiSE-FT,
-    # TAO_GATE_MIXES, here 0.5 only) until one passes. What it learnt, it keeps on held-out traffic, and it is
-    # never shown worse than the parent or the base beyond the margin, on the suite or in a kind.
-    # Promoted, or refused only for want of confidence: it loses 0-0.4 points on the probes
-    # against an interval of about +-1.1 at 16 samples x 220 probes, so whether the low end
-    # clears the 1-point margin is luck (CI, 2026-12-07: -0.1 [-1.2, +0.9] unmixed, -0.4
-    # [-1.3, +0.5] at 0.5, refused; other runs +0.0 [-1.3, +1.3] passed at 0.5, +0.9 [-0.3,
-    # +2.0] unmixed). The one that forgot is shown worse (its high end below the margin).
+    # The other, through the cycle's own gate stage, judged with all 8 samples (past the first
+    # look). What it learnt, it keeps on held-out traffic, and it is never shown worse than the
+    # parent or the base beyond the margin, on the suite or in a kind. Promoted, or refused only
+    # for want of confidence: it loses 0-0.4 points on the probes against an interval of about
+    # +-1.1 at 16 samples x 220 probes (wider at 8), so whether the low end clears the 1-point
+    # margin is luck (CI, 2026-12-07, 16 samples: -0.1 [-1.2, +0.9] unmixed, refused; other
+    # runs +0.9 [-0.3, +2.0] unmixed, promoted). The one that forgot is shown worse (its high
+    # end below the margin).
     job = CycleJob(cycle_id="c-test", since=None, version="v1", parent="base",
                    parent_path=str(DEFAULT_BASE_MODEL), snapshot=str(tmp_path / "none"))
     ok = cycle.gate(s, job, good, heldout, {"json": (1.0, json_verifier)})
