@@ -12,6 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+# Prompts per greedy batch. A decoding step on a CPU costs little more for 64 rows than for 16
+# (the weights are read once a step either way): the 220 probes greedily at 32 tokens took
+# 96-98 s in batches of 16 and 49-66 s in batches of 64, the same 220 answers (2-core AVX-512
+# Xeon without bf16, float32, 2026-12-08; 128 was within that noise). No new memory peak: the
+# sampled path already decodes 16 prompts x 4 held-out samples, 64 rows of the same prompts.
+GREEDY_BATCH = 64
+
 
 class Engine:
     def __init__(self, model_dir: Path, *, dtype: str = "float32", batch_size: int = 16,
@@ -19,6 +26,7 @@ class Engine:
         """`dtype`: the machine's (feedback.hardware.choose_dtype). Output differs a little
         between dtypes, so both models of a comparison use the same one."""
         self.model_dir, self.dtype, self.batch_size, self.log = Path(model_dir), dtype, batch_size, log
+        self.greedy_batch = GREEDY_BATCH
         self._loaded = None
         # How a sampled token is drawn: the keyed Gumbel-max (tests/bench/gate_sampling.py
         # compares it with the inverse-CDF draw, `_icdf_pick`, by setting this).
@@ -36,18 +44,19 @@ class Engine:
             self._loaded = tok, model
         return self._loaded
 
-    def _batches(self, conversations: list[list[dict]], what: str):
+    def _batches(self, conversations: list[list[dict]], what: str, size: int):
         tok, _ = self._load()
-        for i in range(0, len(conversations), self.batch_size):
-            batch = conversations[i : i + self.batch_size]
+        for i in range(0, len(conversations), size):
+            batch = conversations[i : i + size]
             texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in batch]
             yield i, tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            self.log(f"{what} {self.model_dir.name}: {min(i + self.batch_size, len(conversations))}/{len(conversations)}")
+            self.log(f"{what} {self.model_dir.name}: {min(i + size, len(conversations))}/{len(conversations)}")
 
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 128) -> list[str]:
-        """Greedy answers."""
+        """Greedy answers, `greedy_batch` prompts a batch: one row each, where a sampled
+        batch has `batch_size` prompts times their samples."""
         out: list[str] = []
-        for _, enc in self._batches(conversations, "generate"):
+        for _, enc in self._batches(conversations, "generate", self.greedy_batch):
             out += [a[0] for a in self._decode(enc, repeats=1, max_new_tokens=max_new_tokens)]
         return out
 
@@ -61,7 +70,7 @@ class Engine:
         the same token. Two near-identical models then give near-identical samples, and their
         paired difference measures the weights, not the dice (the gate's probes)."""
         out: list[list[str]] = []
-        for i, enc in self._batches(conversations, "sample"):
+        for i, enc in self._batches(conversations, "sample", self.batch_size):
             seeds = [seed * 1_000_003 + i + r for r in range(enc["attention_mask"].shape[0])]
             out += self._decode(enc, repeats=samples, max_new_tokens=max_new_tokens, temperature=temperature,
                                 seeds=seeds)
@@ -167,7 +176,11 @@ class Engine:
 
     def continuation_logprobs(self, heads: list[str], tails: list[str]) -> list[tuple[float, int]]:
         """(sum of log-probs, tokens) of each `tails[i]` right after the text `heads[i]`,
-        both already rendered (no template applied here)."""
+        both already rendered (no template applied here). Rows are left-padded so that every
+        answer ends in the last column, and the model computes logits for the last columns
+        only (`logits_to_keep`, the longest answer's tokens): the head's positions never
+        reach the 49,152-way output layer, which the whole-sequence logits spent most of
+        their time and memory on (drift over the 220 probes: docs/measurements.md)."""
         import torch
 
         tok, model = self._load()
@@ -177,19 +190,26 @@ class Engine:
             for i in range(0, len(heads), self.batch_size):
                 rows = [(tok(h, add_special_tokens=False)["input_ids"], tok(t, add_special_tokens=False)["input_ids"])
                         for h, t in zip(heads[i : i + self.batch_size], tails[i : i + self.batch_size])]
-                width = max(len(h) + len(t) for h, t in rows)
+                width, keep = max(len(h) + len(t) for h, t in rows), max(len(t) for _, t in rows)
+                if keep == 0:
+                    out += [(0.0, 0)] * len(rows)
+                    continue
                 ids = torch.full((len(rows), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, (h, t) in enumerate(rows):  # right padding: positions stay those of the text
-                    ids[r, : len(h) + len(t)] = torch.tensor(h + t)
-                    mask[r, : len(h) + len(t)] = 1
-                logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
                 for r, (h, t) in enumerate(rows):
+                    ids[r, width - len(h) - len(t):] = torch.tensor(h + t)
+                    mask[r, width - len(h) - len(t):] = 1
+                # Logit column q predicts the token in column width - keep + q: the last keep + 1
+                # positions, less the last one (it predicts past the end).
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                               logits_to_keep=keep + 1).logits[:, :-1].float()
+                logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+                for r, (_, t) in enumerate(rows):
                     if not t:
                         out.append((0.0, 0))
                         continue
-                    pos = torch.arange(len(h) - 1, len(h) + len(t) - 1)  # the logits that predict each answer token
-                    out.append((float(logp[r, pos, torch.tensor(t)].sum()), len(t)))
+                    cols = torch.arange(keep - len(t), keep)
+                    out.append((float(logp[r, cols, torch.tensor(t)].sum()), len(t)))
         return out
 
 

@@ -14,7 +14,9 @@ from trainer.probes import load_probes
 def engine():
     from trainer.generate import Engine
 
-    return Engine(require_base_model(), dtype="float32", batch_size=4, log=lambda _: None)
+    e = Engine(require_base_model(), dtype="float32", batch_size=4, log=lambda _: None)
+    e.greedy_batch = 4  # batches of 4 greedy too: several batches, rows ending at different steps
+    return e
 
 
 def convs(n: int) -> list[list[dict]]:
@@ -29,7 +31,7 @@ def test_greedy_answers_are_those_of_transformers_generate(engine):
     tok, model = engine._load()
     want, ended = [], []
     with torch.inference_mode():
-        for _, enc in engine._batches(convs(8), "reference"):
+        for _, enc in engine._batches(convs(8), "reference", 4):
             gen = model.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
             new = gen[:, enc["input_ids"].shape[1]:]
             want += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
@@ -100,9 +102,30 @@ def test_the_shared_prefill_repeated_gives_each_greedy_answer_every_time(engine)
     the prompt alone does."""
     greedy = engine.generate(convs(8), max_new_tokens=24)
     got = []
-    for _, enc in engine._batches(convs(8), "repeat"):
+    for _, enc in engine._batches(convs(8), "repeat", 4):
         got += engine._decode(enc, repeats=3, max_new_tokens=24)
     assert got == [[a] * 3 for a in greedy]
+
+
+def test_log_probs_in_a_batch_are_those_of_each_answer_alone(engine):
+    """Rows of different lengths, left-padded, logits for the answers' columns only: each sum
+    equals the answer scored alone (no padding), token by token from the full logits."""
+    import torch
+
+    tok, model = engine._load()
+    conversations = convs(6)
+    answers = ["Paris.", "", "The answer is 42, as everyone knows.", "No", "x = [i * i for i in range(10)]", "Oui"]
+    got = engine.logprobs(conversations, answers)
+    for conv, answer, (lp, n) in zip(conversations, answers, got):
+        head = tok(tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True),
+                   add_special_tokens=False)["input_ids"]
+        tail = tok(answer, add_special_tokens=False)["input_ids"]
+        assert n == len(tail)
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([head + tail])).logits[0].float(), dim=-1)
+        want = sum(float(logp[len(head) - 1 + j, t]) for j, t in enumerate(tail))
+        assert lp == pytest.approx(want, abs=2e-3), answer
+    assert got[1] == (0.0, 0) and len({round(lp, 2) for lp, _ in got}) == 6
 
 
 def test_no_new_tokens_gives_empty_answers(engine):
