@@ -36,7 +36,7 @@ browser:
 # then unit, integration (real Tansu, DuckDB), e2e (real vLLM) and real-browser tests.
 test: setup browser
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -m "not bench" --durations=10 tests
+	$(BIN)/python -m pytest -m "not bench" --durations=30 tests
 
 # Unit tests only: seconds.
 test-fast: setup
