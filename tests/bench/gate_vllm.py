@@ -88,11 +88,20 @@ def vllm_arm(base: Path, candidate: Path, conversations: list[list[dict]], dtype
                 body = r.json()
                 return [c["message"]["content"] or "" for c in body["choices"]], body["usage"]["completion_tokens"]
 
-            ask(SERVED_NAME, 0), ask(ADAPTER, 0)  # the first request of each compiles / loads
             for who, model in (("base", SERVED_NAME), ("candidate", ADAPTER)):
+                # An arm that fails is recorded, not raised: on a 2-core CPU vLLM's engine core
+                # died under the adapter's arm (session 19), and that is a result too.
                 t = time.perf_counter()
-                with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                    got = list(pool.map(lambda i: ask(model, i), range(len(conversations))))
+                try:
+                    ask(model, 0)  # the first request of each model compiles / loads
+                    t = time.perf_counter()
+                    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                        got = list(pool.map(lambda i: ask(model, i), range(len(conversations))))
+                except Exception as e:  # noqa: BLE001 (httpx errors, a dead server, a 500)
+                    out[who] = {"failed": f"{type(e).__name__}: {e}"[:300],
+                                "after_s": round(time.perf_counter() - t, 1), "alive": proc.poll() is None}
+                    say(f"vllm {who}: FAILED {out[who]} (log: {logs / 'vllm.log'})")
+                    continue
                 seconds = time.perf_counter() - t
                 tokens = sum(n for _, n in got)
                 out[who] = {"seconds": round(seconds, 1), "answer_tokens": tokens,
@@ -114,11 +123,17 @@ def report(result: dict, command: str, flags: str, cores: int | None) -> str:
              f"Candidate `{result['candidate']}`.", "",
              "| model | engine s | engine tok/s | vLLM (lora mode) s | vLLM tok/s | engine s / vLLM s |",
              "|---|---|---|---|---|---|"]
+    failed = []
     for who in ("base", "candidate"):
+        if "failed" in v[who]:
+            failed.append(f"- **vLLM's {who} arm failed** after {v[who]['after_s']} s "
+                          f"(server {'still up' if v[who]['alive'] else 'dead'}): `{v[who]['failed']}`")
+            lines.append(f"| {who} | {e[who]['seconds']} | {e[who]['tokens_per_s']} | failed | - | - |")
+            continue
         lines.append(f"| {who} | {e[who]['seconds']} | {e[who]['tokens_per_s']} | {v[who]['seconds']} | "
                      f"{v[who]['tokens_per_s']} | {e[who]['seconds'] / v[who]['seconds']:.2f}x |")
     lines += ["", f"vLLM start to ready: {v['start_s']} s; adapter extraction {v['adapter_extract_s']} s; "
-              f"arguments `{v['args']}`.", ""]
+              f"arguments `{v['args']}`.", "", *failed, *([""] if failed else [])]
     return "\n".join(lines)
 
 
