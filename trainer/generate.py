@@ -176,7 +176,8 @@ class Engine:
 
     def continuation_logprobs(self, heads: list[str], tails: list[str]) -> list[tuple[float, int]]:
         """(sum of log-probs, tokens) of each `tails[i]` right after the text `heads[i]`,
-        both already rendered (no template applied here). Rows are left-padded so that every
+        both already rendered (no template applied here; a head is never empty: its last
+        token's logits score the answer's first). Rows are left-padded so that every
         answer ends in the last column, and the model computes logits for the last columns
         only (`logits_to_keep`, the longest answer's tokens): the head's positions never
         reach the 49,152-way output layer, which the whole-sequence logits spent most of
@@ -202,7 +203,7 @@ class Engine:
                 # Logit column q predicts the token in column width - keep + q: the last keep + 1
                 # positions, less the last one (it predicts past the end).
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                               logits_to_keep=keep + 1).logits[:, :-1].float()
+                               logits_to_keep=keep + 1, use_cache=False).logits[:, :-1].float()
                 logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
                 for r, (_, t) in enumerate(rows):
                     if not t:

@@ -32,7 +32,11 @@ def test_gate_rejects_a_broken_candidate(stack, tmp_path, gate_cache):
             data_dir=tmp_path, explore_url=stack.info["vllm"],
             kafka_bootstrap=f"127.0.0.1:{free_port()}",  # nothing listens: a wrong promotion would fail loudly
             learning_rate=0.5, epochs=1,                  # the deliberate break
-            explore_strategies=["plain", "scaffold"], samples_per_strategy=2, explore_max_tokens=96,
+            # `copy` too: it holds each value to the request, so some candidates are choosable
+            # (every value grounded). With plain and scaffold alone, a fresh-clone CI run
+            # (2026-12-08) drew none among 17 prompts x 4 (base answers like "item":
+            # "Doe-A-Gill-B"): 0 pairs, a skipped cycle and no candidate to gate.
+            explore_strategies=["plain", "scaffold", "copy"], samples_per_strategy=2, explore_max_tokens=96,
             gate_max_tokens=32, min_pairs=2, gate_cache_dir=gate_cache,
             gate_probe_samples=0, gate_heldout_samples=0,  # greedy: as the stack's
             holdout_fraction=0.3)

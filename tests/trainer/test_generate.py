@@ -126,6 +126,7 @@ def test_log_probs_in_a_batch_are_those_of_each_answer_alone(engine):
         want = sum(float(logp[len(head) - 1 + j, t]) for j, t in enumerate(tail))
         assert lp == pytest.approx(want, abs=2e-3), answer
     assert got[1] == (0.0, 0) and len({round(lp, 2) for lp, _ in got}) == 6
+    assert engine.logprobs(conversations[:2], ["", ""]) == [(0.0, 0)] * 2  # a batch with nothing to score
 
 
 def test_no_new_tokens_gives_empty_answers(engine):
