@@ -15,16 +15,26 @@ from typing import Callable
 # Prompts per greedy batch. A decoding step on a CPU costs little more for 64 rows than for 16
 # (the weights are read once a step either way): the 220 probes greedily at 32 tokens took
 # 96-98 s in batches of 16 and 49-66 s in batches of 64, the same 220 answers (2-core AVX-512
-# Xeon without bf16, float32, 2026-12-08; 128 was within that noise). No new memory peak: the
-# sampled path already decodes 16 prompts x 4 held-out samples, 64 rows of the same prompts.
+# Xeon without bf16, float32, 2026-12-08; 128 was within that noise).
 GREEDY_BATCH = 64
+# A sampled batch is as many prompts as fit MAX_ROWS rows (prompts x samples), where it was 16
+# prompts whatever the samples (64 rows at the gate's first look of 4 samples): 4 samples of
+# the 220 probes took 107-126 s against 129-141 s in batches of 16, the same 880 answers (same
+# machine and day as GREEDY_BATCH's figures). The draw and the forward step, not the rows, set
+# the pace: about 30 s a sample of the suite either way.
+MAX_ROWS = 256
+# ...and whose KV cache stays bounded: rows x (longest prompt + new tokens) at most this, about
+# 1.5 GB for SmolLM2-135M in float32 (46 KB a token). Long held-out prompts get fewer rows.
+MAX_ROW_TOKENS = 32_768
 
 
 class Engine:
-    def __init__(self, model_dir: Path, *, dtype: str = "float32", batch_size: int = 16,
+    def __init__(self, model_dir: Path, *, dtype: str = "float32", batch_size: int | None = None,
                  log: Callable[[str], None] = print):
         """`dtype`: the machine's (feedback.hardware.choose_dtype). Output differs a little
-        between dtypes, so both models of a comparison use the same one."""
+        between dtypes, so both models of a comparison use the same one. `batch_size`: at most
+        that many prompts a sampled batch (None: as MAX_ROWS and MAX_ROW_TOKENS allow), and
+        the log-probs' batch (16 when None)."""
         self.model_dir, self.dtype, self.batch_size, self.log = Path(model_dir), dtype, batch_size, log
         self.greedy_batch = GREEDY_BATCH
         self._loaded = None
@@ -44,19 +54,29 @@ class Engine:
             self._loaded = tok, model
         return self._loaded
 
-    def _batches(self, conversations: list[list[dict]], what: str, size: int):
+    def _batches(self, conversations: list[list[dict]], what: str, size: int | None, rows_per_prompt: int = 1,
+                 max_new_tokens: int = 0):
+        """Consecutive conversations, tokenized and left-padded, as many a batch as `size`
+        (None: no cap), MAX_ROWS rows and MAX_ROW_TOKENS allow (at least one)."""
         tok, _ = self._load()
-        for i in range(0, len(conversations), size):
-            batch = conversations[i : i + size]
-            texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in batch]
-            yield i, tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            self.log(f"{what} {self.model_dir.name}: {min(i + size, len(conversations))}/{len(conversations)}")
+        texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+        i = 0
+        while i < len(texts):
+            j, longest = i + 1, lengths[i]
+            while j < len(texts) and (size is None or j - i < size):
+                n, wider = (j + 1 - i) * rows_per_prompt, max(longest, lengths[j])
+                if n > MAX_ROWS or n * (wider + max_new_tokens) > MAX_ROW_TOKENS:
+                    break
+                j, longest = j + 1, wider
+            yield i, tok(texts[i:j], return_tensors="pt", padding=True, add_special_tokens=False)
+            self.log(f"{what} {self.model_dir.name}: {j}/{len(conversations)}")
+            i = j
 
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 128) -> list[str]:
-        """Greedy answers, `greedy_batch` prompts a batch: one row each, where a sampled
-        batch has `batch_size` prompts times their samples."""
+        """Greedy answers, at most `greedy_batch` prompts a batch (one row each)."""
         out: list[str] = []
-        for _, enc in self._batches(conversations, "generate", self.greedy_batch):
+        for _, enc in self._batches(conversations, "generate", self.greedy_batch, 1, max_new_tokens):
             out += [a[0] for a in self._decode(enc, repeats=1, max_new_tokens=max_new_tokens)]
         return out
 
@@ -70,7 +90,7 @@ class Engine:
         the same token. Two near-identical models then give near-identical samples, and their
         paired difference measures the weights, not the dice (the gate's probes)."""
         out: list[list[str]] = []
-        for i, enc in self._batches(conversations, "sample", self.batch_size):
+        for i, enc in self._batches(conversations, "sample", self.batch_size, max(1, samples), max_new_tokens):
             seeds = [seed * 1_000_003 + i + r for r in range(enc["attention_mask"].shape[0])]
             out += self._decode(enc, repeats=samples, max_new_tokens=max_new_tokens, temperature=temperature,
                                 seeds=seeds)
@@ -188,9 +208,10 @@ class Engine:
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         out: list[tuple[float, int]] = []
         with torch.inference_mode():
-            for i in range(0, len(heads), self.batch_size):
+            size = self.batch_size or 16
+            for i in range(0, len(heads), size):
                 rows = [(tok(h, add_special_tokens=False)["input_ids"], tok(t, add_special_tokens=False)["input_ids"])
-                        for h, t in zip(heads[i : i + self.batch_size], tails[i : i + self.batch_size])]
+                        for h, t in zip(heads[i : i + size], tails[i : i + size])]
                 width, keep = max(len(h) + len(t) for h, t in rows), max(len(t) for _, t in rows)
                 if keep == 0:
                     out += [(0.0, 0)] * len(rows)

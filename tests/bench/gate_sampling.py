@@ -35,8 +35,8 @@ def reference(engine, conversations: list[list[dict]], *, samples: int, temperat
     tok, model = engine._load()
     out: list[list[str]] = []
     with torch.inference_mode():
-        for i, enc in engine._batches(conversations, "reference",
-                                      engine.batch_size if samples else engine.greedy_batch):
+        for i, enc in engine._batches(conversations, "reference", engine.batch_size if samples else engine.greedy_batch,
+                                      samples or 1, max_new_tokens):
             torch.manual_seed(seed + i)
             extra = (dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=samples)
                      if samples else dict(do_sample=False))

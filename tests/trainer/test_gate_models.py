@@ -12,7 +12,10 @@ at 8 as at 16. The good candidate is only required never to be shown worse, whic
 interval makes no likelier; tests/trainer/test_cycle.py covers walking the mixes. Costs, in
 answers to the 220 probes (each about half a minute of sampling on a 2-core AVX-512 CPU
 without bf16, float32): base 16 + forgot 4 + good 16 + a 0.5 mix 16 = 52 at the defaults
-(29 minutes, 2026-12-07), base 8 + forgot 4 + good 8 = 20 here.
+(29 minutes, 2026-12-07), base 8 + forgot 4 + good 8 = 20 here. Measured 2026-12-08, same
+CPU: 1097 s in all, of which training both 218 s, held-out samples ~100 s, the probes' 20
+answer sets ~670 s, the drift's log-probs ~80 s (CI on a fresh clone: 1110 s, against 1210 s
+with 16 samples and the mix not needed that run).
 
 Measured (docs/measurements.md, 2026-12-06, AVX-512 + AMX CPU, bf16): the candidate that
 forgot -9.7 points [-13.6, -5.6] at the first look (4 samples; fact 0.43 -> 0.12; with the

@@ -129,6 +129,24 @@ def test_log_probs_in_a_batch_are_those_of_each_answer_alone(engine):
     assert engine.logprobs(conversations[:2], ["", ""]) == [(0.0, 0)] * 2  # a batch with nothing to score
 
 
+def test_batches_keep_to_the_row_and_kv_budgets_and_cover_every_prompt_in_order(engine, monkeypatch):
+    import trainer.generate as g
+
+    monkeypatch.setattr(g, "MAX_ROWS", 12)
+    monkeypatch.setattr(g, "MAX_ROW_TOKENS", 12 * 60)
+    long_one = [{"role": "user", "content": "Summarize: " + "the cat sat on the mat. " * 40}]
+    conversations = convs(10) + [long_one] + convs(20)[10:]
+    starts, sizes = [], []
+    for i, enc in engine._batches(conversations, "plan", None, rows_per_prompt=3, max_new_tokens=8):
+        rows, width = enc["input_ids"].shape[0] * 3, enc["input_ids"].shape[1]
+        assert rows <= 12 and (rows * (width + 8) <= 12 * 60 or enc["input_ids"].shape[0] == 1)
+        starts.append(i)
+        sizes.append(enc["input_ids"].shape[0])
+    assert starts == [sum(sizes[:k]) for k in range(len(sizes))] and sum(sizes) == len(conversations)
+    assert sizes[starts.index(10)] == 1  # the long prompt (over the budget alone) goes alone
+    assert max(sizes) == 4  # short ones fill the rows
+
+
 def test_no_new_tokens_gives_empty_answers(engine):
     assert engine.sample(convs(2), samples=3, temperature=0.7, max_new_tokens=0) == [["", "", ""]] * 2
 
